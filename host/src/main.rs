@@ -1,0 +1,5 @@
+//! The `ogm` command-line trainer.
+
+fn main() {
+    println!("ogm: the trainer is not built yet");
+}
