@@ -1,2 +1,5 @@
 //! `ogm-host`: the library behind the `ogm` binary: data loading, the audio-visual model,
 //! the CPU engine, the training loop.
+
+pub mod data;
+pub mod engine;
