@@ -1,6 +1,40 @@
-//! `ogm-gpu`: the OGM-GE training hot path as CUDA kernels, compiled to PTX and launched
-//! through `cust`. Everything that touches CUDA sits behind the `cuda` feature, so the
-//! workspace builds and tests on machines without it.
+//! `ogm-gpu`: the OGM-GE training hot path as CUDA kernels, compiled to PTX by `build.rs` and
+//! launched through `cust`.
+//!
+//! One step goes from "backward done" to "parameters updated" on the device, without a copy to
+//! the host and without a host synchronisation:
+//!
+//! 1. `ogm_batch_scores`: per-modality true-class scores, summed over the batch.
+//! 2. `ogm_balance`: ratios and coefficients with `ogm_core`'s exact rules.
+//! 3. `ogm_tensor_stats`: per-tensor unbiased standard deviation of every modulated tensor of
+//!    the flat gradient buffer, in one launch.
+//! 4. `ogm_modulate`: `g <- k g + sigma z` in place, with `ogm_core`'s noise stream bit for bit.
+//! 5. `ogm_sgd`: SGD with momentum and weight decay over the flat buffers, fused.
+//!
+//! Everything that touches CUDA sits behind the `cuda` feature (module `cuda`); the layout
+//! ([`TensorList`]), the shared device structs ([`state`]) and the CPU references of every
+//! kernel ([`reference`]) build everywhere, so the workspace builds and tests without CUDA.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod layout;
+pub mod reference;
+pub mod sgd;
+pub mod state;
+pub mod workload;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+pub use error::{GpuError, Result};
+pub use layout::{step_key, Modality, TensorDesc, TensorList, TensorSpec};
+pub use sgd::SgdConfig;
+pub use state::{BalanceState, DeviceStatus, Stats, StatusFlags};
 
 /// Whether this build of the crate was compiled with CUDA support (the `cuda` feature).
 pub const CUDA_ENABLED: bool = cfg!(feature = "cuda");
+
+/// Values per chunk in the kernels (`OGM_CHUNK` in `kernels/common.cuh`); must equal
+/// [`ogm_core::CHUNK`], which defines the noise stream and the statistics' chunking.
+pub const KERNEL_CHUNK: usize = 1024;
+const _: () = assert!(KERNEL_CHUNK == ogm_core::CHUNK);
