@@ -1,6 +1,6 @@
 //! The fused SGD step on the device.
 
-use cust::memory::{DeviceBuffer, DeviceSlice};
+use cust::memory::{CopyDestination, DeviceBuffer, DeviceSlice};
 
 use super::{launch, Gpu};
 use crate::error::{GpuError, Result};
@@ -50,6 +50,24 @@ impl Sgd {
     /// The momentum buffer (for checkpoints and tests).
     pub fn momentum_buffer(&self) -> &DeviceSlice<f32> {
         &self.momentum_buf
+    }
+
+    /// Waits for the queued work, then restores the momentum buffer (from a checkpoint); the
+    /// next step is then not a first step.
+    ///
+    /// Errors: a buffer whose length is not the optimiser's.
+    pub fn load_momentum(&mut self, gpu: &Gpu, momentum: &[f32]) -> Result<()> {
+        if momentum.len() != self.momentum_buf.len() {
+            return Err(GpuError::LengthMismatch {
+                what: "momentum",
+                expected: self.momentum_buf.len(),
+                got: momentum.len(),
+            });
+        }
+        gpu.synchronize()?;
+        self.momentum_buf.copy_from(&momentum.to_vec())?;
+        self.first = false;
+        Ok(())
     }
 
     /// Queues one update `params <- params - lr * buf(grads + wd * params)`.

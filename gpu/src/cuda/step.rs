@@ -218,6 +218,37 @@ impl OgmStep {
         Ok(active)
     }
 
+    /// Waits for the queued work, then overwrites the step's [`BalanceState`] (e.g. scores
+    /// summed over several devices' batches, before [`OgmStep::balance`]; tests).
+    pub fn set_state(&mut self, gpu: &Gpu, state: &BalanceState) -> Result<()> {
+        gpu.synchronize()?;
+        Ok(self.state.copy_from(state)?)
+    }
+
+    /// Waits for the queued work, then overwrites the per-tensor statistics that
+    /// [`OgmStep::modulate`] reads (tests and tools; a step computes them with
+    /// [`OgmStep::tensor_stats`]).
+    ///
+    /// Errors: not one entry per tensor.
+    pub fn set_stats(&mut self, gpu: &Gpu, stats: &[Stats]) -> Result<()> {
+        if stats.len() != self.list.len() {
+            return Err(GpuError::LengthMismatch {
+                what: "stats",
+                expected: self.list.len(),
+                got: stats.len(),
+            });
+        }
+        gpu.synchronize()?;
+        Ok(self.stats.copy_from(&stats.to_vec())?)
+    }
+
+    /// The device address of the step's [`BalanceState`], for a collective (e.g. an
+    /// all-reduce of `score` over data-parallel ranks between [`OgmStep::scores`] and
+    /// [`OgmStep::balance`]) queued on the same stream.
+    pub fn state_device_ptr(&self) -> cust::memory::DevicePointer<BalanceState> {
+        self.state.as_device_ptr()
+    }
+
     /// Waits for the queued work and returns the step's scores, ratios and coefficients.
     pub fn read_state(&self, gpu: &Gpu) -> Result<BalanceState> {
         gpu.synchronize()?;
