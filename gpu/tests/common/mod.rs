@@ -179,11 +179,11 @@ pub fn check_scores(b: &mut impl Backend) {
             "batch {batch} classes {classes}"
         );
         assert_eq!(st.score_ok, [1, 1]);
-        for m in 0..2 {
+        for (m, &want) in want.iter().enumerate() {
             assert_rel(
                 &format!("score[{m}] batch {batch} classes {classes}"),
                 st.score[m],
-                want[m],
+                want,
                 1e-12,
             );
         }
@@ -207,6 +207,7 @@ pub fn check_scores_bad_input(b: &mut impl Backend) {
 /// The balance kernel follows `ogm_core::balance` branch for branch: the official branches,
 /// the tie, zero scores, alpha 0, the inactive window; coefficients equal up to tanh's last
 /// bit. Invalid scores give no modulation.
+#[allow(clippy::needless_range_loop)] // m indexes four parallel arrays of two structs
 pub fn check_balance(b: &mut impl Backend) {
     let cases: &[([f64; 2], f64, bool)] = &[
         ([1.0, 2.0], 0.5, true),
