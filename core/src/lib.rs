@@ -38,6 +38,7 @@ pub mod modulate;
 pub mod noise;
 pub mod schedule;
 pub mod score;
+mod simd;
 pub mod state;
 pub mod stats;
 

@@ -73,7 +73,8 @@ impl NoiseParams {
         };
         let bound = coeff.abs() * stats.max_abs + sigma * max_normal_magnitude() as f64;
         // 0.999 leaves room for the f32 rounding of each product and of the sum.
-        if !(bound < f32::MAX as f64 * 0.999) {
+        // Written so that a NaN bound (impossible after the checks above) also refuses.
+        if bound.partial_cmp(&(f32::MAX as f64 * 0.999)) != Some(core::cmp::Ordering::Less) {
             return Err(OgmError::Overflow { what: "gradient" });
         }
         Ok(NoiseParams {
@@ -83,13 +84,18 @@ impl NoiseParams {
     }
 }
 
-/// Modulates chunk `chunk_index` of a tensor whose key is `key`: `g <- k g + sigma z` with the
-/// default noise stream (or `g <- k g` when `sigma == 0`, drawing nothing).
-///
-/// This is the unit of parallel work: call it on `grad.chunks_mut(CHUNK).enumerate()` in any
-/// order, on any threads, and the result equals [`modulate_tensor`]'s bit for bit. `chunk`
-/// holds at most [`CHUNK`] values (only the last chunk of a tensor may be shorter).
-pub fn modulate_chunk(chunk: &mut [f32], chunk_index: u64, p: NoiseParams, key: NoiseKey) {
+crate::simd::dispatch_avx2! {
+    /// Modulates chunk `chunk_index` of a tensor whose key is `key`: `g <- k g + sigma z` with the
+    /// default noise stream (or `g <- k g` when `sigma == 0`, drawing nothing).
+    ///
+    /// This is the unit of parallel work: call it on `grad.chunks_mut(CHUNK).enumerate()` in any
+    /// order, on any threads, and the result equals [`modulate_tensor`]'s bit for bit. `chunk`
+    /// holds at most [`CHUNK`] values (only the last chunk of a tensor may be shorter).
+    pub fn modulate_chunk(chunk: &mut [f32], chunk_index: u64, p: NoiseParams, key: NoiseKey) -> () => modulate_chunk_body
+}
+
+#[inline(always)]
+fn modulate_chunk_body(chunk: &mut [f32], chunk_index: u64, p: NoiseParams, key: NoiseKey) {
     debug_assert!(chunk.len() <= CHUNK);
     let NoiseParams { coeff, sigma } = p;
     if sigma == 0.0 {

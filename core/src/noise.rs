@@ -117,12 +117,30 @@ impl LaneRng {
 }
 
 /// Turns four `u64` words into eight normals: low halves first, then high halves.
+///
+/// Bit-identical to calling [`normal_from_bits`] on each half. When none of the eight values
+/// needs the tail polynomial (about 97% of steps) the tail is not evaluated at all, which
+/// nearly halves the work of the vectorised loop.
 #[inline(always)]
 pub fn normals_from_u64s(r: [u64; LANES]) -> [f32; STEP] {
-    let mut z = [0.0f32; STEP];
+    let mut v = [0.0f32; STEP];
     for l in 0..LANES {
-        z[l] = normal_from_bits(r[l] as u32);
-        z[LANES + l] = normal_from_bits((r[l] >> 32) as u32);
+        v[l] = uniform_symmetric(r[l] as u32);
+        v[LANES + l] = uniform_symmetric((r[l] >> 32) as u32);
+    }
+    let mut w = [0.0f32; STEP];
+    for i in 0..STEP {
+        w[i] = erfinv_w(v[i]);
+    }
+    let mut z = [0.0f32; STEP];
+    if w.iter().fold(0.0f32, |m, &x| if x > m { x } else { m }) < TAIL_W {
+        for i in 0..STEP {
+            z[i] = core::f32::consts::SQRT_2 * (erfinv_central(w[i]) * v[i]);
+        }
+    } else {
+        for i in 0..STEP {
+            z[i] = core::f32::consts::SQRT_2 * (erfinv_select(w[i]) * v[i]);
+        }
     }
     z
 }
@@ -143,11 +161,35 @@ fn ln_positive(y: f32) -> f32 {
     e as f32 * core::f32::consts::LN_2 + ln_m
 }
 
-/// Inverse error function for `|x| < 1` (Giles 2010, single precision), written without
-/// branches so that it vectorises: both polynomial pieces are evaluated and one is selected.
+/// IEEE (correctly rounded) square root. `core` has no `f32::sqrt` on stable; libm's is an
+/// out-of-line call that stops the noise loop from vectorising, so on x86-64 use the SSE
+/// intrinsic, which LLVM lowers to a plain (vectorisable) square root.
 #[inline(always)]
-pub fn erfinv(x: f32) -> f32 {
-    let w = -ln_positive((1.0 - x) * (1.0 + x));
+fn sqrt(x: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_cvtss_f32, _mm_set_ss, _mm_sqrt_ss};
+        // SAFETY: SSE is part of the x86-64 baseline.
+        unsafe { _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(x))) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        libm::sqrtf(x)
+    }
+}
+
+/// Where Giles' approximation switches from the central to the tail polynomial.
+const TAIL_W: f32 = 5.0;
+
+/// `w = -ln(1 - x^2)`, the variable of Giles' polynomials.
+#[inline(always)]
+fn erfinv_w(x: f32) -> f32 {
+    -ln_positive((1.0 - x) * (1.0 + x))
+}
+
+/// Giles' central polynomial (for `w < 5`), to be multiplied by `x`.
+#[inline(always)]
+fn erfinv_central(w: f32) -> f32 {
     let a = w - 2.5;
     let mut p = 2.810_226_4e-8f32;
     p = 3.432_739_4e-7 + p * a;
@@ -157,8 +199,13 @@ pub fn erfinv(x: f32) -> f32 {
     p = -0.001_253_725 + p * a;
     p = -0.004_177_681_6 + p * a;
     p = 0.246_640_73 + p * a;
-    p = 1.501_409_4 + p * a;
-    let b = libm::sqrtf(w) - 3.0;
+    1.501_409_4 + p * a
+}
+
+/// Giles' tail polynomial (for `w >= 5`), to be multiplied by `x`.
+#[inline(always)]
+fn erfinv_tail(w: f32) -> f32 {
+    let b = sqrt(w) - 3.0;
     let mut q = -0.000_200_214_26f32;
     q = 0.000_100_950_56 + q * b;
     q = 0.001_349_343_2 + q * b;
@@ -166,18 +213,40 @@ pub fn erfinv(x: f32) -> f32 {
     q = 0.005_739_507_7 + q * b;
     q = -0.007_622_461 + q * b;
     q = 0.009_438_870_5 + q * b;
-    q = 1.001_674_1 + q * b;
-    q = 2.832_976_8 + q * b;
-    (if w < 5.0 { p } else { q }) * x
+    q = 1.001_674 + q * b;
+    2.832_976_8 + q * b
+}
+
+/// Both pieces evaluated and one selected, without a branch (so that it vectorises).
+#[inline(always)]
+fn erfinv_select(w: f32) -> f32 {
+    let (p, q) = (erfinv_central(w), erfinv_tail(w));
+    if w < TAIL_W {
+        p
+    } else {
+        q
+    }
+}
+
+/// Inverse error function for `|x| < 1` (Giles 2010, single precision).
+#[inline(always)]
+pub fn erfinv(x: f32) -> f32 {
+    erfinv_select(erfinv_w(x)) * x
+}
+
+/// The symmetric uniform of the module docs: `(2 (x >> 8) + 1 - 2^24) / 2^24`, exact in f32.
+#[inline(always)]
+fn uniform_symmetric(x: u32) -> f32 {
+    const SCALE: f32 = 1.0 / 16_777_216.0; // 2^-24
+    let k = (x >> 8) as i32;
+    (2 * k + 1 - (1 << 24)) as f32 * SCALE
 }
 
 /// A standard normal from 32 random bits (see the module docs).
 #[inline(always)]
 pub fn normal_from_bits(x: u32) -> f32 {
-    const SCALE: f32 = 1.0 / 16_777_216.0; // 2^-24
-    let k = (x >> 8) as i32;
-    let v = (2 * k + 1 - (1 << 24)) as f32 * SCALE;
-    core::f32::consts::SQRT_2 * erfinv(v)
+    let v = uniform_symmetric(x);
+    core::f32::consts::SQRT_2 * (erfinv_select(erfinv_w(v)) * v)
 }
 
 /// The largest magnitude [`normal_from_bits`] can return (at `x = 0` and `x = u32::MAX`).
@@ -238,6 +307,26 @@ mod tests {
                 (z - r).abs() <= 2e-6 * r.abs().max(1.0),
                 "v {v}: {z} vs {r}"
             );
+        }
+    }
+
+    #[test]
+    fn batched_normals_equal_single_ones() {
+        let mut rng = LaneRng::from_lane_seeds([9, 8, 7, 6]);
+        // Include the extreme words so that the tail branch is taken too.
+        let mut words = [[0u64, u64::MAX, 1 << 40, 12345]; 1].to_vec();
+        for _ in 0..5000 {
+            words.push(rng.next_u64s());
+        }
+        for r in words {
+            let z = normals_from_u64s(r);
+            for l in 0..LANES {
+                assert_eq!(z[l].to_bits(), normal_from_bits(r[l] as u32).to_bits());
+                assert_eq!(
+                    z[LANES + l].to_bits(),
+                    normal_from_bits((r[l] >> 32) as u32).to_bits()
+                );
+            }
         }
     }
 

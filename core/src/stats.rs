@@ -27,7 +27,7 @@ pub struct GradStats {
 }
 
 /// Sum of `values` in `f64`, eight accumulators wide so the loop vectorises.
-#[inline]
+#[inline(always)]
 fn sum_f64(values: &[f32]) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut it = values.chunks_exact(8);
@@ -44,7 +44,7 @@ fn sum_f64(values: &[f32]) -> f64 {
 }
 
 /// Sum of squared deviations of `values` from `mean`, in `f64`.
-#[inline]
+#[inline(always)]
 fn sum_sq_dev(values: &[f32], mean: f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut it = values.chunks_exact(8);
@@ -64,7 +64,7 @@ fn sum_sq_dev(values: &[f32], mean: f64) -> f64 {
 
 /// Largest absolute value, eight lanes wide (NaN-free inputs assumed; NaN is caught by the
 /// mean check).
-#[inline]
+#[inline(always)]
 fn max_abs(values: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut it = values.chunks_exact(8);
@@ -81,6 +81,25 @@ fn max_abs(values: &[f32]) -> f32 {
     m
 }
 
+crate::simd::dispatch_avx2! {
+    fn chunk_stats(values: &[f32]) -> GradStats => chunk_stats_body
+}
+
+#[inline(always)]
+fn chunk_stats_body(values: &[f32]) -> GradStats {
+    if values.is_empty() {
+        return GradStats::EMPTY;
+    }
+    let n = values.len();
+    let mean = sum_f64(values) / n as f64;
+    GradStats {
+        count: n as u64,
+        mean,
+        m2: sum_sq_dev(values, mean),
+        max_abs: max_abs(values) as f64,
+    }
+}
+
 impl GradStats {
     /// The summary of no values.
     pub const EMPTY: GradStats = GradStats {
@@ -93,17 +112,7 @@ impl GradStats {
     /// Summarises one chunk with a two-pass computation. Does not check finiteness: a
     /// non-finite input gives a non-finite `mean` (f32 values cannot overflow the `f64` sums).
     pub fn of_chunk(values: &[f32]) -> GradStats {
-        if values.is_empty() {
-            return GradStats::EMPTY;
-        }
-        let n = values.len();
-        let mean = sum_f64(values) / n as f64;
-        GradStats {
-            count: n as u64,
-            mean,
-            m2: sum_sq_dev(values, mean),
-            max_abs: max_abs(values) as f64,
-        }
+        chunk_stats(values)
     }
 
     /// Combines two summaries (Chan, Golub and LeVeque's pairwise update). Merging is exact in
