@@ -112,6 +112,8 @@ pub fn layouts() -> Vec<TensorList> {
             ],
         )
         .unwrap(),
+        // A tensor of more than 256 chunks: each merging thread takes several.
+        TensorList::packed(&[(Modality::Visual, 600_000), (Modality::Audio, 5)]).unwrap(),
         // Many tensors: more than one modulation block, and every chunk slot of a warp.
         TensorList::packed(
             &(0..70)
@@ -400,8 +402,9 @@ pub fn check_sgd(b: &mut impl Backend) {
             let p0: Vec<f32> = (0..n + offset).map(|_| rng.uniform()).collect();
             let g1: Vec<f32> = (0..n + offset).map(|_| rng.uniform() * 0.1).collect();
             let g2: Vec<f32> = (0..n + offset).map(|_| rng.uniform() * 0.1).collect();
-            let (mut pw, mut bw) = (p0.clone(), vec![0.0f32; n + offset]);
-            let (mut pg, mut bg) = (p0.clone(), vec![0.0f32; n + offset]);
+            // A stale buffer: the first step must ignore it (PyTorch starts from `d`).
+            let (mut pw, mut bw) = (p0.clone(), vec![7.0f32; n + offset]);
+            let (mut pg, mut bg) = (p0.clone(), vec![7.0f32; n + offset]);
             for (step, g) in [&g1, &g2].into_iter().enumerate() {
                 let first = step == 0;
                 reference::sgd_step(

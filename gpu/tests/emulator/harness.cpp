@@ -1,0 +1,237 @@
+// Runs one kernel of gpu/kernels on the CPU (see cuda_shim.h): `harness DIR` reads DIR/job
+// ("kernel=NAME key=value ...") and the input arrays DIR/*.bin (raw little-endian), launches
+// the kernel with the same grid and block sizes as gpu/src/cuda/launch.rs, and writes the
+// outputs back as DIR/*.bin.
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common.cuh"
+
+emu::Warp* emu::warp;
+unsigned emu::lane;
+emu::Barrier* emu::block_bar;
+uint3 threadIdx, blockIdx;
+uint3 blockDim, gridDim;
+
+extern "C" {
+void ogm_batch_scores(const float*, const float*, const unsigned*, unsigned, unsigned,
+                      BalanceState*, DeviceStatus*);
+void ogm_balance(BalanceState*, double, unsigned);
+void ogm_tensor_stats(const float*, const TensorDesc*, unsigned, Stats*, unsigned*, Stats*,
+                      DeviceStatus*);
+void ogm_modulate(float*, const TensorDesc*, unsigned, const Stats*, const BalanceState*,
+                  unsigned long long, unsigned long long, unsigned, float, DeviceStatus*);
+void ogm_sgd(float*, const float*, float*, unsigned long long, float, float, float, unsigned);
+}
+
+// Fibers: a minimal x86-64 (System V) context switch. It saves only the callee-saved
+// registers and the stack pointer, so a switch costs a few nanoseconds (ucontext's swapcontext
+// makes two system calls per switch, which made the emulation twenty times slower).
+#if !defined(__x86_64__)
+#error "the kernel emulator's fibers are written for x86-64"
+#endif
+extern "C" void emu_switch(void** save_sp, void* next_sp);
+asm(R"(
+    .text
+    .globl emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+
+namespace {
+constexpr size_t kStack = 64 * 1024;
+struct Fiber {
+    void* sp = nullptr;
+    // Left uninitialised: only the pages a fiber touches are ever mapped.
+    std::unique_ptr<char[]> stack{new char[kStack]};
+    bool done = false;
+};
+void* scheduler_sp;
+Fiber* current;
+const std::function<void()>* kernel_body;
+
+[[noreturn]] void fiber_entry() {
+    (*kernel_body)();
+    current->done = true;
+    void* dead;
+    emu_switch(&dead, scheduler_sp);
+    __builtin_unreachable();
+}
+
+// A fresh stack whose first switch "returns" into fiber_entry with the ABI's alignment
+// (rsp = 8 mod 16 at function entry).
+void prepare(Fiber& f) {
+    uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack.get()) + kStack) & ~uintptr_t(15);
+    void** sp = reinterpret_cast<void**>(top);
+    *--sp = nullptr;                                   // fiber_entry's (unused) return address
+    *--sp = reinterpret_cast<void*>(&fiber_entry);     // emu_switch's ret target
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;       // rbp rbx r12 r13 r14 r15
+    f.sp = sp;
+    f.done = false;
+}
+}  // namespace
+
+void emu::yield() { emu_switch(&current->sp, scheduler_sp); }
+
+// Runs `body` as a grid x block launch: blocks in order, each block's threads as fibers run
+// round-robin until all have finished.
+static void launch(unsigned grid, unsigned block, const std::function<void()>& body) {
+    blockDim = {block, 1, 1};
+    gridDim = {grid, 1, 1};
+    kernel_body = &body;
+    const unsigned nwarps = (block + 31) / 32;
+    std::vector<emu::Warp> warps(nwarps);
+    for (unsigned w = 0; w < nwarps; ++w) {
+        warps[w].size = block - 32 * w < 32 ? block - 32 * w : 32;
+        warps[w].bar.expected = warps[w].size;
+    }
+    emu::Barrier block_bar;
+    block_bar.expected = block;
+    std::vector<Fiber> fibers(block);
+    for (unsigned b = 0; b < grid; ++b) {
+        blockIdx = {b, 0, 0};
+        for (auto& f : fibers) prepare(f);
+        for (unsigned live = block; live > 0;) {
+            live = 0;
+            for (unsigned t = 0; t < block; ++t) {
+                Fiber& f = fibers[t];
+                if (f.done) continue;
+                current = &f;
+                threadIdx = {t, 0, 0};
+                emu::lane = t % 32;
+                emu::warp = &warps[t / 32];
+                emu::block_bar = &block_bar;
+                emu_switch(&scheduler_sp, f.sp);
+                live += !f.done;
+            }
+        }
+    }
+}
+
+static std::string dir;
+
+template <class T>
+static std::vector<T> load(const char* name) {
+    std::ifstream f(dir + "/" + name, std::ios::binary);
+    if (!f) {
+        fprintf(stderr, "harness: cannot read %s/%s\n", dir.c_str(), name);
+        exit(2);
+    }
+    std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::vector<T> v(bytes.size() / sizeof(T));
+    memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
+    return v;
+}
+
+template <class T>
+static void save(const char* name, const std::vector<T>& v) {
+    std::ofstream f(dir + "/" + name, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: harness DIR\n");
+        return 2;
+    }
+    dir = argv[1];
+    std::map<std::string, std::string> job;
+    {
+        std::ifstream f(dir + "/job");
+        std::string kv;
+        while (f >> kv) {
+            auto eq = kv.find('=');
+            job[kv.substr(0, eq)] = kv.substr(eq + 1);
+        }
+    }
+    auto u64 = [&](const char* k) { return std::stoull(job.at(k)); };
+    auto f64 = [&](const char* k) { return std::stod(job.at(k)); };
+    const std::string kernel = job.at("kernel");
+    auto state = load<BalanceState>("state.bin");
+    auto status = load<DeviceStatus>("status.bin");
+
+    if (kernel == "scores") {
+        auto a = load<float>("audio.bin"), v = load<float>("visual.bin");
+        auto y = load<unsigned>("labels.bin");
+        unsigned batch = u64("batch"), classes = u64("classes");
+        launch(2, 256, [&] {
+            ogm_batch_scores(a.data(), v.data(), y.data(), batch, classes, state.data(),
+                             status.data());
+        });
+    } else if (kernel == "balance") {
+        double alpha = f64("alpha");
+        unsigned active = u64("active");
+        launch(1, 1, [&] { ogm_balance(state.data(), alpha, active); });
+    } else if (kernel == "stats") {
+        auto g = load<float>("grads.bin");
+        auto t = load<TensorDesc>("tensors.bin");
+        unsigned chunks = u64("total_chunks");
+        std::vector<Stats> partials(chunks), out(t.size());
+        std::vector<unsigned> counters(t.size(), 0);
+        // Twice, as two launches on the device would: the counters must come back to zero.
+        for (int rep = 0; rep < 2; ++rep) {
+            launch(chunks, 256, [&] {
+                ogm_tensor_stats(g.data(), t.data(), t.size(), partials.data(), counters.data(),
+                                 out.data(), status.data());
+            });
+        }
+        for (unsigned c : counters) {
+            if (c != 0) {
+                fprintf(stderr, "harness: a ticket counter was not reset\n");
+                return 3;
+            }
+        }
+        save("stats.bin", out);
+    } else if (kernel == "modulate") {
+        auto g = load<float>("grads.bin");
+        auto t = load<TensorDesc>("tensors.bin");
+        auto s = load<Stats>("stats.bin");
+        unsigned long long chunks = u64("total_chunks"), key = u64("step_key");
+        unsigned noise = u64("noise");
+        float max_z = (float)f64("max_z");
+        launch((chunks + 31) / 32, 128, [&] {
+            ogm_modulate(g.data(), t.data(), t.size(), s.data(), state.data(), key, chunks, noise,
+                         max_z, status.data());
+        });
+        save("grads.bin", g);
+    } else if (kernel == "sgd") {
+        auto p = load<float>("params.bin"), g = load<float>("grads.bin"), b = load<float>("buf.bin");
+        unsigned long long off = u64("offset"), n = p.size() - off;
+        float lr = f64("lr"), m = f64("momentum"), wd = f64("weight_decay");
+        unsigned first = u64("first");
+        // A small grid, so that the grid-stride loop runs several rounds.
+        launch(3, 256, [&] {
+            ogm_sgd(p.data() + off, g.data() + off, b.data() + off, n, lr, m, wd, first);
+        });
+        save("params.bin", p);
+        save("buf.bin", b);
+    } else {
+        fprintf(stderr, "harness: unknown kernel %s\n", kernel.c_str());
+        return 2;
+    }
+    save("state.bin", state);
+    save("status.bin", status);
+    return 0;
+}
