@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The device check of ogm-gpu: build here, run on the GPU machine in one call.
+#
+#   scripts/device-check.sh build   (here, no GPU needed)
+#       Builds the release test executable `device` (tests/device.rs: every kernel against the
+#       CPU reference, and a full ResNet-18-sized step) and the benchmark `ogm-gpu-bench` with
+#       `--features cuda`, strips them and copies them, the PyTorch baseline
+#       (scripts/torch_official_modulation.py) and scripts/device/run.sh into ./device-bundle/
+#       (git-ignored; must stay under the device tool's 64 MiB carry limit; checked).
+#   scripts/device-check.sh run     (on the GPU machine; same as device-bundle/run.sh)
+#       Runs the device tests (a missing device fails them: OGM_GPU_REQUIRED=1), the benchmark
+#       and the PyTorch baseline in the same call, and prints the agreement lines, the timings
+#       and the ratios. Writes the full log and results.json to $OUT when set.
+#
+# How a session with a GPU uses it with the device tool (the GPU machine has the NVIDIA driver
+# 580 / CUDA 13.0 and PyTorch, but no Rust: nothing is built there):
+#   1. here:  scripts/device-check.sh build
+#   2. device tool `run` with
+#        command:   bash device-bundle/run.sh
+#        carry:     ["device-bundle"]
+#        timeout_s: 420
+#      The working tree comes along anyway; `carry` adds the ignored bundle. The whole run takes
+#      about two minutes on an H100, so a second try fits in the 15 minutes of device time.
+#   3. read the printed summary (also under the returned files: device-check.log,
+#      results.json), then call give_back unless rerunning at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUNDLE=device-bundle
+LIMIT=$((60 * 1024 * 1024)) # under the tool's 64 MiB, with room for the working tree's copy
+
+build() {
+  eval "$(scripts/cuda-toolchain.sh)"
+  local json
+  json="$(mktemp)"
+  echo "== building the device test and the benchmark (release, --features cuda)"
+  cargo test -p ogm-gpu --features cuda --release --test device --no-run \
+    --message-format=json-render-diagnostics >"$json"
+  cargo build -p ogm-gpu --features cuda --release --bin ogm-gpu-bench \
+    --message-format=json-render-diagnostics >>"$json"
+  local test_exe bench_exe
+  read -r test_exe bench_exe < <(python3 - "$json" <<'PY'
+import json, sys
+test = bench = ""
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    if m["target"]["name"] == "device" and m["profile"]["test"]:
+        test = m["executable"]
+    if m["target"]["name"] == "ogm-gpu-bench":
+        bench = m["executable"]
+print(test, bench)
+PY
+)
+  rm -f "$json"
+  [[ -x "$test_exe" && -x "$bench_exe" ]] || {
+    echo "device-check: could not find the built executables" >&2
+    exit 1
+  }
+  rm -rf "$BUNDLE"
+  mkdir -p "$BUNDLE"
+  cp "$test_exe" "$BUNDLE/device"
+  cp "$bench_exe" "$BUNDLE/ogm-gpu-bench"
+  strip "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench"
+  cp scripts/torch_official_modulation.py scripts/device/run.sh scripts/device/summary.py "$BUNDLE/"
+  chmod +x "$BUNDLE/run.sh"
+  {
+    echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD -- gpu scripts || echo ' (with local changes)')"
+    echo "built  $(date -u +%Y-%m-%dT%H:%M:%SZ) with $(rustc --version) and $("$NVCC" --version | tail -n2 | head -n1)"
+    echo "glibc  the binaries need at most GLIBC_$(objdump -T "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" |
+      grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n1)"
+    (cd "$BUNDLE" && sha256sum device ogm-gpu-bench torch_official_modulation.py run.sh summary.py)
+  } >"$BUNDLE/MANIFEST"
+  local size
+  size=$(du -sb "$BUNDLE" | cut -f1)
+  if ((size > LIMIT)); then
+    echo "device-check: the bundle is $size bytes, over the $LIMIT-byte budget" >&2
+    exit 1
+  fi
+  cat "$BUNDLE/MANIFEST"
+  echo "bundle: $BUNDLE/ ($((size / 1024)) KiB). Run it on the GPU machine with the device tool:"
+  echo "  command: bash device-bundle/run.sh   carry: [\"device-bundle\"]   timeout_s: 420"
+}
+
+case "${1:-}" in
+  build) build ;;
+  run) exec bash "$BUNDLE/run.sh" ;;
+  *)
+    echo "usage: scripts/device-check.sh build|run" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Sets the benchmark's figures next to the PyTorch baseline's from the same run.
+
+Usage: summary.py BENCH_OUTPUT TORCH_OUTPUT RESULTS_JSON
+Reads the `BENCH_JSON` and `TORCH_JSON` lines, prints the speed-ups against the targets of
+issue 5 (at least 20x faster than the official code path; modulation kernel at 70% or more of
+the copy bandwidth) and writes everything to RESULTS_JSON.
+"""
+import json
+import sys
+
+
+def last_json(path, tag):
+    found = None
+    try:
+        for line in open(path):
+            if line.startswith(tag + " "):
+                found = json.loads(line[len(tag) + 1:])
+    except OSError:
+        pass
+    return found
+
+
+def main():
+    bench = last_json(sys.argv[1], "BENCH_JSON")
+    torch = last_json(sys.argv[2], "TORCH_JSON")
+    results = {"bench": bench, "torch": torch, "ratios": {}}
+    ok = bench is not None and bench.get("agree", False)
+    if bench is None:
+        print("no benchmark figures")
+    if torch is None:
+        print("no PyTorch figures")
+    if bench and torch:
+        print(f"{'classes':>8} {'ours ms':>9} {'official ms':>12} {'speed-up':>9} "
+              f"{'+SGD ours':>10} {'+SGD official':>14} {'speed-up':>9} {'vs vectorized':>14}")
+        for key in sorted(k for k in bench if k.startswith("c") and k in torch):
+            b, t = bench[key], torch[key]
+            r = {
+                "speedup_vs_official": t["official_ms"] / b["step_ms"],
+                "speedup_vs_official_with_sgd": t["official_sgd_ms"] / b["step_sgd_ms"],
+                "speedup_vs_vectorized": t["vectorized_ms"] / b["step_ms"],
+                "speedup_vs_vectorized_with_sgd": t["vectorized_sgd_ms"] / b["step_sgd_ms"],
+                "modulate_of_copy": b["modulate_of_copy"],
+                "host_waits": b["finished_before_return"],
+            }
+            results["ratios"][key] = r
+            print(f"{key[1:]:>8} {b['step_ms']:9.3f} {t['official_ms']:12.3f} "
+                  f"{r['speedup_vs_official']:8.1f}x {b['step_sgd_ms']:10.3f} "
+                  f"{t['official_sgd_ms']:14.3f} {r['speedup_vs_official_with_sgd']:8.1f}x "
+                  f"{r['speedup_vs_vectorized']:13.1f}x")
+        for key, r in results["ratios"].items():
+            print(f"classes {key[1:]}: speed-up {r['speedup_vs_official']:.1f}x "
+                  f"({'meets' if r['speedup_vs_official'] >= 20 else 'MISSES'} the 20x target); "
+                  f"modulation kernel at {100 * r['modulate_of_copy']:.0f}% of copy bandwidth "
+                  f"({'meets' if r['modulate_of_copy'] >= 0.7 else 'MISSES'} the 70% target); "
+                  f"host waited inside a step: {'no' if r['host_waits'] == 0 else 'YES'}")
+    json.dump(results, open(sys.argv[3], "w"), indent=2)
+    print(f"kernels agree with the CPU reference: {'yes' if ok else 'NO'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
