@@ -5,6 +5,18 @@
 // Values per chunk: the unit of splittable statistics and noise (ogm_core::CHUNK).
 #define OGM_CHUNK 1024
 
+// Launch geometry. gpu/src/cuda/launch.rs launches with these sizes (its unit test reads them
+// from this file) and so does the CPU emulator (tests/emulator/harness.cpp includes this file).
+#define SCORES_BLOCK 256                 // threads of ogm_batch_scores (8 warps)
+#define STATS_BLOCK 256                  // threads of ogm_tensor_stats (one chunk per block)
+#define MOD_WARPS 2                      // warps of ogm_modulate: small blocks, fine waves
+#define CHUNKS_PER_WARP 8                // 32 lanes = 8 chunks x 4 generator lanes
+#define MOD_BLOCK (MOD_WARPS * 32)
+#define MOD_CHUNKS_PER_BLOCK (MOD_WARPS * CHUNKS_PER_WARP)
+#define SGD_BLOCK 256                    // threads of ogm_sgd (grid-stride loop)
+
+#define FULL_MASK 0xffffffffu            // every lane of a warp
+
 // Sticky status bits (DeviceStatus::flags), set by kernels that meet input the CPU code would
 // reject with an error. The step then leaves the affected values untouched (see each kernel).
 #define OGM_STATUS_BAD_LABEL 1u

@@ -7,8 +7,8 @@
 // halves). The noise of a value depends only on (key, chunk, position), never on the launch.
 //
 // Work split: a warp owns 8 consecutive global chunks. Its 32 lanes are the 8 x 4 generators;
-// they produce 16 steps (128 values per chunk) into shared memory, then all lanes convert and
-// apply them to the 8 chunks with coalesced loads and stores, 8 times per chunk.
+// they produce 16 steps (128 values per chunk) into shared memory, then all lanes load the 8
+// chunks' next 128 values (coalesced), convert the words and store, 8 times per chunk.
 //
 // Per-tensor parameters follow ogm_core::NoiseParams::new exactly: coeff = applied coefficient
 // of the tensor's modality (f64 -> f32), sigma = (sqrt(M2 / (n - 1)) or 0 for n < 2) + 1e-8
@@ -18,16 +18,11 @@
 #include "common.cuh"
 #include "noise.cuh"
 
-#define MOD_WARPS 4
-#define MOD_BLOCK (MOD_WARPS * 32)
-#define CHUNKS_PER_WARP 8
 #define SLAB_STEPS 16                         // generator steps per slab
 #define SLAB_VALUES (SLAB_STEPS * 8)          // values per chunk per slab (128)
-#define SLABS (OGM_CHUNK / SLAB_VALUES)       // slabs per full chunk (8)
 // Row stride of the per-warp word table [step][chunk * 4 + lane], padded from 32 to 36 words
 // so that the conversion reads (4 steps x 4 lanes per chunk) hit 16 distinct banks.
 #define ROW_WORDS 36
-#define FULL_MASK 0xffffffffu
 #define SIGMA_EPS 1e-8
 
 struct ChunkJob {
@@ -94,32 +89,36 @@ ogm_modulate(float* grads, const TensorDesc* __restrict__ tensors, unsigned int 
             for (int s = 0; s < SLAB_STEPS; ++s) words[warp][s][lane] = rng.next();
             __syncwarp();
         }
-#pragma unroll 2
+        // Load the slab of all 8 chunks first (32 values per lane in flight), then convert and
+        // store: enough memory-level parallelism with only ~20 warps per multiprocessor.
+        const unsigned int start = slab * SLAB_VALUES;
+        float g[CHUNKS_PER_WARP][4];
+#pragma unroll
         for (int cs = 0; cs < CHUNKS_PER_WARP; ++cs) {
             const ChunkJob j = jobs[warp][cs];
-            const unsigned int start = slab * SLAB_VALUES;
-            if (start >= j.n) continue;  // warp-uniform: j is the same for every lane
-            float g[4];
-            unsigned int pos[4];
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
-                pos[k] = start + lane + 32 * k;
-                g[k] = pos[k] < j.n ? grads[j.base + pos[k]] : 0.0f;
+                const unsigned int pos = start + lane + 32 * k;
+                g[cs][k] = pos < j.n ? grads[j.base + pos] : 0.0f;
             }
+        }
+#pragma unroll
+        for (int cs = 0; cs < CHUNKS_PER_WARP; ++cs) {
+            const ChunkJob j = jobs[warp][cs];  // the same for every lane
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
-                if (pos[k] >= j.n) continue;
+                const unsigned int p = lane + 32 * k;  // position inside the slab
+                if (start + p >= j.n) continue;
                 float r;
                 if (j.sigma == 0.0f) {
-                    r = __fmul_rn(j.coeff, g[k]);
+                    r = __fmul_rn(j.coeff, g[cs][k]);
                 } else {
-                    const unsigned int p = lane + 32 * k;  // position inside the slab
                     const unsigned long long w = words[warp][p >> 3][cs * 4 + (p & 3)];
                     const unsigned int bits = (p & 4) ? (unsigned int)(w >> 32) : (unsigned int)w;
                     const float z = normal_from_bits(bits);
-                    r = __fadd_rn(__fmul_rn(j.coeff, g[k]), __fmul_rn(j.sigma, z));
+                    r = __fadd_rn(__fmul_rn(j.coeff, g[cs][k]), __fmul_rn(j.sigma, z));
                 }
-                grads[j.base + pos[k]] = r;
+                grads[j.base + start + p] = r;
             }
         }
         __syncwarp();  // the next slab overwrites the word table

@@ -11,8 +11,6 @@
 // modulation) and sets a sticky status bit that the host reads when it chooses.
 #include "common.cuh"
 
-#define SCORES_BLOCK 256
-#define FULL_MASK 0xffffffffu
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int k = 16; k > 0; k >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, k));

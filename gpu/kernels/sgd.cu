@@ -6,8 +6,10 @@
 // Every operation is an IEEE-rounded f32 multiply or add (no fused multiply-add), so the result
 // equals the CPU reference ogm_gpu::reference::sgd_step bit for bit.
 //
-// Launch: any grid (grid-stride loop), block 256. Vectorised float4 when every pointer is
+// Launch: any grid (grid-stride loop), block SGD_BLOCK. Vectorised float4 when every pointer is
 // 16-byte aligned, scalar otherwise and for the tail.
+
+#include "common.cuh"
 
 __device__ __forceinline__ float sgd_one(float& p, float g, float& buf, float lr, float m,
                                          float wd, bool first) {
@@ -20,7 +22,7 @@ __device__ __forceinline__ float sgd_one(float& p, float g, float& buf, float lr
     return p;
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(SGD_BLOCK)
 ogm_sgd(float* __restrict__ params, const float* __restrict__ grads,
         float* __restrict__ momentum_buf, unsigned long long n, float lr, float momentum,
         float weight_decay, unsigned int first_step) {

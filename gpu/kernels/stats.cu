@@ -14,9 +14,7 @@
 // tensor's counter, so back-to-back launches need no memset (the host clears them anyway).
 #include "common.cuh"
 
-#define STATS_BLOCK 256
 #define STATS_PER_THREAD (OGM_CHUNK / STATS_BLOCK)
-#define FULL_MASK 0xffffffffu
 
 static_assert(OGM_CHUNK % STATS_BLOCK == 0, "a chunk divides evenly among the threads");
 

@@ -18,15 +18,17 @@ use super::Gpu;
 use crate::layout::TensorDesc;
 use crate::state::{BalanceState, DeviceStatus, Stats};
 
+// Launch geometry: the values of kernels/common.cuh, which the kernels are compiled with (the
+// test below reads them from there, so the two cannot drift apart).
 /// Threads per block of `ogm_batch_scores` (`SCORES_BLOCK`).
 const SCORES_BLOCK: u32 = 256;
 /// Threads per block of `ogm_tensor_stats` (`STATS_BLOCK`).
 const STATS_BLOCK: u32 = 256;
 /// Threads per block of `ogm_modulate` (`MOD_BLOCK`).
-const MOD_BLOCK: u32 = 128;
-/// Chunks per block of `ogm_modulate` (`MOD_WARPS * CHUNKS_PER_WARP`).
-pub(crate) const MOD_CHUNKS_PER_BLOCK: u64 = 32;
-/// Threads per block of `ogm_sgd`.
+const MOD_BLOCK: u32 = 64;
+/// Chunks per block of `ogm_modulate` (`MOD_CHUNKS_PER_BLOCK`).
+const MOD_CHUNKS_PER_BLOCK: u64 = 16;
+/// Threads per block of `ogm_sgd` (`SGD_BLOCK`).
 const SGD_BLOCK: u32 = 256;
 
 /// `ogm_batch_scores` (kernels/scores.cu): grid 2 (audio, visual).
@@ -131,4 +133,41 @@ pub(crate) unsafe fn sgd(
 pub(crate) fn sgd_blocks(n: u64, multiprocessors: u32) -> u32 {
     let wanted = n.div_ceil(4 * u64::from(SGD_BLOCK)).max(1);
     wanted.min(u64::from(multiprocessors) * 8) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `#define NAME <expression>` in kernels/common.cuh, for the simple integer
+    /// expressions used there (a literal, or `(A * B)` of other defines).
+    fn define(name: &str) -> u64 {
+        let src = include_str!("../../kernels/common.cuh");
+        let line = src
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("#define ")?
+                    .strip_prefix(name)?
+                    .strip_prefix(' ')
+            })
+            .unwrap_or_else(|| panic!("no #define {name} in common.cuh"));
+        let expr = line.split("//").next().unwrap().trim();
+        let expr = expr.trim_start_matches('(').trim_end_matches(')');
+        expr.split('*')
+            .map(|f| {
+                let f = f.trim();
+                f.parse().unwrap_or_else(|_| define(f))
+            })
+            .product()
+    }
+
+    #[test]
+    fn geometry_matches_the_kernels() {
+        assert_eq!(define("SCORES_BLOCK"), u64::from(SCORES_BLOCK));
+        assert_eq!(define("STATS_BLOCK"), u64::from(STATS_BLOCK));
+        assert_eq!(define("MOD_BLOCK"), u64::from(MOD_BLOCK));
+        assert_eq!(define("MOD_CHUNKS_PER_BLOCK"), MOD_CHUNKS_PER_BLOCK);
+        assert_eq!(define("SGD_BLOCK"), u64::from(SGD_BLOCK));
+        assert_eq!(define("OGM_CHUNK") as usize, crate::KERNEL_CHUNK);
+    }
 }

@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
         auto a = load<float>("audio.bin"), v = load<float>("visual.bin");
         auto y = load<unsigned>("labels.bin");
         unsigned batch = u64("batch"), classes = u64("classes");
-        launch(2, 256, [&] {
+        launch(2, SCORES_BLOCK, [&] {
             ogm_batch_scores(a.data(), v.data(), y.data(), batch, classes, state.data(),
                              status.data());
         });
@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
         std::vector<unsigned> counters(t.size(), 0);
         // Twice, as two launches on the device would: the counters must come back to zero.
         for (int rep = 0; rep < 2; ++rep) {
-            launch(chunks, 256, [&] {
+            launch(chunks, STATS_BLOCK, [&] {
                 ogm_tensor_stats(g.data(), t.data(), t.size(), partials.data(), counters.data(),
                                  out.data(), status.data());
             });
@@ -211,7 +211,7 @@ int main(int argc, char** argv) {
         unsigned long long chunks = u64("total_chunks"), key = u64("step_key");
         unsigned noise = u64("noise");
         float max_z = (float)f64("max_z");
-        launch((chunks + 31) / 32, 128, [&] {
+        launch((chunks + MOD_CHUNKS_PER_BLOCK - 1) / MOD_CHUNKS_PER_BLOCK, MOD_BLOCK, [&] {
             ogm_modulate(g.data(), t.data(), t.size(), s.data(), state.data(), key, chunks, noise,
                          max_z, status.data());
         });
@@ -222,7 +222,7 @@ int main(int argc, char** argv) {
         float lr = f64("lr"), m = f64("momentum"), wd = f64("weight_decay");
         unsigned first = u64("first");
         // A small grid, so that the grid-stride loop runs several rounds.
-        launch(3, 256, [&] {
+        launch(3, SGD_BLOCK, [&] {
             ogm_sgd(p.data() + off, g.data() + off, b.data() + off, n, lr, m, wd, first);
         });
         save("params.bin", p);
