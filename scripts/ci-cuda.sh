@@ -2,9 +2,10 @@
 # CI for ogm-gpu's `cuda` feature, on a machine with or without a GPU:
 #   1. installs the toolchain (scripts/cuda-toolchain.sh: pinned nvcc 13.0 wheels, libcuda.so);
 #   2. builds the crate and all its targets (tests, bench binary) with `--features cuda`, and
-#      runs clippy on them with warnings denied;
-#   3. runs its tests: the CPU ones run, the device ones print why they skip when there is no
-#      GPU (OGM_GPU_REQUIRED=1 turns a missing device into a failure);
+#      runs clippy and rustdoc on them with warnings denied;
+#   3. runs its tests: the CPU ones run (including tests/emulated.rs, the kernels' CUDA source
+#      compiled for the CPU), the device ones print why they skip when there is no GPU
+#      (OGM_GPU_REQUIRED=1 turns a missing device into a failure);
 #   4. validates every generated PTX file with ptxas for sm_80 and sm_90, and checks that its
 #      ISA version is one the GPU machine's driver (580, CUDA 13.0) loads (at most 9.0).
 # Usage: scripts/ci-cuda.sh   (honours CARGO_TARGET_DIR and OGM_CUDA_HOME)
@@ -17,6 +18,9 @@ echo "== build (--features cuda, all targets)"
 cargo build -p ogm-gpu --features cuda --all-targets
 echo "== clippy (--features cuda)"
 cargo clippy -p ogm-gpu --no-deps --features cuda --all-targets -- -D warnings
+
+echo "== docs (--features cuda)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p ogm-gpu --no-deps --features cuda
 
 echo "== tests (--features cuda)"
 # The test binaries link libcuda.so.1. Where no driver is installed, load the unpacked library

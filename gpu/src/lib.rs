@@ -12,8 +12,8 @@
 //! 5. `ogm_sgd`: SGD with momentum and weight decay over the flat buffers, fused.
 //!
 //! Everything that touches CUDA sits behind the `cuda` feature (module `cuda`); the layout
-//! ([`TensorList`]), the shared device structs ([`state`]) and the CPU references of every
-//! kernel ([`reference`]) build everywhere, so the workspace builds and tests without CUDA.
+//! ([`TensorList`]), the shared device structs ([`mod@state`]) and the CPU references of every
+//! kernel ([`mod@reference`]) build everywhere, so the workspace builds and tests without CUDA.
 #![deny(missing_docs)]
 
 pub mod error;

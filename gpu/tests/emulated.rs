@@ -256,6 +256,36 @@ impl Backend for Emulator {
     }
 }
 
+/// `normal_from_bits` of `kernels/noise.cuh` equals `ogm_core::noise::normal_from_bits` bit
+/// for bit on every one of the 2^24 inputs it distinguishes (tails included).
+#[test]
+fn every_normal_matches_core() {
+    let exe = match harness() {
+        Ok(exe) => exe,
+        Err(why) => return eprintln!("skipping: {why}"),
+    };
+    let job = Job::new(
+        "normals",
+        "",
+        &BalanceState::default(),
+        &DeviceStatus::CLEAR,
+    );
+    job.run(exe);
+    let got: Vec<f32> = job.get("normals.bin");
+    assert_eq!(got.len(), 1 << 24);
+    let mut bad = (0..1u32 << 24).filter(|&k| {
+        got[k as usize].to_bits() != ogm_core::noise::normal_from_bits(k << 8 | 0x80).to_bits()
+    });
+    if let Some(k) = bad.next() {
+        panic!(
+            "k = {k}: emulated {:e}, ogm-core {:e} ({} more differ)",
+            got[k as usize],
+            ogm_core::noise::normal_from_bits(k << 8 | 0x80),
+            bad.count()
+        );
+    }
+}
+
 macro_rules! emulated_test {
     ($name:ident, $check:path) => {
         #[test]

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "noise.cuh"
 
 emu::Warp* emu::warp;
 unsigned emu::lane;
@@ -227,6 +228,11 @@ int main(int argc, char** argv) {
         });
         save("params.bin", p);
         save("buf.bin", b);
+    } else if (kernel == "normals") {
+        // normal_from_bits(k << 8 | 0x80) for every 24-bit k (the low 8 bits are ignored).
+        std::vector<float> z(1u << 24);
+        for (unsigned k = 0; k < (1u << 24); ++k) z[k] = normal_from_bits(k << 8 | 0x80u);
+        save("normals.bin", z);
     } else {
         fprintf(stderr, "harness: unknown kernel %s\n", kernel.c_str());
         return 2;
