@@ -24,13 +24,14 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p ogm-gpu --no-deps --features cuda
 
 echo "== tests (--features cuda)"
 # The test binaries link libcuda.so.1. Where no driver is installed, load the unpacked library
-# (its cuInit then reports "no CUDA-capable device" and the device tests skip). Where a driver
-# is installed, use it: the unpacked one would shadow it.
+# (its cuInit then reports "no CUDA-capable device" and the device tests skip; --nocapture
+# shows each skip reason). Where a driver is installed, use it: the unpacked one would shadow
+# it.
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
-  cargo test -p ogm-gpu --features cuda
+  cargo test -p ogm-gpu --features cuda -- --nocapture
 else
   LD_LIBRARY_PATH="$OGM_LIBCUDA_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    cargo test -p ogm-gpu --features cuda
+    cargo test -p ogm-gpu --features cuda -- --nocapture
 fi
 
 echo "== PTX validation (ptxas sm_80, sm_90)"
