@@ -2,7 +2,8 @@
 //! type (`u32` for `unsigned int`, `u64` for `unsigned long long`, `f32`/`f64`, device
 //! pointers for pointers): `launch!` passes every argument by address, so a `usize` where the
 //! kernel reads an `unsigned int` would silently corrupt the launch. Nothing else calls
-//! `launch!`.
+//! `launch!`. The `kernel!` macro that defines the wrappers also records their parameter types,
+//! and a unit test compares them with each kernel's `.entry` in the embedded PTX.
 //!
 //! # Safety
 //!
@@ -31,101 +32,141 @@ const MOD_CHUNKS_PER_BLOCK: u64 = 16;
 /// Threads per block of `ogm_sgd` (`SGD_BLOCK`).
 const SGD_BLOCK: u32 = 256;
 
-/// `ogm_batch_scores` (kernels/scores.cu): grid 2 (audio, visual).
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn batch_scores(
-    gpu: &Gpu,
-    logits_audio: DevicePointer<f32>,
-    logits_visual: DevicePointer<f32>,
-    labels: DevicePointer<u32>,
-    batch: u32,
-    classes: u32,
-    state: DevicePointer<BalanceState>,
-    status: DevicePointer<DeviceStatus>,
-) -> CudaResult<()> {
-    let module = &gpu.modules.scores;
-    let stream = &gpu.stream;
-    launch!(module.ogm_batch_scores<<<2u32, SCORES_BLOCK, 0, stream>>>(
-        logits_audio, logits_visual, labels, batch, classes, state, status
-    ))
+#[cfg(test)]
+/// The PTX type a kernel parameter of this Rust type must have (`.u32` for `unsigned int`,
+/// `.u64` for `unsigned long long` and pointers, `.f32`, `.f64`).
+pub(crate) trait PtxParam {
+    /// The PTX parameter type.
+    const PTX: &'static str;
 }
 
-/// `ogm_balance` (kernels/balance.cu): one thread.
-pub(crate) unsafe fn balance(
-    gpu: &Gpu,
-    state: DevicePointer<BalanceState>,
-    alpha: f64,
-    active: u32,
-) -> CudaResult<()> {
-    let module = &gpu.modules.balance;
-    let stream = &gpu.stream;
-    launch!(module.ogm_balance<<<1u32, 1u32, 0, stream>>>(state, alpha, active))
+#[cfg(test)]
+impl PtxParam for u32 {
+    const PTX: &'static str = ".u32";
+}
+#[cfg(test)]
+impl PtxParam for u64 {
+    const PTX: &'static str = ".u64";
+}
+#[cfg(test)]
+impl PtxParam for f32 {
+    const PTX: &'static str = ".f32";
+}
+#[cfg(test)]
+impl PtxParam for f64 {
+    const PTX: &'static str = ".f64";
+}
+#[cfg(test)]
+impl<T: cust::memory::DeviceCopy> PtxParam for DevicePointer<T> {
+    const PTX: &'static str = ".u64";
 }
 
-/// `ogm_tensor_stats` (kernels/stats.cu): one block per chunk; `total_chunks` is the list's
-/// (at most `2^31 - 1`, checked by `TensorList`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn tensor_stats(
-    gpu: &Gpu,
-    total_chunks: u32,
-    grads: DevicePointer<f32>,
-    tensors: DevicePointer<TensorDesc>,
-    num_tensors: u32,
-    partials: DevicePointer<Stats>,
-    counters: DevicePointer<u32>,
-    out: DevicePointer<Stats>,
-    status: DevicePointer<DeviceStatus>,
-) -> CudaResult<()> {
-    let module = &gpu.modules.stats;
-    let stream = &gpu.stream;
-    launch!(module.ogm_tensor_stats<<<total_chunks, STATS_BLOCK, 0, stream>>>(
-        grads, tensors, num_tensors, partials, counters, out, status
-    ))
+#[cfg(test)]
+/// A kernel's name, the PTX module it lives in, and the PTX types of the parameters its
+/// wrapper passes, in order; the tests compare them with the PTX entry.
+pub(crate) struct Signature {
+    pub ptx: &'static str,
+    pub kernel: &'static str,
+    pub params: &'static [&'static str],
 }
 
-/// `ogm_modulate` (kernels/modulate.cu): one block per [`MOD_CHUNKS_PER_BLOCK`] chunks.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn modulate(
-    gpu: &Gpu,
-    grads: DevicePointer<f32>,
-    tensors: DevicePointer<TensorDesc>,
-    num_tensors: u32,
-    stats: DevicePointer<Stats>,
-    state: DevicePointer<BalanceState>,
-    step_key: u64,
-    total_chunks: u64,
-    noise: u32,
-    max_z: f32,
-    status: DevicePointer<DeviceStatus>,
-) -> CudaResult<()> {
-    let module = &gpu.modules.modulate;
-    let stream = &gpu.stream;
-    // total_chunks < 2^31 (TensorList), so the block count fits easily.
-    let blocks = total_chunks.div_ceil(MOD_CHUNKS_PER_BLOCK) as u32;
-    launch!(module.ogm_modulate<<<blocks, MOD_BLOCK, 0, stream>>>(
-        grads, tensors, num_tensors, stats, state, step_key, total_chunks, noise, max_z, status
-    ))
+/// Defines a wrapper `unsafe fn $name(gpu, launch params..., kernel params...)` that launches
+/// `$module.$kernel` with exactly the kernel parameters, and the constant `$sig` describing them
+/// (see [`Signature`]). Launch parameters only size the grid.
+macro_rules! kernel {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident($($lp:ident: $lty:ty),*), $sig:ident = $module:ident . $kernel:ident
+            in $ptx:ident, grid $grid:expr, block $block:expr; ($($arg:ident: $ty:ty),* $(,)?)
+    ) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe fn $name(
+            gpu: &Gpu,
+            $($lp: $lty,)*
+            $($arg: $ty),*
+        ) -> CudaResult<()> {
+            let module = &gpu.modules.$module;
+            let stream = &gpu.stream;
+            launch!(module.$kernel<<<$grid, $block, 0, stream>>>($($arg),*))
+        }
+
+        #[cfg(test)]
+        pub(crate) const $sig: Signature = Signature {
+            ptx: super::ptx::$ptx,
+            kernel: stringify!($kernel),
+            params: &[$(<$ty as PtxParam>::PTX),*],
+        };
+    };
 }
 
-/// `ogm_sgd` (kernels/sgd.cu): a grid-stride loop over `n` values.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgd(
-    gpu: &Gpu,
-    blocks: u32,
-    params: DevicePointer<f32>,
-    grads: DevicePointer<f32>,
-    momentum_buf: DevicePointer<f32>,
-    n: u64,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    first_step: u32,
-) -> CudaResult<()> {
-    let module = &gpu.modules.sgd;
-    let stream = &gpu.stream;
-    launch!(module.ogm_sgd<<<blocks, SGD_BLOCK, 0, stream>>>(
-        params, grads, momentum_buf, n, lr, momentum, weight_decay, first_step
-    ))
+kernel! {
+    /// `ogm_batch_scores` (kernels/scores.cu): grid 2 (audio, visual).
+    fn batch_scores(), BATCH_SCORES = scores.ogm_batch_scores in SCORES, grid 2u32, block SCORES_BLOCK;
+    (
+        logits_audio: DevicePointer<f32>,
+        logits_visual: DevicePointer<f32>,
+        labels: DevicePointer<u32>,
+        batch: u32,
+        classes: u32,
+        state: DevicePointer<BalanceState>,
+        status: DevicePointer<DeviceStatus>,
+    )
+}
+
+kernel! {
+    /// `ogm_balance` (kernels/balance.cu): one thread.
+    fn balance(), BALANCE = balance.ogm_balance in BALANCE, grid 1u32, block 1u32;
+    (state: DevicePointer<BalanceState>, alpha: f64, active: u32)
+}
+
+kernel! {
+    /// `ogm_tensor_stats` (kernels/stats.cu): one block per chunk (`total_chunks` is the
+    /// list's, at most `2^31 - 1`, checked by `TensorList`).
+    fn tensor_stats(total_chunks: u32), TENSOR_STATS = stats.ogm_tensor_stats in STATS, grid total_chunks, block STATS_BLOCK;
+    (
+        grads: DevicePointer<f32>,
+        tensors: DevicePointer<TensorDesc>,
+        num_tensors: u32,
+        partials: DevicePointer<Stats>,
+        counters: DevicePointer<u32>,
+        out: DevicePointer<Stats>,
+        status: DevicePointer<DeviceStatus>,
+    )
+}
+
+kernel! {
+    /// `ogm_modulate` (kernels/modulate.cu): one block per `MOD_CHUNKS_PER_BLOCK` chunks
+    /// (`total_chunks < 2^31`, so the block count fits).
+    fn modulate(), MODULATE = modulate.ogm_modulate in MODULATE, grid total_chunks.div_ceil(MOD_CHUNKS_PER_BLOCK) as u32, block MOD_BLOCK;
+    (
+        grads: DevicePointer<f32>,
+        tensors: DevicePointer<TensorDesc>,
+        num_tensors: u32,
+        stats: DevicePointer<Stats>,
+        state: DevicePointer<BalanceState>,
+        step_key: u64,
+        total_chunks: u64,
+        noise: u32,
+        max_z: f32,
+        status: DevicePointer<DeviceStatus>,
+    )
+}
+
+kernel! {
+    /// `ogm_sgd` (kernels/sgd.cu): a grid-stride loop over `n` values on `blocks` blocks
+    /// (see [`sgd_blocks`]).
+    fn sgd(blocks: u32), SGD = sgd.ogm_sgd in SGD, grid blocks, block SGD_BLOCK;
+    (
+        params: DevicePointer<f32>,
+        grads: DevicePointer<f32>,
+        momentum_buf: DevicePointer<f32>,
+        n: u64,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        first_step: u32,
+    )
 }
 
 /// Blocks for `ogm_sgd` over `n` values: one float4 per thread, at most 8 blocks of 256
@@ -159,6 +200,33 @@ mod tests {
                 f.parse().unwrap_or_else(|_| define(f))
             })
             .product()
+    }
+
+    /// The PTX parameter types of `.entry kernel(...)` in `ptx`.
+    fn ptx_params(ptx: &str, kernel: &str) -> Vec<String> {
+        let start = ptx
+            .find(&format!(".entry {kernel}("))
+            .unwrap_or_else(|| panic!("no .entry {kernel} in its PTX"));
+        let body = &ptx[start..];
+        let body = &body[..body.find(')').unwrap()];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix(".param "))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    }
+
+    /// Each wrapper passes exactly the parameters its kernel declares, type for type (the
+    /// launch! pitfall: a mismatch would silently corrupt the launch).
+    #[test]
+    fn wrappers_match_the_ptx_entries() {
+        for sig in [BATCH_SCORES, BALANCE, TENSOR_STATS, MODULATE, SGD] {
+            assert_eq!(
+                ptx_params(sig.ptx, sig.kernel),
+                sig.params,
+                "{}",
+                sig.kernel
+            );
+        }
     }
 
     #[test]
