@@ -8,7 +8,8 @@
 // Launch geometry. gpu/src/cuda/launch.rs launches with these sizes (its unit test reads them
 // from this file) and so does the CPU emulator (tests/emulator/harness.cpp includes this file).
 #define SCORES_BLOCK 256                 // threads of ogm_batch_scores (8 warps)
-#define STATS_BLOCK 256                  // threads of ogm_tensor_stats (one chunk per block)
+#define STATS_BLOCK 256                  // threads of ogm_tensor_stats (one chunk per warp)
+#define STATS_CHUNKS_PER_BLOCK (STATS_BLOCK / 32)
 #define MOD_WARPS 2                      // warps of ogm_modulate: small blocks, fine waves
 #define CHUNKS_PER_WARP 8                // 32 lanes = 8 chunks x 4 generator lanes
 #define MOD_BLOCK (MOD_WARPS * 32)

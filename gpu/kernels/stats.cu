@@ -1,48 +1,26 @@
 // Per-tensor statistics (count, mean, M2, max |g|) of every tensor of a flat gradient buffer, in
 // one launch, for the unbiased standard deviation that sets OGM-GE's noise.
 //
-// Launch: one block of STATS_BLOCK threads per chunk of OGM_CHUNK values (chunks numbered
-// globally through TensorDesc::chunk_start). A block summarises its chunk with a two-pass f64
-// mean and M2, like ogm_core::GradStats::of_chunk, and stores it in `partials`. The last block
-// of a tensor to finish (a ticket counter per tensor) merges that tensor's chunk summaries with
-// Chan's formula in a fixed tree order and writes the result: one launch, no host round trip,
-// and the same bits on every run. The merge order differs from the CPU's sequential chunk
-// order, so results agree with ogm_core to rounding (relative ~1e-12 on the variance), not
-// bit for bit.
+// Launch: blocks of STATS_BLOCK threads, one warp per chunk of OGM_CHUNK values (chunks
+// numbered globally through TensorDesc::chunk_start), STATS_CHUNKS_PER_BLOCK chunks per block.
+// A warp summarises its chunk with a two-pass f64 mean and M2, like
+// ogm_core::GradStats::of_chunk, from values held in registers (the chunk is read once, 32
+// coalesced loads per lane in flight), and stores the summary in `partials`. The last warp of a
+// tensor to finish (a ticket counter per tensor) merges that tensor's chunk summaries with
+// Chan's formula in a fixed order and writes the result: one launch, no host round trip, no
+// block-wide barrier, and the same bits on every run. The merge order differs from the CPU's
+// sequential chunk order, so results agree with ogm_core to rounding (relative ~1e-15 on the
+// variance), not bit for bit.
 //
-// `counters` (one per tensor) must be zero before the launch; the merging block resets its
-// tensor's counter, so back-to-back launches need no memset (the host clears them anyway).
+// `counters` (one per tensor) must be zero before the first launch; the merging warp resets
+// its tensor's counter, so back-to-back launches need no memset.
 #include "common.cuh"
 
-#define STATS_PER_THREAD (OGM_CHUNK / STATS_BLOCK)
+#define VALUES_PER_LANE (OGM_CHUNK / 32)
 
-static_assert(OGM_CHUNK % STATS_BLOCK == 0, "a chunk divides evenly among the threads");
+static_assert(STATS_BLOCK % 32 == 0, "whole warps");
 
-// Block-wide sum in a fixed order (shuffle tree within warps, warps in order); every thread
-// gets the result.
-__device__ __forceinline__ double block_sum(double v, double* scratch) {
-    for (int k = 16; k > 0; k >>= 1) v += __shfl_down_sync(FULL_MASK, v, k);
-    const unsigned int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();  // scratch may still be read from a previous call
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    double s = 0.0;
-    for (unsigned int w = 0; w < STATS_BLOCK / 32; ++w) s += scratch[w];
-    return s;
-}
-
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    for (int k = 16; k > 0; k >>= 1) v = fmaxf(v, __shfl_down_sync(FULL_MASK, v, k));
-    const unsigned int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float m = 0.0f;
-    for (unsigned int w = 0; w < STATS_BLOCK / 32; ++w) m = fmaxf(m, scratch[w]);
-    return m;
-}
-
-// Reads a summary written by another block: through L2 (ld.cg), never a stale L1 line.
+// Reads a summary written by another warp: through L2 (ld.cg), never a stale L1 line.
 __device__ __forceinline__ Stats load_stats_cg(const Stats* p) {
     Stats s;
     s.count = __ldcg(&p->count);
@@ -61,16 +39,20 @@ __device__ __forceinline__ Stats shfl_down_stats(Stats s, int k) {
     return r;
 }
 
+// Warp sum in a fixed tree (the result is in lane 0), then broadcast.
+__device__ __forceinline__ double warp_sum_bcast(double v) {
+    for (int k = 16; k > 0; k >>= 1) v += __shfl_down_sync(FULL_MASK, v, k);
+    return __shfl_sync(FULL_MASK, v, 0);
+}
+
 extern "C" __global__ void __launch_bounds__(STATS_BLOCK)
 ogm_tensor_stats(const float* __restrict__ grads, const TensorDesc* __restrict__ tensors,
-                 unsigned int num_tensors, Stats* partials, unsigned int* counters,
-                 Stats* out, DeviceStatus* status) {
-    __shared__ double dscratch[STATS_BLOCK / 32];
-    __shared__ float fscratch[STATS_BLOCK / 32];
-    __shared__ Stats warp_stats[STATS_BLOCK / 32];
-    __shared__ bool last;
-
-    const unsigned long long chunk = blockIdx.x;
+                 unsigned int num_tensors, unsigned long long total_chunks, Stats* partials,
+                 unsigned int* counters, Stats* out, DeviceStatus* status) {
+    const unsigned int lane = threadIdx.x & 31;
+    const unsigned long long chunk =
+        (unsigned long long)blockIdx.x * STATS_CHUNKS_PER_BLOCK + (threadIdx.x >> 5);
+    if (chunk >= total_chunks) return;  // whole warps only: the rest of the warp leaves too
     const unsigned int t = tensor_of_chunk(tensors, num_tensors, chunk);
     const TensorDesc d = tensors[t];
     const unsigned long long c = chunk - d.chunk_start;
@@ -78,65 +60,58 @@ ogm_tensor_stats(const float* __restrict__ grads, const TensorDesc* __restrict__
     const unsigned int n = (unsigned int)min((unsigned long long)OGM_CHUNK, d.len - first);
     const float* x = grads + d.offset + first;
 
-    // Pass 1 and 2 over values held in registers: the chunk is read from memory once.
-    float v[STATS_PER_THREAD];
+    float v[VALUES_PER_LANE];
+#pragma unroll
+    for (int k = 0; k < VALUES_PER_LANE; ++k) {
+        const unsigned int i = lane + 32 * k;
+        v[k] = i < n ? x[i] : 0.0f;
+    }
     double sum = 0.0;
     float mx = 0.0f;
 #pragma unroll
-    for (int k = 0; k < STATS_PER_THREAD; ++k) {
-        const unsigned int i = threadIdx.x + k * STATS_BLOCK;
-        v[k] = i < n ? x[i] : 0.0f;
-        if (i < n) {
-            sum += (double)v[k];
-            mx = fmaxf(mx, fabsf(v[k]));
-        }
+    for (int k = 0; k < VALUES_PER_LANE; ++k) {
+        sum += (double)v[k];  // padding values are 0.0: they add nothing
+        mx = fmaxf(mx, fabsf(v[k]));
     }
-    const double mean = block_sum(sum, dscratch) / (double)n;
+    const double mean = warp_sum_bcast(sum) / (double)n;
     double sq = 0.0;
 #pragma unroll
-    for (int k = 0; k < STATS_PER_THREAD; ++k) {
-        const unsigned int i = threadIdx.x + k * STATS_BLOCK;
-        if (i < n) {
+    for (int k = 0; k < VALUES_PER_LANE; ++k) {
+        if (lane + 32 * k < n) {
             const double dv = (double)v[k] - mean;
             sq += dv * dv;
         }
     }
-    const double m2 = block_sum(sq, dscratch);
-    const float max_abs = block_max(mx, fscratch);
+    const double m2 = warp_sum_bcast(sq);
+    for (int k = 16; k > 0; k >>= 1) mx = fmaxf(mx, __shfl_down_sync(FULL_MASK, mx, k));
 
-    if (threadIdx.x == 0) {
+    const unsigned long long chunks = (d.len + OGM_CHUNK - 1) / OGM_CHUNK;
+    unsigned int last = 0;
+    if (lane == 0) {
         Stats s;
         s.count = n;
         s.mean = mean;
         s.m2 = m2;
-        s.max_abs = (double)max_abs;
+        s.max_abs = (double)mx;
         partials[chunk] = s;
         __threadfence();  // publish the summary before taking a ticket
-        const unsigned long long chunks = (d.len + OGM_CHUNK - 1) / OGM_CHUNK;
         last = atomicAdd(&counters[t], 1u) == (unsigned int)(chunks - 1);
     }
-    __syncthreads();
-    if (!last) return;
+    if (!__shfl_sync(FULL_MASK, last, 0)) return;
 
-    // The last block of tensor t merges its chunk summaries: thread i takes chunks i, i + 256,
-    // ... in order, then a fixed shuffle tree, then the warps in order.
+    // The last warp of tensor t merges its chunk summaries: lane i takes chunks i, i + 32, ...
+    // in order, then a fixed shuffle tree.
     __threadfence();
-    const unsigned long long chunks = (d.len + OGM_CHUNK - 1) / OGM_CHUNK;
     Stats acc = {0, 0.0, 0.0, 0.0};
-    for (unsigned long long i = threadIdx.x; i < chunks; i += STATS_BLOCK)
+    for (unsigned long long i = lane; i < chunks; i += 32)
         acc = merge_stats(acc, load_stats_cg(&partials[d.chunk_start + i]));
     for (int k = 16; k > 0; k >>= 1) acc = merge_stats(acc, shfl_down_stats(acc, k));
-    const unsigned int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) warp_stats[warp] = acc;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        Stats total = warp_stats[0];
-        for (unsigned int w = 1; w < STATS_BLOCK / 32; ++w) total = merge_stats(total, warp_stats[w]);
-        out[t] = total;
+    if (lane == 0) {
+        out[t] = acc;
         counters[t] = 0;
         // A NaN or infinity anywhere makes the mean non-finite (f32 values cannot overflow the
         // f64 sums), as in ogm_core::GradStats::of.
-        if (!isfinite(total.mean) || !isfinite(total.m2)) {
+        if (!isfinite(acc.mean) || !isfinite(acc.m2)) {
             report_tensor(status, OGM_STATUS_NONFINITE_GRADIENT, t);
         }
     }

@@ -25,6 +25,8 @@ use crate::state::{BalanceState, DeviceStatus, Stats};
 const SCORES_BLOCK: u32 = 256;
 /// Threads per block of `ogm_tensor_stats` (`STATS_BLOCK`).
 const STATS_BLOCK: u32 = 256;
+/// Chunks per block of `ogm_tensor_stats` (`STATS_CHUNKS_PER_BLOCK`, one per warp).
+const STATS_CHUNKS_PER_BLOCK: u64 = 8;
 /// Threads per block of `ogm_modulate` (`MOD_BLOCK`).
 const MOD_BLOCK: u32 = 64;
 /// Chunks per block of `ogm_modulate` (`MOD_CHUNKS_PER_BLOCK`).
@@ -121,13 +123,15 @@ kernel! {
 }
 
 kernel! {
-    /// `ogm_tensor_stats` (kernels/stats.cu): one block per chunk (`total_chunks` is the
-    /// list's, at most `2^31 - 1`, checked by `TensorList`).
-    fn tensor_stats(total_chunks: u32), TENSOR_STATS = stats.ogm_tensor_stats in STATS, grid total_chunks, block STATS_BLOCK;
+    /// `ogm_tensor_stats` (kernels/stats.cu): one warp per chunk (`total_chunks` is the
+    /// list's, at most `2^31 - 1`, checked by `TensorList`, so the block count fits).
+    fn tensor_stats(), TENSOR_STATS = stats.ogm_tensor_stats in STATS,
+    grid total_chunks.div_ceil(STATS_CHUNKS_PER_BLOCK) as u32, block STATS_BLOCK;
     (
         grads: DevicePointer<f32>,
         tensors: DevicePointer<TensorDesc>,
         num_tensors: u32,
+        total_chunks: u64,
         partials: DevicePointer<Stats>,
         counters: DevicePointer<u32>,
         out: DevicePointer<Stats>,
@@ -194,12 +198,18 @@ mod tests {
             .unwrap_or_else(|| panic!("no #define {name} in common.cuh"));
         let expr = line.split("//").next().unwrap().trim();
         let expr = expr.trim_start_matches('(').trim_end_matches(')');
-        expr.split('*')
-            .map(|f| {
-                let f = f.trim();
-                f.parse().unwrap_or_else(|_| define(f))
-            })
-            .product()
+        // `A * B / C ...`, left to right.
+        let mut tokens = expr.split_whitespace();
+        let value = |f: &str| f.parse().unwrap_or_else(|_| define(f));
+        let mut acc = value(tokens.next().unwrap());
+        while let (Some(op), Some(f)) = (tokens.next(), tokens.next()) {
+            match op {
+                "*" => acc *= value(f),
+                "/" => acc /= value(f),
+                _ => panic!("unsupported operator {op} in #define {name}"),
+            }
+        }
+        acc
     }
 
     /// The PTX parameter types of `.entry kernel(...)` in `ptx`.
@@ -233,6 +243,7 @@ mod tests {
     fn geometry_matches_the_kernels() {
         assert_eq!(define("SCORES_BLOCK"), u64::from(SCORES_BLOCK));
         assert_eq!(define("STATS_BLOCK"), u64::from(STATS_BLOCK));
+        assert_eq!(define("STATS_CHUNKS_PER_BLOCK"), STATS_CHUNKS_PER_BLOCK);
         assert_eq!(define("MOD_BLOCK"), u64::from(MOD_BLOCK));
         assert_eq!(define("MOD_CHUNKS_PER_BLOCK"), MOD_CHUNKS_PER_BLOCK);
         assert_eq!(define("SGD_BLOCK"), u64::from(SGD_BLOCK));

@@ -144,10 +144,10 @@ impl OgmStep {
         unsafe {
             launch::tensor_stats(
                 gpu,
-                self.list.total_chunks() as u32,
                 grads.as_device_ptr(),
                 self.tensors.as_device_ptr(),
                 self.list.len() as u32,
+                self.list.total_chunks(),
                 self.partials.as_device_ptr(),
                 self.counters.as_device_ptr(),
                 self.stats.as_device_ptr(),

@@ -95,6 +95,10 @@ inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp->bar.arrive_and_wait(
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 template <class T>
+inline T __shfl_sync(unsigned, T v, int src) {
+    return emu::shuffle_from(v, (unsigned)src);
+}
+template <class T>
 inline T __shfl_xor_sync(unsigned, T v, int k) {
     return emu::shuffle_from(v, emu::lane ^ (unsigned)k);
 }

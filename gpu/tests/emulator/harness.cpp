@@ -24,8 +24,8 @@ extern "C" {
 void ogm_batch_scores(const float*, const float*, const unsigned*, unsigned, unsigned,
                       BalanceState*, DeviceStatus*);
 void ogm_balance(BalanceState*, double, unsigned);
-void ogm_tensor_stats(const float*, const TensorDesc*, unsigned, Stats*, unsigned*, Stats*,
-                      DeviceStatus*);
+void ogm_tensor_stats(const float*, const TensorDesc*, unsigned, unsigned long long, Stats*,
+                      unsigned*, Stats*, DeviceStatus*);
 void ogm_modulate(float*, const TensorDesc*, unsigned, const Stats*, const BalanceState*,
                   unsigned long long, unsigned long long, unsigned, float, DeviceStatus*);
 void ogm_sgd(float*, const float*, float*, unsigned long long, float, float, float, unsigned);
@@ -193,9 +193,9 @@ int main(int argc, char** argv) {
         std::vector<unsigned> counters(t.size(), 0);
         // Twice, as two launches on the device would: the counters must come back to zero.
         for (int rep = 0; rep < 2; ++rep) {
-            launch(chunks, STATS_BLOCK, [&] {
-                ogm_tensor_stats(g.data(), t.data(), t.size(), partials.data(), counters.data(),
-                                 out.data(), status.data());
+            launch((chunks + STATS_CHUNKS_PER_BLOCK - 1) / STATS_CHUNKS_PER_BLOCK, STATS_BLOCK, [&] {
+                ogm_tensor_stats(g.data(), t.data(), t.size(), chunks, partials.data(),
+                                 counters.data(), out.data(), status.data());
             });
         }
         for (unsigned c : counters) {
