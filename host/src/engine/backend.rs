@@ -1,0 +1,605 @@
+//! The backend boundary: every operation the model needs, over buffers the backend owns.
+//!
+//! The model ([`crate::engine::model`]) is written once against [`Backend`]; [`CpuBackend`]
+//! implements it with the kernels of [`crate::engine::cpu`], and the CUDA backend implements
+//! the same trait with device buffers. Parameters, gradients and running statistics live in
+//! flat arenas (one buffer each); an operation reaches a tensor inside an arena by a
+//! [`Region`]. Batch normalisation's weight and bias (and its running mean and variance) are
+//! adjacent, so one region covers both.
+
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use crate::engine::cpu::{conv, elementwise as ew, linear, norm, pool};
+use crate::engine::scalar::Scalar;
+
+pub use crate::engine::cpu::conv::ConvGeom;
+pub use crate::engine::cpu::linear::LinearSpec;
+pub use crate::engine::cpu::pool::PoolGeom;
+
+/// A tensor inside an arena: `len` elements from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// First element.
+    pub offset: usize,
+    /// Number of elements.
+    pub len: usize,
+}
+
+impl Region {
+    /// The index range.
+    pub fn range(&self) -> Range<usize> {
+        self.offset..self.offset + self.len
+    }
+    /// The first half (e.g. BN weight out of weight+bias).
+    pub fn first_half(&self) -> Region {
+        Region {
+            offset: self.offset,
+            len: self.len / 2,
+        }
+    }
+    /// The second half.
+    pub fn second_half(&self) -> Region {
+        Region {
+            offset: self.offset + self.len / 2,
+            len: self.len / 2,
+        }
+    }
+}
+
+/// Hyper-parameters of one SGD step (PyTorch semantics, no dampening, no Nesterov).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum factor.
+    pub momentum: f64,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: f64,
+    /// Whether this is the first step (the momentum buffer is set to the gradient).
+    pub first: bool,
+}
+
+/// Hyper-parameters of one Adam step (PyTorch semantics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Weight decay: L2 (added to the gradient) for Adam, decoupled for AdamW.
+    pub weight_decay: f64,
+    /// AdamW's decoupled decay (`p *= 1 - lr * wd`) instead of L2.
+    pub decoupled: bool,
+    /// 1-based step number (for bias correction).
+    pub step: u64,
+}
+
+/// The operations of the engine. Buffers are opaque to the model; lengths are given by the
+/// geometry arguments and checked by the caller (the model validates user input first, so a
+/// mismatch here is an engine bug and may panic).
+#[allow(clippy::too_many_arguments)]
+pub trait Backend: Send + Sync {
+    /// The element type.
+    type Elem: Scalar;
+    /// A buffer of elements.
+    type Buf: Send + Sync;
+    /// A buffer of `u32` indices (max-pooling arg-maxima).
+    type IdxBuf: Send + Sync;
+
+    /// A zero-filled buffer.
+    fn zeros(&self, len: usize) -> Self::Buf;
+    /// Gives `buf` exactly `len` elements; contents are unspecified afterwards, so callers
+    /// overwrite them. Reuses the allocation when possible.
+    fn resize(&self, buf: &mut Self::Buf, len: usize);
+    /// An empty index buffer.
+    fn idx_empty(&self) -> Self::IdxBuf;
+    /// Gives `buf` exactly `len` indices.
+    fn idx_resize(&self, buf: &mut Self::IdxBuf, len: usize);
+    /// Number of elements in `buf`.
+    fn len(&self, buf: &Self::Buf) -> usize;
+    /// Copies `src` into `buf` from `offset`.
+    fn write(&self, buf: &mut Self::Buf, offset: usize, src: &[Self::Elem]);
+    /// Copies `range` of `buf` to the host.
+    fn read(&self, buf: &Self::Buf, range: Range<usize>) -> Vec<Self::Elem>;
+    /// Sets `range` of `buf` to `value`.
+    fn fill(&self, buf: &mut Self::Buf, range: Range<usize>, value: Self::Elem);
+
+    /// `y[b][a][inner] = x[a][b][inner]` (input layout to CNHW).
+    fn swap_outer(&self, a: usize, b: usize, inner: usize, x: &Self::Buf, y: &mut Self::Buf);
+    /// Convolution forward; the weight is `w` in `params`.
+    fn conv2d_forward(
+        &self,
+        g: &ConvGeom,
+        x: &Self::Buf,
+        params: &Self::Buf,
+        w: Region,
+        y: &mut Self::Buf,
+    );
+    /// Convolution backward: writes `dw` in `grads` and, when given, `dx`.
+    fn conv2d_backward(
+        &self,
+        g: &ConvGeom,
+        x: &Self::Buf,
+        params: &Self::Buf,
+        w: Region,
+        dy: &Self::Buf,
+        grads: &mut Self::Buf,
+        dx: Option<&mut Self::Buf>,
+    );
+    /// Batch norm, training mode, over `len` values per channel. `gb` is weight then bias in
+    /// `params`, `rs` is running mean then variance in `state`; `saved` receives the batch
+    /// mean then `1/sqrt(var+eps)`.
+    fn bn_forward_train(
+        &self,
+        len: usize,
+        x: &Self::Buf,
+        params: &Self::Buf,
+        gb: Region,
+        state: &mut Self::Buf,
+        rs: Region,
+        momentum: f64,
+        eps: f64,
+        relu: bool,
+        y: &mut Self::Buf,
+        saved: &mut Self::Buf,
+    );
+    /// Batch norm, evaluation mode (running statistics).
+    fn bn_forward_eval(
+        &self,
+        len: usize,
+        x: &Self::Buf,
+        params: &Self::Buf,
+        gb: Region,
+        state: &Self::Buf,
+        rs: Region,
+        eps: f64,
+        relu: bool,
+        y: &mut Self::Buf,
+    );
+    /// Batch norm backward (training mode). `relu_out`: mask `dy` by `relu_out > 0` first.
+    /// Writes weight and bias gradients at `gb` in `grads`, and `dx`.
+    fn bn_backward(
+        &self,
+        len: usize,
+        x: &Self::Buf,
+        params: &Self::Buf,
+        gb: Region,
+        saved: &Self::Buf,
+        dy: &Self::Buf,
+        relu_out: Option<&Self::Buf>,
+        grads: &mut Self::Buf,
+        dx: &mut Self::Buf,
+    );
+    /// Max pooling forward with arg-maxima.
+    fn maxpool_forward(
+        &self,
+        g: &PoolGeom,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+        idx: &mut Self::IdxBuf,
+    );
+    /// Max pooling backward (`dx` overwritten).
+    fn maxpool_backward(
+        &self,
+        g: &PoolGeom,
+        dy: &Self::Buf,
+        idx: &Self::IdxBuf,
+        dx: &mut Self::Buf,
+    );
+    /// Average over runs of `run` values: CNHW `[c][b*group][plane]` to features `[b][c]`.
+    fn avgpool_forward(&self, c: usize, b: usize, run: usize, x: &Self::Buf, feat: &mut Self::Buf);
+    /// Backward of [`Backend::avgpool_forward`].
+    fn avgpool_backward(
+        &self,
+        c: usize,
+        b: usize,
+        run: usize,
+        dfeat: &Self::Buf,
+        dx: &mut Self::Buf,
+    );
+    /// `y = relu(y + identity)` over the first `len` elements.
+    fn add_relu(&self, len: usize, y: &mut Self::Buf, identity: &Self::Buf);
+    /// `dy = 0` where `out <= 0`, over the first `len` elements.
+    fn relu_backward(&self, len: usize, out: &Self::Buf, dy: &mut Self::Buf);
+    /// `y += x` over the first `len` elements.
+    fn add_assign(&self, len: usize, y: &mut Self::Buf, x: &Self::Buf);
+    /// Linear forward `y = x W^T + bias_scale * b`; `spec.off` is the weight's offset in
+    /// `params`, `bias` the bias region (if any).
+    fn linear_forward(
+        &self,
+        spec: &LinearSpec,
+        rows: usize,
+        x: &Self::Buf,
+        params: &Self::Buf,
+        bias: Option<Region>,
+        bias_scale: Self::Elem,
+        y: &mut Self::Buf,
+        accumulate: bool,
+    );
+    /// Linear backward: weight gradient at `spec.off` in `grads`, bias gradient at `bias`,
+    /// and `dx` when given.
+    fn linear_backward(
+        &self,
+        spec: &LinearSpec,
+        rows: usize,
+        x: &Self::Buf,
+        params: &Self::Buf,
+        bias: Option<Region>,
+        dy: &Self::Buf,
+        grads: &mut Self::Buf,
+        dx: Option<&mut Self::Buf>,
+    );
+    /// Gated fusion forward: `gate = sigmoid(gx)`, `z = gate * y`.
+    fn gate_forward(&self, gx: &Self::Buf, y: &Self::Buf, gate: &mut Self::Buf, z: &mut Self::Buf);
+    /// Gated fusion backward.
+    fn gate_backward(
+        &self,
+        gate: &Self::Buf,
+        y: &Self::Buf,
+        dz: &Self::Buf,
+        dgx: &mut Self::Buf,
+        dy: &mut Self::Buf,
+    );
+    /// FiLM forward: `h = [gamma, beta]` rows of `2d`; `z = gamma * x + beta`.
+    fn film_forward(&self, d: usize, h: &Self::Buf, x: &Self::Buf, z: &mut Self::Buf);
+    /// FiLM backward.
+    fn film_backward(
+        &self,
+        d: usize,
+        h: &Self::Buf,
+        x: &Self::Buf,
+        dz: &Self::Buf,
+        dh: &mut Self::Buf,
+        dx: &mut Self::Buf,
+    );
+    /// One SGD step over whole arenas (`momentum_buf` has the arenas' length).
+    fn sgd_step(
+        &self,
+        s: &SgdStep,
+        params: &mut Self::Buf,
+        grads: &Self::Buf,
+        momentum_buf: &mut Self::Buf,
+    );
+    /// One Adam step over whole arenas.
+    fn adam_step(
+        &self,
+        s: &AdamStep,
+        params: &mut Self::Buf,
+        grads: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+    );
+}
+
+/// The CPU backend: `Vec` buffers, rayon-parallel kernels, GEMM by `matrixmultiply`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuBackend<T>(PhantomData<T>);
+
+impl<T: Scalar> CpuBackend<T> {
+    /// The backend (it holds no state; threads come from rayon's global pool).
+    pub fn new() -> Self {
+        CpuBackend(PhantomData)
+    }
+}
+
+/// Chunk length for the optimisers' parallel passes.
+const OPT_CHUNK: usize = 1 << 14;
+
+impl<T: Scalar> Backend for CpuBackend<T> {
+    type Elem = T;
+    type Buf = Vec<T>;
+    type IdxBuf = Vec<u32>;
+
+    fn zeros(&self, len: usize) -> Vec<T> {
+        vec![T::ZERO; len]
+    }
+    fn resize(&self, buf: &mut Vec<T>, len: usize) {
+        buf.resize(len, T::ZERO);
+    }
+    fn idx_empty(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    fn idx_resize(&self, buf: &mut Vec<u32>, len: usize) {
+        buf.resize(len, 0);
+    }
+    fn len(&self, buf: &Vec<T>) -> usize {
+        buf.len()
+    }
+    fn write(&self, buf: &mut Vec<T>, offset: usize, src: &[T]) {
+        buf[offset..offset + src.len()].copy_from_slice(src);
+    }
+    fn read(&self, buf: &Vec<T>, range: Range<usize>) -> Vec<T> {
+        buf[range].to_vec()
+    }
+    fn fill(&self, buf: &mut Vec<T>, range: Range<usize>, value: T) {
+        buf[range].fill(value);
+    }
+    fn swap_outer(&self, a: usize, b: usize, inner: usize, x: &Vec<T>, y: &mut Vec<T>) {
+        ew::swap_outer(a, b, inner, &x[..a * b * inner], &mut y[..a * b * inner]);
+    }
+    fn conv2d_forward(&self, g: &ConvGeom, x: &Vec<T>, params: &Vec<T>, w: Region, y: &mut Vec<T>) {
+        conv::conv2d_forward(
+            g,
+            &x[..g.in_len()],
+            &params[w.range()],
+            &mut y[..g.out_len()],
+        );
+    }
+    fn conv2d_backward(
+        &self,
+        g: &ConvGeom,
+        x: &Vec<T>,
+        params: &Vec<T>,
+        w: Region,
+        dy: &Vec<T>,
+        grads: &mut Vec<T>,
+        dx: Option<&mut Vec<T>>,
+    ) {
+        conv::conv2d_backward(
+            g,
+            &x[..g.in_len()],
+            &params[w.range()],
+            &dy[..g.out_len()],
+            &mut grads[w.range()],
+            dx.map(|d| &mut d[..g.in_len()]),
+        );
+    }
+    fn bn_forward_train(
+        &self,
+        len: usize,
+        x: &Vec<T>,
+        params: &Vec<T>,
+        gb: Region,
+        state: &mut Vec<T>,
+        rs: Region,
+        momentum: f64,
+        eps: f64,
+        relu: bool,
+        y: &mut Vec<T>,
+        saved: &mut Vec<T>,
+    ) {
+        let c = gb.len / 2;
+        let (rm, rv) = state[rs.range()].split_at_mut(c);
+        let (mean, invstd) = saved[..2 * c].split_at_mut(c);
+        norm::bn_forward_train(
+            len,
+            &x[..c * len],
+            &params[gb.first_half().range()],
+            &params[gb.second_half().range()],
+            &mut y[..c * len],
+            mean,
+            invstd,
+            rm,
+            rv,
+            momentum,
+            eps,
+            relu,
+        );
+    }
+    fn bn_forward_eval(
+        &self,
+        len: usize,
+        x: &Vec<T>,
+        params: &Vec<T>,
+        gb: Region,
+        state: &Vec<T>,
+        rs: Region,
+        eps: f64,
+        relu: bool,
+        y: &mut Vec<T>,
+    ) {
+        let c = gb.len / 2;
+        norm::bn_forward_eval(
+            len,
+            &x[..c * len],
+            &params[gb.first_half().range()],
+            &params[gb.second_half().range()],
+            &state[rs.first_half().range()],
+            &state[rs.second_half().range()],
+            &mut y[..c * len],
+            eps,
+            relu,
+        );
+    }
+    fn bn_backward(
+        &self,
+        len: usize,
+        x: &Vec<T>,
+        params: &Vec<T>,
+        gb: Region,
+        saved: &Vec<T>,
+        dy: &Vec<T>,
+        relu_out: Option<&Vec<T>>,
+        grads: &mut Vec<T>,
+        dx: &mut Vec<T>,
+    ) {
+        let c = gb.len / 2;
+        let (dg, db) = grads[gb.range()].split_at_mut(c);
+        norm::bn_backward(
+            len,
+            &x[..c * len],
+            &params[gb.first_half().range()],
+            &saved[..c],
+            &saved[c..2 * c],
+            &dy[..c * len],
+            relu_out.map(|o| &o[..c * len]),
+            &mut dx[..c * len],
+            dg,
+            db,
+        );
+    }
+    fn maxpool_forward(&self, g: &PoolGeom, x: &Vec<T>, y: &mut Vec<T>, idx: &mut Vec<u32>) {
+        let (ni, no) = (g.planes * g.h * g.w, g.planes * g.oh() * g.ow());
+        pool::maxpool_forward(g, &x[..ni], &mut y[..no], &mut idx[..no]);
+    }
+    fn maxpool_backward(&self, g: &PoolGeom, dy: &Vec<T>, idx: &Vec<u32>, dx: &mut Vec<T>) {
+        let (ni, no) = (g.planes * g.h * g.w, g.planes * g.oh() * g.ow());
+        pool::maxpool_backward(g, &dy[..no], &idx[..no], &mut dx[..ni]);
+    }
+    fn avgpool_forward(&self, c: usize, b: usize, run: usize, x: &Vec<T>, feat: &mut Vec<T>) {
+        pool::avgpool_forward(c, b, run, &x[..c * b * run], &mut feat[..b * c]);
+    }
+    fn avgpool_backward(&self, c: usize, b: usize, run: usize, dfeat: &Vec<T>, dx: &mut Vec<T>) {
+        pool::avgpool_backward(c, b, run, &dfeat[..b * c], &mut dx[..c * b * run]);
+    }
+    fn add_relu(&self, len: usize, y: &mut Vec<T>, identity: &Vec<T>) {
+        ew::add_relu(&mut y[..len], &identity[..len]);
+    }
+    fn relu_backward(&self, len: usize, out: &Vec<T>, dy: &mut Vec<T>) {
+        ew::relu_backward(&out[..len], &mut dy[..len]);
+    }
+    fn add_assign(&self, len: usize, y: &mut Vec<T>, x: &Vec<T>) {
+        ew::add_assign(&mut y[..len], &x[..len]);
+    }
+    fn linear_forward(
+        &self,
+        spec: &LinearSpec,
+        rows: usize,
+        x: &Vec<T>,
+        params: &Vec<T>,
+        bias: Option<Region>,
+        bias_scale: T,
+        y: &mut Vec<T>,
+        accumulate: bool,
+    ) {
+        linear::linear_forward(
+            spec,
+            rows,
+            &x[..rows * spec.inp],
+            params,
+            bias.map(|b| &params[b.range()]),
+            bias_scale,
+            &mut y[..rows * spec.out],
+            accumulate,
+        );
+    }
+    fn linear_backward(
+        &self,
+        spec: &LinearSpec,
+        rows: usize,
+        x: &Vec<T>,
+        params: &Vec<T>,
+        bias: Option<Region>,
+        dy: &Vec<T>,
+        grads: &mut Vec<T>,
+        dx: Option<&mut Vec<T>>,
+    ) {
+        // The weight block and the bias are disjoint regions of the gradient arena; take
+        // the bias out first so both can be written.
+        let mut db = bias.map(|b| grads[b.range()].to_vec());
+        linear::linear_backward(
+            spec,
+            rows,
+            &x[..rows * spec.inp],
+            params,
+            &dy[..rows * spec.out],
+            grads,
+            db.as_deref_mut(),
+            dx.map(|d| &mut d[..rows * spec.inp]),
+        );
+        if let (Some(b), Some(db)) = (bias, db) {
+            grads[b.range()].copy_from_slice(&db);
+        }
+    }
+    fn gate_forward(&self, gx: &Vec<T>, y: &Vec<T>, gate: &mut Vec<T>, z: &mut Vec<T>) {
+        let n = gx.len();
+        ew::gate_forward(gx, &y[..n], &mut gate[..n], &mut z[..n]);
+    }
+    fn gate_backward(
+        &self,
+        gate: &Vec<T>,
+        y: &Vec<T>,
+        dz: &Vec<T>,
+        dgx: &mut Vec<T>,
+        dy: &mut Vec<T>,
+    ) {
+        let n = gate.len();
+        ew::gate_backward(gate, &y[..n], &dz[..n], &mut dgx[..n], &mut dy[..n]);
+    }
+    fn film_forward(&self, d: usize, h: &Vec<T>, x: &Vec<T>, z: &mut Vec<T>) {
+        let n = x.len();
+        ew::film_forward(d, &h[..2 * n], x, &mut z[..n]);
+    }
+    fn film_backward(
+        &self,
+        d: usize,
+        h: &Vec<T>,
+        x: &Vec<T>,
+        dz: &Vec<T>,
+        dh: &mut Vec<T>,
+        dx: &mut Vec<T>,
+    ) {
+        let n = x.len();
+        ew::film_backward(d, &h[..2 * n], x, &dz[..n], &mut dh[..2 * n], &mut dx[..n]);
+    }
+    fn sgd_step(&self, s: &SgdStep, params: &mut Vec<T>, grads: &Vec<T>, buf: &mut Vec<T>) {
+        use rayon::prelude::*;
+        let (lr, m, wd) = (
+            T::from_f64(s.lr),
+            T::from_f64(s.momentum),
+            T::from_f64(s.weight_decay),
+        );
+        params
+            .par_chunks_mut(OPT_CHUNK)
+            .zip(grads.par_chunks(OPT_CHUNK))
+            .zip(buf.par_chunks_mut(OPT_CHUNK))
+            .for_each(|((p, g), b)| {
+                for i in 0..p.len() {
+                    let d = g[i] + wd * p[i];
+                    let step = if s.momentum == 0.0 {
+                        d
+                    } else {
+                        b[i] = if s.first { d } else { m * b[i] + d };
+                        b[i]
+                    };
+                    p[i] -= lr * step;
+                }
+            });
+    }
+    fn adam_step(
+        &self,
+        s: &AdamStep,
+        params: &mut Vec<T>,
+        grads: &Vec<T>,
+        m: &mut Vec<T>,
+        v: &mut Vec<T>,
+    ) {
+        use rayon::prelude::*;
+        let bc1 = 1.0 - s.beta1.powi(s.step as i32);
+        let bc2 = 1.0 - s.beta2.powi(s.step as i32);
+        let step_size = T::from_f64(s.lr / bc1);
+        let bc2_sqrt = T::from_f64(bc2.sqrt());
+        let (b1, b2, eps) = (
+            T::from_f64(s.beta1),
+            T::from_f64(s.beta2),
+            T::from_f64(s.eps),
+        );
+        let wd = T::from_f64(s.weight_decay);
+        let decay = T::from_f64(1.0 - s.lr * s.weight_decay);
+        params
+            .par_chunks_mut(OPT_CHUNK)
+            .zip(grads.par_chunks(OPT_CHUNK))
+            .zip(m.par_chunks_mut(OPT_CHUNK).zip(v.par_chunks_mut(OPT_CHUNK)))
+            .for_each(|((p, g), (mc, vc))| {
+                for i in 0..p.len() {
+                    let mut gi = g[i];
+                    if s.decoupled {
+                        p[i] *= decay;
+                    } else {
+                        gi += wd * p[i];
+                    }
+                    // PyTorch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2)
+                    //   .addcmul_(grad, grad, 1 - beta2)
+                    mc[i] += (gi - mc[i]) * (T::ONE - b1);
+                    vc[i] = vc[i] * b2 + gi * gi * (T::ONE - b2);
+                    let denom = vc[i].sqrt() / bc2_sqrt + eps;
+                    p[i] -= step_size * (mc[i] / denom);
+                }
+            });
+    }
+}

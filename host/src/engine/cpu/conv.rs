@@ -1,0 +1,293 @@
+//! 2-D convolution (square kernel, stride, zero padding, no bias) as im2col + GEMM.
+//!
+//! Samples are split into one part per thread; each part lowers a few samples at a time into
+//! a private column buffer and multiplies. Parts write disjoint columns of the output, and
+//! the weight gradient is summed over parts in part order, so results depend only on the
+//! thread count.
+
+use rayon::prelude::*;
+
+use super::{gemm, gemm_raw, partition, threads, Mat, SendPtr};
+use crate::engine::scalar::Scalar;
+
+/// The shape of one convolution over a CNHW batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel height and width.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
+    /// Samples in the batch.
+    pub n: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+}
+
+impl ConvGeom {
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// Rows of the lowered matrix: `cin * k * k`.
+    pub fn kdim(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+    /// Input length.
+    pub fn in_len(&self) -> usize {
+        self.cin * self.n * self.h * self.w
+    }
+    /// Output length.
+    pub fn out_len(&self) -> usize {
+        self.cout * self.n * self.oh() * self.ow()
+    }
+    /// Weight length.
+    pub fn w_len(&self) -> usize {
+        self.cout * self.kdim()
+    }
+    /// Whether the geometry is usable (non-zero sizes, kernel fits the padded input).
+    pub fn is_valid(&self) -> bool {
+        self.cin > 0
+            && self.cout > 0
+            && self.k > 0
+            && self.stride > 0
+            && self.n > 0
+            && self.h + 2 * self.pad >= self.k
+            && self.w + 2 * self.pad >= self.k
+    }
+    /// Samples lowered at once: enough for a few hundred columns, so that small late-stage
+    /// planes still give the GEMM a wide right-hand side.
+    fn samples_per_chunk(&self) -> usize {
+        let plane = self.oh() * self.ow();
+        512usize.div_ceil(plane).max(1)
+    }
+}
+
+/// Lowers samples `n0..n1` of the CNHW input `x` into `col` (`kdim x cols`, row-major).
+fn im2col<T: Scalar>(g: &ConvGeom, x: &[T], n0: usize, n1: usize, col: &mut Vec<T>) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let cols = (n1 - n0) * oh * ow;
+    col.clear();
+    col.resize(g.kdim() * cols, T::ZERO);
+    let plane = g.h * g.w;
+    for ci in 0..g.cin {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = (ci * g.k + ky) * g.k + kx;
+                let dst = &mut col[row * cols..(row + 1) * cols];
+                let (lo, hi) = valid_range(kx, g.pad, g.stride, g.w, ow);
+                for n in n0..n1 {
+                    let src = &x[(ci * g.n + n) * plane..(ci * g.n + n + 1) * plane];
+                    for oy in 0..oh {
+                        let d = &mut dst[((n - n0) * oh + oy) * ow..((n - n0) * oh + oy + 1) * ow];
+                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue; // already zero
+                        }
+                        let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+                        let ix0 = lo * g.stride + kx - g.pad;
+                        if g.stride == 1 {
+                            d[lo..hi].copy_from_slice(&srow[ix0..ix0 + (hi - lo)]);
+                        } else {
+                            for (j, dv) in d[lo..hi].iter_mut().enumerate() {
+                                *dv = srow[ix0 + j * g.stride];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the lowered gradient `col` back onto samples `n0..n1` of `dx` (which this part owns).
+///
+/// # Safety
+/// `dx` must be valid for the whole CNHW input and this part must own samples `n0..n1`.
+unsafe fn col2im<T: Scalar>(g: &ConvGeom, col: &[T], n0: usize, n1: usize, dx: SendPtr<T>) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let cols = (n1 - n0) * oh * ow;
+    let plane = g.h * g.w;
+    for ci in 0..g.cin {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = (ci * g.k + ky) * g.k + kx;
+                let src = &col[row * cols..(row + 1) * cols];
+                let (lo, hi) = valid_range(kx, g.pad, g.stride, g.w, ow);
+                for n in n0..n1 {
+                    // SAFETY: the plane (ci, n) belongs to this part's samples.
+                    let dplane = unsafe {
+                        std::slice::from_raw_parts_mut(dx.get().add((ci * g.n + n) * plane), plane)
+                    };
+                    for oy in 0..oh {
+                        let s = &src[((n - n0) * oh + oy) * ow..((n - n0) * oh + oy + 1) * ow];
+                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        let drow = &mut dplane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                        let ix0 = lo * g.stride + kx - g.pad;
+                        for (j, sv) in s[lo..hi].iter().enumerate() {
+                            drow[ix0 + j * g.stride] += *sv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output columns `lo..hi` whose input column `ox*stride + kx - pad` lies inside `0..w`.
+fn valid_range(kx: usize, pad: usize, stride: usize, w: usize, ow: usize) -> (usize, usize) {
+    // ox*stride + kx >= pad  <=>  ox >= ceil((pad - kx) / stride)
+    let lo = if kx >= pad {
+        0
+    } else {
+        (pad - kx).div_ceil(stride)
+    };
+    // ox*stride + kx - pad <= w - 1  <=>  ox <= (w - 1 + pad - kx) / stride
+    let hi = if w + pad > kx {
+        ((w - 1 + pad - kx) / stride + 1).min(ow)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// Forward: `y = conv(x, w)`, `x` CNHW `[cin][n][h][w]`, `w` `[cout][cin][k][k]`, `y` CNHW.
+pub fn conv2d_forward<T: Scalar>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
+    assert_eq!(x.len(), g.in_len());
+    assert_eq!(w.len(), g.w_len());
+    assert_eq!(y.len(), g.out_len());
+    let plane_out = g.oh() * g.ow();
+    let ntot = g.n * plane_out;
+    let kdim = g.kdim();
+    let per = g.samples_per_chunk();
+    let yp = SendPtr(y.as_mut_ptr());
+    partition(g.n, threads()).into_par_iter().for_each(|part| {
+        let mut col = Vec::new();
+        let mut n0 = part.start;
+        while n0 < part.end {
+            let n1 = (n0 + per).min(part.end);
+            im2col(g, x, n0, n1, &mut col);
+            let cols = (n1 - n0) * plane_out;
+            // SAFETY: this part alone writes columns n0*plane_out..n1*plane_out of every row.
+            unsafe {
+                gemm_raw(
+                    g.cout,
+                    kdim,
+                    cols,
+                    T::ONE,
+                    Mat::rm(w, kdim),
+                    Mat::rm(&col, cols),
+                    T::ZERO,
+                    yp.get().add(n0 * plane_out),
+                    ntot,
+                )
+            };
+            n0 = n1;
+        }
+    });
+}
+
+/// Backward: the weight gradient `dw` (overwritten) and, when asked, the input gradient
+/// `dx` (overwritten), from the output gradient `dy`.
+pub fn conv2d_backward<T: Scalar>(
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    dx: Option<&mut [T]>,
+) {
+    assert_eq!(x.len(), g.in_len());
+    assert_eq!(w.len(), g.w_len());
+    assert_eq!(dy.len(), g.out_len());
+    assert_eq!(dw.len(), g.w_len());
+    let plane_out = g.oh() * g.ow();
+    let ntot = g.n * plane_out;
+    let kdim = g.kdim();
+    let per = g.samples_per_chunk();
+    let dxp = dx.map(|d| {
+        assert_eq!(d.len(), g.in_len());
+        SendPtr(d.as_mut_ptr())
+    });
+    let parts = partition(g.n, threads());
+    let partials: Vec<Vec<T>> = parts
+        .into_par_iter()
+        .map(|part| {
+            let mut pdw = vec![T::ZERO; g.w_len()];
+            let mut col = Vec::new();
+            let mut dcol = Vec::new();
+            let plane_in = g.h * g.w;
+            if let Some(dxp) = dxp {
+                // Zero this part's samples of dx before accumulating into them.
+                for ci in 0..g.cin {
+                    // SAFETY: samples part.start..part.end of channel ci belong to this part.
+                    unsafe {
+                        let p = dxp.get().add((ci * g.n + part.start) * plane_in);
+                        std::slice::from_raw_parts_mut(p, part.len() * plane_in).fill(T::ZERO);
+                    }
+                }
+            }
+            let mut n0 = part.start;
+            while n0 < part.end {
+                let n1 = (n0 + per).min(part.end);
+                let cols = (n1 - n0) * plane_out;
+                im2col(g, x, n0, n1, &mut col);
+                let dyc = Mat::rm(dy, ntot).at(n0 * plane_out);
+                // dW += dy[:, cols] col^T
+                gemm(
+                    g.cout,
+                    cols,
+                    kdim,
+                    T::ONE,
+                    dyc,
+                    Mat::tr(&col, cols),
+                    T::ONE,
+                    &mut pdw,
+                    0,
+                    kdim,
+                );
+                if let Some(dxp) = dxp {
+                    // dcol = W^T dy[:, cols]
+                    dcol.clear();
+                    dcol.resize(kdim * cols, T::ZERO);
+                    gemm(
+                        kdim,
+                        g.cout,
+                        cols,
+                        T::ONE,
+                        Mat::tr(w, kdim),
+                        dyc,
+                        T::ZERO,
+                        &mut dcol,
+                        0,
+                        cols,
+                    );
+                    // SAFETY: samples n0..n1 belong to this part.
+                    unsafe { col2im(g, &dcol, n0, n1, dxp) };
+                }
+                n0 = n1;
+            }
+            pdw
+        })
+        .collect();
+    dw.copy_from_slice(&partials[0]);
+    for p in &partials[1..] {
+        for (d, v) in dw.iter_mut().zip(p) {
+            *d += *v;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! CPU kernels: plain functions over slices, generic over [`Scalar`], parallel with rayon.
+//!
+//! Activations live in the "CNHW" layout: channel-major, then sample, then the plane. A
+//! convolution is then one GEMM `W[Cout, Cin*k*k] x col[Cin*k*k, N*Ho*Wo]` whose result is
+//! already CNHW, and batch normalisation reads each channel as one contiguous run.
+//!
+//! Determinism: work is split into a number of parts that depends only on the sizes and on
+//! the thread count, never on scheduling; every reduction runs in a fixed order.
+
+pub mod conv;
+pub mod elementwise;
+pub mod linear;
+pub mod loss;
+pub mod norm;
+pub mod pool;
+
+use std::ops::Range;
+
+use super::scalar::Scalar;
+
+/// Splits `0..n` into `parts` contiguous ranges whose lengths differ by at most one.
+pub(crate) fn partition(n: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, n.max(1));
+    let base = n / parts;
+    let extra = n % parts;
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for p in 0..parts {
+        let len = base + usize::from(p < extra);
+        out.push(start..start + len);
+        start += len;
+    }
+    out
+}
+
+/// The number of parallel parts to cut work into: the rayon pool's thread count.
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// A raw pointer that may cross threads; each user writes a disjoint region through it.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub *mut T);
+// SAFETY: users only write disjoint regions from different threads (checked at each use).
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    #[inline]
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Row-major matrix operand for [`gemm`]: `rows x cols` at `data[off + r*rs + c*cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a, T> {
+    pub data: &'a [T],
+    pub off: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// A dense row-major matrix with leading dimension `ld`.
+    pub(crate) fn rm(data: &'a [T], ld: usize) -> Self {
+        Mat {
+            data,
+            off: 0,
+            rs: ld,
+            cs: 1,
+        }
+    }
+    /// The transpose of a dense row-major matrix with leading dimension `ld`.
+    pub(crate) fn tr(data: &'a [T], ld: usize) -> Self {
+        Mat {
+            data,
+            off: 0,
+            rs: 1,
+            cs: ld,
+        }
+    }
+    /// The same operand starting `off` elements further.
+    pub(crate) fn at(self, off: usize) -> Self {
+        Mat {
+            off: self.off + off,
+            ..self
+        }
+    }
+    fn last(&self, rows: usize, cols: usize) -> usize {
+        if rows == 0 || cols == 0 {
+            return self.off;
+        }
+        self.off + (rows - 1) * self.rs + (cols - 1) * self.cs
+    }
+}
+
+/// `C = alpha A B + beta C` for `A` m x k, `B` k x n, `C` m x n at `c[coff + r*rsc + col]`.
+///
+/// Bounds are checked (a panic here is a bug in the engine, not bad user input: callers
+/// validate shapes first).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    beta: T,
+    c: &mut [T],
+    coff: usize,
+    rsc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k > 0 {
+        assert!(a.last(m, k) < a.data.len(), "gemm: A out of bounds");
+        assert!(b.last(k, n) < b.data.len(), "gemm: B out of bounds");
+    }
+    assert!(coff + (m - 1) * rsc + n <= c.len(), "gemm: C out of bounds");
+    // SAFETY: bounds checked above; C is borrowed mutably so it does not overlap A or B.
+    unsafe {
+        T::gemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr().add(a.off),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr().add(b.off),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.as_mut_ptr().add(coff),
+            rsc as isize,
+            1,
+        )
+    }
+}
+
+/// `C = alpha A B + beta C` where `C` is reached through a raw pointer because several
+/// threads write disjoint column blocks of it.
+///
+/// # Safety
+/// `c` must be valid for the `m x n` block with row stride `rsc`, and no other thread may
+/// access that block during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    beta: T,
+    c: *mut T,
+    rsc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k > 0 {
+        assert!(a.last(m, k) < a.data.len(), "gemm: A out of bounds");
+        assert!(b.last(k, n) < b.data.len(), "gemm: B out of bounds");
+    }
+    // SAFETY: A and B bounds checked above; C is the caller's contract.
+    unsafe {
+        T::gemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr().add(a.off),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr().add(b.off),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c,
+            rsc as isize,
+            1,
+        )
+    }
+}

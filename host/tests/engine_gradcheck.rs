@@ -1,0 +1,523 @@
+//! Finite-difference gradient checks of every layer and of the whole small model, in `f64`.
+//!
+//! Tolerances: central differences with `eps = 1e-6` in `f64` have truncation error about
+//! `eps^2 * f''' ~ 1e-12` and rounding error about `1e-16 / eps ~ 1e-10`, so an analytic
+//! gradient that is right agrees to far better than the `1e-6` relative (plus `1e-9`
+//! absolute) allowed here, and one with a wrong term misses by orders of magnitude.
+//! Random inputs keep ReLU / max-pool kinks away from the probes with overwhelming
+//! probability.
+
+mod engine_common;
+
+use engine_common::{check_grad, dot, Rng};
+use ogm_host::engine::cpu::conv::{conv2d_backward, conv2d_forward, ConvGeom};
+use ogm_host::engine::cpu::elementwise::{
+    add_relu, film_backward, film_forward, gate_backward, gate_forward, relu_backward,
+};
+use ogm_host::engine::cpu::linear::{linear_backward, linear_forward, LinearSpec};
+use ogm_host::engine::cpu::norm::{bn_backward, bn_forward_eval, bn_forward_train};
+use ogm_host::engine::cpu::pool::{
+    avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward, PoolGeom,
+};
+use ogm_host::engine::{
+    softmax_cross_entropy, AvModel, CpuBackend, FusionKind, Input, Mode, ModelConfig,
+};
+
+const EPS: f64 = 1e-6;
+const RTOL: f64 = 1e-6;
+const ATOL: f64 = 1e-9;
+
+/// Direct convolution, the textbook loops, for checking the forward pass.
+fn naive_conv(g: &ConvGeom, x: &[f64], w: &[f64]) -> Vec<f64> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let mut y = vec![0.0; g.out_len()];
+    for co in 0..g.cout {
+        for n in 0..g.n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = 0.0;
+                    for ci in 0..g.cin {
+                        for ky in 0..g.k {
+                            for kx in 0..g.k {
+                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                s += x[((ci * g.n + n) * g.h + iy as usize) * g.w + ix as usize]
+                                    * w[((co * g.cin + ci) * g.k + ky) * g.k + kx];
+                            }
+                        }
+                    }
+                    y[((co * g.n + n) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+    y
+}
+
+fn geoms() -> Vec<ConvGeom> {
+    let g = |cin, cout, k, stride, pad, n, h, w| ConvGeom {
+        cin,
+        cout,
+        k,
+        stride,
+        pad,
+        n,
+        h,
+        w,
+    };
+    vec![
+        g(2, 3, 3, 1, 1, 2, 5, 4),
+        g(3, 2, 3, 2, 1, 3, 7, 6),
+        g(1, 4, 7, 2, 3, 2, 9, 8),
+        g(3, 2, 1, 2, 0, 2, 5, 5),
+        g(2, 2, 3, 1, 0, 1, 4, 6),
+        g(2, 3, 3, 2, 1, 2, 2, 1),
+    ]
+}
+
+#[test]
+fn conv_forward_matches_direct_loops() {
+    let mut rng = Rng(1);
+    for g in geoms() {
+        let x = rng.vec(g.in_len());
+        let w = rng.vec(g.w_len());
+        let mut y = vec![0.0; g.out_len()];
+        conv2d_forward(&g, &x, &w, &mut y);
+        engine_common::assert_close(&format!("{g:?}"), &y, &naive_conv(&g, &x, &w), 1e-12, 1.0);
+    }
+}
+
+#[test]
+fn conv_gradients() {
+    let mut rng = Rng(2);
+    for g in geoms() {
+        let mut x = rng.vec(g.in_len());
+        let mut w = rng.vec(g.w_len());
+        let r = rng.vec(g.out_len());
+        let (mut dw, mut dx) = (vec![0.0; g.w_len()], vec![0.0; g.in_len()]);
+        conv2d_backward(&g, &x, &w, &r, &mut dw, Some(&mut dx));
+        let loss = |x: &[f64], w: &[f64]| {
+            let mut y = vec![0.0; g.out_len()];
+            conv2d_forward(&g, x, w, &mut y);
+            dot(&r, &y)
+        };
+        let all_x: Vec<usize> = (0..x.len()).collect();
+        let all_w: Vec<usize> = (0..w.len()).collect();
+        let w0 = w.clone();
+        check_grad("conv dx", &mut x, &dx, &all_x, EPS, RTOL, ATOL, |x| {
+            loss(x, &w0)
+        });
+        let x0 = x.clone();
+        check_grad("conv dw", &mut w, &dw, &all_w, EPS, RTOL, ATOL, |w| {
+            loss(&x0, w)
+        });
+        // Without dx the weight gradient is the same.
+        let mut dw2 = vec![0.0; g.w_len()];
+        conv2d_backward(&g, &x, &w, &r, &mut dw2, None);
+        assert_eq!(dw, dw2);
+    }
+}
+
+fn bn_case(relu: bool) {
+    let mut rng = Rng(3 + relu as u64);
+    let (c, len) = (3, 10);
+    let mut x = rng.vec(c * len);
+    let mut gamma: Vec<f64> = rng.vec(c).iter().map(|v| 1.0 + 0.5 * v).collect();
+    let mut beta = rng.vec(c);
+    let r = rng.vec(c * len);
+    let fwd = |x: &[f64], gamma: &[f64], beta: &[f64]| {
+        let (mut y, mut m, mut is) = (vec![0.0; c * len], vec![0.0; c], vec![0.0; c]);
+        let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+        bn_forward_train(
+            len, x, gamma, beta, &mut y, &mut m, &mut is, &mut rm, &mut rv, 0.1, 1e-5, relu,
+        );
+        (y, m, is, rm, rv)
+    };
+    let (y, m, is, rm, rv) = fwd(&x, &gamma, &beta);
+    // Running statistics: PyTorch's momentum rule with the unbiased batch variance.
+    for ch in 0..c {
+        let xs = &x[ch * len..(ch + 1) * len];
+        let mean = xs.iter().sum::<f64>() / len as f64;
+        let var_u = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (len - 1) as f64;
+        assert!((rm[ch] - 0.1 * mean).abs() < 1e-14);
+        assert!((rv[ch] - (0.9 + 0.1 * var_u)).abs() < 1e-14);
+    }
+    let (mut dx, mut dg, mut db) = (vec![0.0; c * len], vec![0.0; c], vec![0.0; c]);
+    let mask = relu.then_some(&y[..]);
+    bn_backward(
+        len, &x, &gamma, &m, &is, &r, mask, &mut dx, &mut dg, &mut db,
+    );
+    let all = |n: usize| (0..n).collect::<Vec<_>>();
+    let (g0, b0) = (gamma.clone(), beta.clone());
+    check_grad("bn dx", &mut x, &dx, &all(c * len), EPS, RTOL, ATOL, |x| {
+        dot(&r, &fwd(x, &g0, &b0).0)
+    });
+    let x0 = x.clone();
+    check_grad(
+        "bn dgamma",
+        &mut gamma,
+        &dg,
+        &all(c),
+        EPS,
+        RTOL,
+        ATOL,
+        |g| dot(&r, &fwd(&x0, g, &b0).0),
+    );
+    let g1 = gamma.clone();
+    check_grad("bn dbeta", &mut beta, &db, &all(c), EPS, RTOL, ATOL, |b| {
+        dot(&r, &fwd(&x0, &g1, b).0)
+    });
+}
+
+#[test]
+fn batchnorm_train_gradients_and_running_stats() {
+    bn_case(false);
+}
+
+#[test]
+fn batchnorm_relu_train_gradients() {
+    bn_case(true);
+}
+
+#[test]
+fn batchnorm_eval_uses_running_stats() {
+    let mut rng = Rng(5);
+    let (c, len) = (2, 7);
+    let x = rng.vec(c * len);
+    let (gamma, beta) = (vec![1.5, 0.5], vec![0.1, -0.2]);
+    let (rm, rv) = (vec![0.3, -0.1], vec![2.0, 0.5]);
+    let mut y = vec![0.0; c * len];
+    bn_forward_eval(len, &x, &gamma, &beta, &rm, &rv, &mut y, 1e-5, false);
+    for ch in 0..c {
+        for i in 0..len {
+            let want = (x[ch * len + i] - rm[ch]) / (rv[ch] + 1e-5).sqrt() * gamma[ch] + beta[ch];
+            assert!((y[ch * len + i] - want).abs() < 1e-14);
+        }
+    }
+}
+
+#[test]
+fn maxpool_forward_and_gradient() {
+    let mut rng = Rng(6);
+    for (h, w) in [(7, 6), (4, 4), (1, 3), (9, 5)] {
+        let g = PoolGeom {
+            planes: 3,
+            h,
+            w,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        };
+        let no = g.planes * g.oh() * g.ow();
+        let mut x = rng.vec(g.planes * h * w);
+        let (mut y, mut idx) = (vec![0.0; no], vec![0u32; no]);
+        maxpool_forward(&g, &x, &mut y, &mut idx);
+        // Forward: the maximum of each clipped window.
+        for p in 0..g.planes {
+            for oy in 0..g.oh() {
+                for ox in 0..g.ow() {
+                    let mut m = f64::NEG_INFINITY;
+                    for iy in (oy * 2).saturating_sub(1)..(oy * 2 + 2).min(h) {
+                        for ix in (ox * 2).saturating_sub(1)..(ox * 2 + 2).min(w) {
+                            m = m.max(x[p * h * w + iy * w + ix]);
+                        }
+                    }
+                    assert_eq!(y[(p * g.oh() + oy) * g.ow() + ox], m);
+                }
+            }
+        }
+        let r = rng.vec(no);
+        let mut dx = vec![0.0; x.len()];
+        maxpool_backward(&g, &r, &idx, &mut dx);
+        let all: Vec<usize> = (0..x.len()).collect();
+        check_grad("maxpool dx", &mut x, &dx, &all, EPS, RTOL, ATOL, |x| {
+            let (mut y, mut idx) = (vec![0.0; no], vec![0u32; no]);
+            maxpool_forward(&g, x, &mut y, &mut idx);
+            dot(&r, &y)
+        });
+    }
+}
+
+#[test]
+fn maxpool_ties_take_the_first_maximum() {
+    let g = PoolGeom {
+        planes: 1,
+        h: 2,
+        w: 2,
+        k: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let (mut y, mut idx) = (vec![0.0; 1], vec![0u32; 1]);
+    maxpool_forward(&g, &[1.0, 1.0, 1.0, 1.0], &mut y, &mut idx);
+    assert_eq!(idx[0], 0);
+}
+
+#[test]
+fn avgpool_forward_and_gradient() {
+    let mut rng = Rng(7);
+    let (c, b, run) = (3, 2, 10);
+    let mut x = rng.vec(c * b * run);
+    let mut f = vec![0.0; b * c];
+    avgpool_forward(c, b, run, &x, &mut f);
+    for ch in 0..c {
+        for s in 0..b {
+            let want = x[(ch * b + s) * run..(ch * b + s + 1) * run]
+                .iter()
+                .sum::<f64>()
+                / run as f64;
+            assert!((f[s * c + ch] - want).abs() < 1e-15);
+        }
+    }
+    let r = rng.vec(b * c);
+    let mut dx = vec![0.0; x.len()];
+    avgpool_backward(c, b, run, &r, &mut dx);
+    let all: Vec<usize> = (0..x.len()).collect();
+    check_grad("avgpool dx", &mut x, &dx, &all, EPS, RTOL, ATOL, |x| {
+        let mut f = vec![0.0; b * c];
+        avgpool_forward(c, b, run, x, &mut f);
+        dot(&r, &f)
+    });
+}
+
+#[test]
+fn linear_block_gradients() {
+    // The right half of a 4 x 10 matrix: the concat head's W[:, D:].
+    let mut rng = Rng(8);
+    let s = LinearSpec {
+        out: 4,
+        inp: 5,
+        ld: 10,
+        off: 5,
+    };
+    let rows = 3;
+    let mut x = rng.vec(rows * s.inp);
+    let mut w = rng.vec(s.out * s.ld);
+    let mut b = rng.vec(s.out);
+    let r = rng.vec(rows * s.out);
+    let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut y = vec![0.0; rows * s.out];
+        linear_forward(&s, rows, x, w, Some(b), 0.5, &mut y, false);
+        y
+    };
+    let y = fwd(&x, &w, &b);
+    for i in 0..rows {
+        for o in 0..s.out {
+            let want: f64 = (0..s.inp)
+                .map(|k| x[i * s.inp + k] * w[o * s.ld + 5 + k])
+                .sum::<f64>()
+                + 0.5 * b[o];
+            assert!((y[i * s.out + o] - want).abs() < 1e-14);
+        }
+    }
+    let mut dw = vec![0.0; w.len()];
+    let mut db = vec![0.0; s.out];
+    let mut dx = vec![0.0; x.len()];
+    linear_backward(&s, rows, &x, &w, &r, &mut dw, Some(&mut db), Some(&mut dx));
+    // The left half of dW is not this block's: untouched.
+    for o in 0..s.out {
+        assert!(dw[o * s.ld..o * s.ld + 5].iter().all(|&v| v == 0.0));
+    }
+    let (w0, b0) = (w.clone(), b.clone());
+    let all = |n: usize| (0..n).collect::<Vec<_>>();
+    let nx = x.len();
+    check_grad("linear dx", &mut x, &dx, &all(nx), EPS, RTOL, ATOL, |x| {
+        dot(&r, &fwd(x, &w0, &b0))
+    });
+    let x0 = x.clone();
+    let wi: Vec<usize> = (0..s.out)
+        .flat_map(|o| (5..10).map(move |k| o * 10 + k))
+        .collect();
+    check_grad("linear dw", &mut w, &dw, &wi, EPS, RTOL, ATOL, |w| {
+        dot(&r, &fwd(&x0, w, &b0))
+    });
+    // db is for bias_scale 1 (the fused head's use), so probe with scale 1.
+    let w1 = w.clone();
+    check_grad(
+        "linear db",
+        &mut b,
+        &db,
+        &all(s.out),
+        EPS,
+        RTOL,
+        ATOL,
+        |b| {
+            let mut y = vec![0.0; rows * s.out];
+            linear_forward(&s, rows, &x0, &w1, Some(b), 1.0, &mut y, false);
+            dot(&r, &y)
+        },
+    );
+}
+
+#[test]
+fn relu_residual_gradients() {
+    let mut rng = Rng(9);
+    let n = 20;
+    let mut y = rng.vec(n);
+    let id = rng.vec(n);
+    let r = rng.vec(n);
+    let fwd = |y: &[f64]| {
+        let mut o = y.to_vec();
+        add_relu(&mut o, &id);
+        o
+    };
+    let out = fwd(&y);
+    let mut d = r.clone();
+    relu_backward(&out, &mut d);
+    let all: Vec<usize> = (0..n).collect();
+    check_grad("add_relu", &mut y, &d, &all, EPS, RTOL, ATOL, |y| {
+        dot(&r, &fwd(y))
+    });
+}
+
+#[test]
+fn gate_and_film_gradients() {
+    let mut rng = Rng(10);
+    let (rows, d) = (2, 3);
+    let mut gx = rng.vec(rows * d);
+    let mut y = rng.vec(rows * d);
+    let r = rng.vec(rows * d);
+    let gfwd = |gx: &[f64], y: &[f64]| {
+        let (mut g, mut z) = (vec![0.0; rows * d], vec![0.0; rows * d]);
+        gate_forward(gx, y, &mut g, &mut z);
+        (g, z)
+    };
+    let (g, _) = gfwd(&gx, &y);
+    let (mut dgx, mut dy) = (vec![0.0; rows * d], vec![0.0; rows * d]);
+    gate_backward(&g, &y, &r, &mut dgx, &mut dy);
+    let all: Vec<usize> = (0..rows * d).collect();
+    let y0 = y.clone();
+    check_grad("gate dgx", &mut gx, &dgx, &all, EPS, RTOL, ATOL, |gx| {
+        dot(&r, &gfwd(gx, &y0).1)
+    });
+    let gx0 = gx.clone();
+    check_grad("gate dy", &mut y, &dy, &all, EPS, RTOL, ATOL, |y| {
+        dot(&r, &gfwd(&gx0, y).1)
+    });
+
+    let mut h = rng.vec(rows * 2 * d);
+    let mut x = rng.vec(rows * d);
+    let ffwd = |h: &[f64], x: &[f64]| {
+        let mut z = vec![0.0; rows * d];
+        film_forward(d, h, x, &mut z);
+        z
+    };
+    let (mut dh, mut dx) = (vec![0.0; rows * 2 * d], vec![0.0; rows * d]);
+    film_backward(d, &h, &x, &r, &mut dh, &mut dx);
+    let x0 = x.clone();
+    let allh: Vec<usize> = (0..rows * 2 * d).collect();
+    check_grad("film dh", &mut h, &dh, &allh, EPS, RTOL, ATOL, |h| {
+        dot(&r, &ffwd(h, &x0))
+    });
+    let h0 = h.clone();
+    check_grad("film dx", &mut x, &dx, &all, EPS, RTOL, ATOL, |x| {
+        dot(&r, &ffwd(&h0, x))
+    });
+}
+
+#[test]
+fn softmax_cross_entropy_gradient_and_large_logits() {
+    let mut rng = Rng(11);
+    let (rows, classes) = (3, 4);
+    let labels = [0u32, 3, 1];
+    let mut z: Vec<f64> = rng.vec(rows * classes).iter().map(|v| 3.0 * v).collect();
+    let (loss, g) = softmax_cross_entropy(&z, &labels, classes).unwrap();
+    let direct: f64 = (0..rows)
+        .map(|r| {
+            let row = &z[r * classes..(r + 1) * classes];
+            row.iter().map(|v| v.exp()).sum::<f64>().ln() - row[labels[r] as usize]
+        })
+        .sum::<f64>()
+        / rows as f64;
+    assert!((loss - direct).abs() < 1e-14);
+    let all: Vec<usize> = (0..z.len()).collect();
+    check_grad("xent", &mut z, &g, &all, EPS, RTOL, ATOL, |z| {
+        softmax_cross_entropy(z, &labels, classes).unwrap().0
+    });
+    // Logits that overflow exp() in f32 still give a finite loss and gradient.
+    let big = [1e4f32, -1e4, 0.0, 5e3];
+    let (l, g) = softmax_cross_entropy(&big, &[1], 4).unwrap();
+    assert!((l - 2e4).abs() < 1e-3, "loss {l}");
+    assert!(g.iter().all(|v| v.is_finite()));
+}
+
+/// The whole small model in f64: the loss gradient of a sample of every parameter tensor.
+fn model_case(fusion: FusionKind) {
+    let cfg = ModelConfig::small(3, fusion).with_frames(2);
+    let mut model = AvModel::new(CpuBackend::<f64>::new(), cfg, 7).unwrap();
+    let mut rng = Rng(12);
+    // Non-zero biases and BN shifts so that every term is exercised.
+    let names: Vec<(String, usize)> = model
+        .params_table()
+        .iter()
+        .map(|t| (t.name.clone(), t.region.len))
+        .collect();
+    for (name, len) in &names {
+        if name.ends_with(".bias") {
+            let v: Vec<f64> = rng.vec(*len).iter().map(|v| 0.2 * v).collect();
+            model.write_tensor(name, &v).unwrap();
+        }
+    }
+    let batch = 2;
+    let (ah, aw, vh, vw) = (21, 17, 18, 20);
+    let audio = rng.vec(batch * ah * aw);
+    let visual = rng.vec(batch * 3 * 2 * vh * vw);
+    let labels = [1u32, 2];
+    let input = Input {
+        batch,
+        audio: &audio,
+        audio_hw: (ah, aw),
+        visual: &visual,
+        visual_hw: (vh, vw),
+    };
+    let out = model.forward(&input, Mode::Train).unwrap();
+    let (_, dl) = softmax_cross_entropy(&out.logits, &labels, 3).unwrap();
+    model.backward(&dl).unwrap();
+    let grads = model.grads().clone();
+    let mut params = model.params().clone();
+    let table: Vec<_> = model.params_table().iter().cloned().collect();
+    for t in &table {
+        let idx: Vec<usize> = rng
+            .indices(t.region.len, 4)
+            .into_iter()
+            .map(|i| i + t.region.offset)
+            .collect();
+        check_grad(
+            &format!("{} {}", fusion.name(), t.name),
+            &mut params,
+            &grads,
+            &idx,
+            EPS,
+            1e-5,
+            1e-8,
+            |p| {
+                model.params_mut().copy_from_slice(p);
+                let o = model.forward(&input, Mode::Train).unwrap();
+                softmax_cross_entropy(&o.logits, &labels, 3).unwrap().0
+            },
+        );
+    }
+}
+
+#[test]
+fn model_gradients_sum() {
+    model_case(FusionKind::Sum);
+}
+
+#[test]
+fn model_gradients_concat() {
+    model_case(FusionKind::Concat);
+}
+
+#[test]
+fn model_gradients_film() {
+    model_case(FusionKind::Film);
+}
+
+#[test]
+fn model_gradients_gated() {
+    model_case(FusionKind::Gated);
+}
