@@ -9,32 +9,38 @@ OUT_DIR="${OUT:-$HERE/out}"
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/device-check.log"
 PYTHON="${PYTHON:-python3}"
-exec > >(tee "$LOG") 2>&1
 
-echo "== device check: $(head -n1 "$HERE/MANIFEST" 2>/dev/null)"
-sed -n '2,3p' "$HERE/MANIFEST" 2>/dev/null
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
-  --format=csv,noheader 2>/dev/null || echo "(nvidia-smi unavailable)"
-"$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' ||
-  echo "(no PyTorch: the baseline will be missing)"
+main() {
+  echo "== device check: $(head -n1 "$HERE/MANIFEST" 2>/dev/null)"
+  sed -n '2,3p' "$HERE/MANIFEST" 2>/dev/null
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
+    --format=csv,noheader 2>/dev/null || echo "(nvidia-smi unavailable)"
+  "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' ||
+    echo "(no PyTorch: the baseline will be missing)"
 
-status=0
-echo
-echo "== device tests (every kernel against the CPU reference)"
-OGM_GPU_REQUIRED=1 "$HERE/device" --test-threads=1 2>&1 || status=1
+  status=0
+  echo
+  echo "== device tests (every kernel against the CPU reference)"
+  OGM_GPU_REQUIRED=1 "$HERE/device" --test-threads=1 2>&1 || status=1
 
-echo
-echo "== ogm-gpu-bench"
-"$HERE/ogm-gpu-bench" --iters 100 2>&1 | tee "$OUT_DIR/bench.txt"
-[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+  echo
+  echo "== ogm-gpu-bench"
+  "$HERE/ogm-gpu-bench" --iters 100 2>&1 | tee "$OUT_DIR/bench.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
-echo
-echo "== PyTorch baseline (the official code path)"
-"$PYTHON" "$HERE/torch_official_modulation.py" --device cuda --iters 30 2>&1 | tee "$OUT_DIR/torch.txt"
+  echo
+  echo "== PyTorch baseline (the official code path)"
+  "$PYTHON" "$HERE/torch_official_modulation.py" --device cuda --iters 30 2>&1 | tee "$OUT_DIR/torch.txt"
 
-echo
-echo "== summary"
-"$PYTHON" "$HERE/summary.py" "$OUT_DIR/bench.txt" "$OUT_DIR/torch.txt" "$OUT_DIR/results.json" ||
-  status=1
-echo "device check exit status: $status"
-exit $status
+  echo
+  echo "== summary"
+  "$PYTHON" "$HERE/summary.py" "$OUT_DIR/bench.txt" "$OUT_DIR/torch.txt" "$OUT_DIR/results.json" ||
+    status=1
+  echo "device check exit status: $status"
+  return $status
+}
+
+# A pipeline rather than `exec > >(tee ...)`: the script ends only after tee has written
+# everything, so the caller sees the whole summary.
+main 2>&1 | tee "$LOG"
+exit "${PIPESTATUS[0]}"
