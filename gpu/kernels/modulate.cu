@@ -8,7 +8,8 @@
 //
 // Work split: a warp owns 8 consecutive global chunks. Its 32 lanes are the 8 x 4 generators;
 // they produce 16 steps (128 values per chunk) into shared memory, then all lanes load the 8
-// chunks' next 128 values (coalesced), convert the words and store, 8 times per chunk.
+// chunks' next 128 values (coalesced, into shared memory), convert the words and store, 8
+// times per chunk.
 //
 // Per-tensor parameters follow ogm_core::NoiseParams::new exactly: coeff = applied coefficient
 // of the tensor's modality (f64 -> f32), sigma = (sqrt(M2 / (n - 1)) or 0 for n < 2) + 1e-8
@@ -39,6 +40,7 @@ ogm_modulate(float* grads, const TensorDesc* __restrict__ tensors, unsigned int 
              float max_z, DeviceStatus* status) {
     __shared__ unsigned long long words[MOD_WARPS][SLAB_STEPS][ROW_WORDS];
     __shared__ ChunkJob jobs[MOD_WARPS][CHUNKS_PER_WARP];
+    __shared__ float vals[MOD_WARPS][CHUNKS_PER_WARP][SLAB_VALUES];
 
     const unsigned int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const unsigned int slot = lane >> 2, rl = lane & 3;  // generator: chunk slot, rng lane
@@ -89,34 +91,39 @@ ogm_modulate(float* grads, const TensorDesc* __restrict__ tensors, unsigned int 
             for (int s = 0; s < SLAB_STEPS; ++s) words[warp][s][lane] = rng.next();
             __syncwarp();
         }
-        // Load the slab of all 8 chunks first (32 values per lane in flight), then convert and
-        // store: enough memory-level parallelism with only ~20 warps per multiprocessor.
+        // Load the slab of all 8 chunks first (32 coalesced loads per lane in flight: enough
+        // memory-level parallelism with ~20 warps per multiprocessor) into shared memory, then
+        // convert and store chunk by chunk in a loop that is not unrolled: the normal
+        // conversion is ~100 instructions, and 32 inlined copies would overflow the
+        // instruction cache.
         const unsigned int start = slab * SLAB_VALUES;
-        float g[CHUNKS_PER_WARP][4];
 #pragma unroll
         for (int cs = 0; cs < CHUNKS_PER_WARP; ++cs) {
             const ChunkJob j = jobs[warp][cs];
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
                 const unsigned int pos = start + lane + 32 * k;
-                g[cs][k] = pos < j.n ? grads[j.base + pos] : 0.0f;
+                vals[warp][cs][lane + 32 * k] = pos < j.n ? grads[j.base + pos] : 0.0f;
             }
         }
-#pragma unroll
+        __syncwarp();
+#pragma unroll 1
         for (int cs = 0; cs < CHUNKS_PER_WARP; ++cs) {
             const ChunkJob j = jobs[warp][cs];  // the same for every lane
+            if (start >= j.n) continue;          // warp-uniform
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
                 const unsigned int p = lane + 32 * k;  // position inside the slab
                 if (start + p >= j.n) continue;
+                const float g = vals[warp][cs][p];
                 float r;
                 if (j.sigma == 0.0f) {
-                    r = __fmul_rn(j.coeff, g[cs][k]);
+                    r = __fmul_rn(j.coeff, g);
                 } else {
                     const unsigned long long w = words[warp][p >> 3][cs * 4 + (p & 3)];
                     const unsigned int bits = (p & 4) ? (unsigned int)(w >> 32) : (unsigned int)w;
                     const float z = normal_from_bits(bits);
-                    r = __fadd_rn(__fmul_rn(j.coeff, g[cs][k]), __fmul_rn(j.sigma, z));
+                    r = __fadd_rn(__fmul_rn(j.coeff, g), __fmul_rn(j.sigma, z));
                 }
                 grads[j.base + start + p] = r;
             }

@@ -74,19 +74,25 @@ __device__ __forceinline__ float ln_positive(float y) {
     return __fadd_rn(__fmul_rn((float)e, OGM_LN2), ln_m);
 }
 
-// Giles' single-precision erfinv, branch-free (ogm_core::noise::erfinv).
+// Giles' single-precision erfinv (ogm_core::noise::erfinv). The CPU evaluates both polynomial
+// pieces and selects one (so that it vectorises); here only the selected piece is evaluated,
+// which gives the same bits and saves a square root and 16 operations for the ~99.7% of values
+// with w < 5 (a warp diverges into the tail piece for ~10% of its steps).
 __device__ __forceinline__ float erfinv_giles(float x) {
     float w = -ln_positive(__fmul_rn(__fadd_rn(1.0f, -x), __fadd_rn(1.0f, x)));
-    float a = __fadd_rn(w, -2.5f);
-    float p = OGM_F32(0x32f16588);
-    p = __fadd_rn(OGM_F32(0x34b84b36), __fmul_rn(p, a));
-    p = __fadd_rn(OGM_F32(0xb66c7357), __fmul_rn(p, a));
-    p = __fadd_rn(OGM_F32(0xb6935ac1), __fmul_rn(p, a));
-    p = __fadd_rn(OGM_F32(0x396532db), __fmul_rn(p, a));
-    p = __fadd_rn(OGM_F32(0xbaa45408), __fmul_rn(p, a));
-    p = __fadd_rn(OGM_F32(0xbb88e4ef), __fmul_rn(p, a));
-    p = __fadd_rn(OGM_F32(0x3e7c8f63), __fmul_rn(p, a));
-    p = __fadd_rn(OGM_F32(0x3fc02e2f), __fmul_rn(p, a));
+    if (w < 5.0f) {
+        float a = __fadd_rn(w, -2.5f);
+        float p = OGM_F32(0x32f16588);
+        p = __fadd_rn(OGM_F32(0x34b84b36), __fmul_rn(p, a));
+        p = __fadd_rn(OGM_F32(0xb66c7357), __fmul_rn(p, a));
+        p = __fadd_rn(OGM_F32(0xb6935ac1), __fmul_rn(p, a));
+        p = __fadd_rn(OGM_F32(0x396532db), __fmul_rn(p, a));
+        p = __fadd_rn(OGM_F32(0xbaa45408), __fmul_rn(p, a));
+        p = __fadd_rn(OGM_F32(0xbb88e4ef), __fmul_rn(p, a));
+        p = __fadd_rn(OGM_F32(0x3e7c8f63), __fmul_rn(p, a));
+        p = __fadd_rn(OGM_F32(0x3fc02e2f), __fmul_rn(p, a));
+        return __fmul_rn(p, x);
+    }
     float b = __fadd_rn(__fsqrt_rn(w), -3.0f);
     float q = OGM_F32(0xb951f09b);
     q = __fadd_rn(OGM_F32(0x38d3b56b), __fmul_rn(q, b));
@@ -97,7 +103,7 @@ __device__ __forceinline__ float erfinv_giles(float x) {
     q = __fadd_rn(OGM_F32(0x3c1aa57e), __fmul_rn(q, b));
     q = __fadd_rn(OGM_F32(0x3f8036db), __fmul_rn(q, b));
     q = __fadd_rn(OGM_F32(0x40354f7e), __fmul_rn(q, b));
-    return __fmul_rn(w < 5.0f ? p : q, x);
+    return __fmul_rn(q, x);
 }
 
 // A standard normal from 32 random bits (ogm_core::noise::normal_from_bits).
