@@ -20,7 +20,9 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// Median and mean of a set of durations, in milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Summary {
+    /// Median.
     pub median_ms: f64,
+    /// Mean.
     pub mean_ms: f64,
 }
 
@@ -144,6 +146,7 @@ pub struct Times {
 }
 
 impl Times {
+    /// The figures as a JSON object (for `BENCH_JSON`).
     pub fn json(&self) -> String {
         format!(
             concat!(

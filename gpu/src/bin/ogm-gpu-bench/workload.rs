@@ -20,25 +20,40 @@ impl Uniform {
 
 /// Everything one class count needs.
 pub struct Workload {
+    /// The official model's flat parameter layout.
     pub arena: Arena,
+    /// Its modulated tensors (the encoders' convolution weights).
     pub list: TensorList,
+    /// Number of classes.
     pub classes: usize,
+    /// Audio logits, `batch x classes`.
     pub logits_a: Vec<f32>,
+    /// Visual logits, `batch x classes`.
     pub logits_v: Vec<f32>,
+    /// Labels, one per row.
     pub labels: Vec<u32>,
+    /// Gradients of every parameter (the flat buffer).
     pub grads: Vec<f32>,
+    /// Parameters (the flat buffer).
     pub params: Vec<f32>,
+    /// `logits_a` on the device.
     pub d_logits_a: DeviceBuffer<f32>,
+    /// `logits_v` on the device.
     pub d_logits_v: DeviceBuffer<f32>,
+    /// `labels` on the device.
     pub d_labels: DeviceBuffer<u32>,
     /// The pristine gradients, copied into `d_work` before every timed step.
     pub d_grads: DeviceBuffer<f32>,
+    /// The gradients the timed steps modulate.
     pub d_work: DeviceBuffer<f32>,
+    /// The step's device state for `list`.
     pub step: OgmStep,
+    /// The noise key of the benchmark's step.
     pub key: NoiseKey,
 }
 
 impl Workload {
+    /// Random but plausible inputs for `classes` classes and `batch` rows, from `seed`.
     pub fn new(
         gpu: &Gpu,
         classes: usize,
