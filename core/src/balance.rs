@@ -47,12 +47,14 @@ pub fn validate_alpha(alpha: f64) -> Result<()> {
     Ok(())
 }
 
-fn validate_score(what: &'static str, s: f64) -> Result<()> {
+/// Checks a score (finite, not negative) and returns it with `-0.0` turned into `+0.0`, so
+/// that a zero score divides into `+inf`, never `-inf`.
+fn validate_score(what: &'static str, s: f64) -> Result<f64> {
     check_finite(what, s)?;
     if s < 0.0 {
         return Err(OgmError::Negative { what });
     }
-    Ok(())
+    Ok(s + 0.0)
 }
 
 /// `1 - tanh(alpha * relu(ratio))`, the official coefficient, with `alpha = 0` meaning exactly
@@ -70,8 +72,8 @@ pub fn coefficient(alpha: f64, ratio: f64) -> f64 {
 ///
 /// Errors: a non-finite or negative score. `Ok(None)` when both scores are zero.
 pub fn discrepancy_ratio(score_audio: f64, score_visual: f64) -> Result<Option<Ratio>> {
-    validate_score("score_audio", score_audio)?;
-    validate_score("score_visual", score_visual)?;
+    let score_audio = validate_score("score_audio", score_audio)?;
+    let score_visual = validate_score("score_visual", score_visual)?;
     if score_audio == 0.0 && score_visual == 0.0 {
         return Ok(None);
     }
@@ -129,9 +131,12 @@ pub fn balance_multi(scores: &[f64], alpha: f64) -> Result<MultiBalance> {
         return Err(OgmError::ModalityCount { got: m });
     }
     validate_alpha(alpha)?;
+    let mut clean = PerModality::new();
     for &s in scores {
-        validate_score("scores", s)?;
+        // Capacity is MAX_MODALITIES and m <= MAX_MODALITIES was checked above.
+        let _ = clean.push(validate_score("scores", s)?);
     }
+    let scores = clean.as_slice();
     let mut coeffs = PerModality::new();
     if m == 2 {
         let b = balance(scores[0], scores[1], alpha)?;
@@ -207,6 +212,21 @@ mod tests {
         // alpha = 0 never turns 0 * inf into NaN.
         let b = balance(0.0, 1.0, 0.0).unwrap();
         assert_eq!((b.coeff_audio, b.coeff_visual), (1.0, 1.0));
+    }
+
+    #[test]
+    fn negative_zero_is_zero() {
+        // Found by the balance fuzz target: -0.0 passed validation and divided into -inf.
+        assert_eq!(balance(1.0, -0.0, 0.8), balance(1.0, 0.0, 0.8));
+        assert_eq!(balance(-0.0, 1.0, 0.8), balance(0.0, 1.0, 0.8));
+        assert_eq!(
+            balance_multi(&[1.0, 0.0, -0.0], 0.8),
+            balance_multi(&[1.0, 0.0, 0.0], 0.8)
+        );
+        assert_eq!(
+            balance_multi(&[1.0, 0.0, -0.0], 0.8).unwrap().coeffs[0],
+            0.0
+        );
     }
 
     #[test]

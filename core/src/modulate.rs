@@ -61,6 +61,10 @@ impl NoiseParams {
     /// the `f32` range that `|k| * max|g| + sigma * max|z|` could overflow (nothing is written).
     pub fn new(stats: &GradStats, coeff: f64, mode: Mode) -> Result<NoiseParams> {
         check_finite("coeff", coeff)?;
+        // A coefficient beyond the f32 range would become inf in the f32 arithmetic.
+        if !(coeff as f32).is_finite() {
+            return Err(OgmError::Overflow { what: "coeff" });
+        }
         if !(stats.mean.is_finite() && stats.m2.is_finite() && stats.max_abs.is_finite()) {
             return Err(OgmError::NonFinite {
                 what: "gradient",
@@ -216,6 +220,19 @@ mod tests {
             modulate_tensor(&mut g, Mode::Ogm, f64::NAN, NoiseKey::new(1)),
             Err(OgmError::NonFinite { what: "coeff", .. })
         ));
+    }
+
+    #[test]
+    fn coefficients_beyond_f32_are_refused() {
+        // Found by the modulate fuzz target: a zero gradient kept the bound small and
+        // 1e39 as f32 = inf turned it into NaN.
+        let mut g = [0.0f32; 4];
+        assert_eq!(
+            modulate_tensor(&mut g, Mode::Ogm, 1e39, NoiseKey::new(0)),
+            Err(OgmError::Overflow { what: "coeff" })
+        );
+        assert_eq!(g, [0.0; 4]);
+        assert!(NoiseParams::new(&GradStats::EMPTY, -5e300, Mode::Normal).is_err());
     }
 
     #[test]

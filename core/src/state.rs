@@ -69,13 +69,16 @@ impl<const H: usize> BalanceTracker<H> {
         self.ratios.oldest_ordered().copied()
     }
 
-    /// Mean of the finite recorded ratios, `None` when there is none.
+    /// Mean of the finite recorded ratios, `None` when there is none. An incremental mean, so
+    /// that ratios near `f64::MAX` do not overflow a running sum.
     pub fn mean_recent_ratio(&self) -> Option<f64> {
-        let (sum, n) = self
+        let (mean, n) = self
             .recent_ratios()
             .filter(|r| r.is_finite())
-            .fold((0.0, 0u32), |(s, n), r| (s + r, n + 1));
-        (n > 0).then(|| sum / n as f64)
+            .fold((0.0f64, 0u32), |(m, n), r| {
+                (m + (r - m) / (n + 1) as f64, n + 1)
+            });
+        (n > 0).then_some(mean)
     }
 }
 
@@ -98,5 +101,16 @@ mod tests {
         assert_eq!(t.scores(), &[1.0, 4.0]);
         assert_eq!(t.coeffs()[0], 1.0);
         assert!(t.coeffs()[1] < 1.0);
+    }
+
+    #[test]
+    fn mean_of_huge_ratios_is_finite() {
+        // Found by the state fuzz target: a running sum of two 1e308 ratios overflowed.
+        let mut t = BalanceTracker::<4>::new();
+        for _ in 0..2 {
+            let s = [1e308, 1.0];
+            t.record(&s, &balance_multi(&s, 0.5).unwrap());
+        }
+        assert_eq!(t.mean_recent_ratio(), Some(1e308));
     }
 }
