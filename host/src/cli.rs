@@ -1,0 +1,302 @@
+//! The `ogm` command line: `train`, `eval`, `synth`, `demo`.
+//!
+//! `train` takes the official `main.py` flags (same names, same defaults) plus ours; a
+//! `--config` TOML file gives a whole experiment, and flags given on the command line override
+//! it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigError, Device, Fusion, OptimizerKind, TrainConfig};
+
+/// Balanced audio-visual training with OGM-GE (CVPR 2022).
+#[derive(Debug, Parser)]
+#[command(name = "ogm", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train an audio-visual classifier (CREMA-D layout) with Normal, OGM or OGM_GE.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on a test split: acc, acc_a, acc_v.
+    Eval(EvalArgs),
+    /// Write a synthetic audio-visual dataset in the CREMA-D layout.
+    Synth(SynthArgs),
+    /// Build a small synthetic dataset, train Normal and OGM-GE on the CPU, compare them.
+    Demo(DemoArgs),
+}
+
+/// `ogm train`: every flag is optional; unset flags come from `--config` or the defaults.
+#[derive(Debug, Args, Default)]
+#[command(rename_all = "snake_case")]
+#[allow(missing_docs)] // each field is documented by its clap help text
+pub struct TrainArgs {
+    /// A TOML file with a whole experiment (keys are the flag names).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Resume the run folder from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Name of the run folder under --ckpt_path (default: derived from the settings).
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Stop before training on any bad sample instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Only epoch summaries on the terminal.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Dataset (class list): CREMAD.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Normal, OGM or OGM_GE.
+    #[arg(long)]
+    pub modulation: Option<String>,
+    /// sum, concat, film or gated.
+    #[arg(long, value_enum)]
+    pub fusion_method: Option<Fusion>,
+    /// Modulation strength (0.8 for CREMA-D, 0.1 for VGGSound in the paper).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// First modulated epoch (0-based, inclusive).
+    #[arg(long)]
+    pub modulation_starts: Option<u32>,
+    /// Last modulated epoch (inclusive).
+    #[arg(long)]
+    pub modulation_ends: Option<u32>,
+    #[arg(long, help = "Samples per step (64)")]
+    pub batch_size: Option<usize>,
+    #[arg(long, help = "Epochs (100)")]
+    pub epochs: Option<u32>,
+    #[arg(long, value_enum, help = "sgd or adam")]
+    pub optimizer: Option<OptimizerKind>,
+    #[arg(long, help = "Initial learning rate (1e-3)")]
+    pub learning_rate: Option<f64>,
+    #[arg(long, help = "StepLR period in epochs (70)")]
+    pub lr_decay_step: Option<u32>,
+    #[arg(long, help = "StepLR factor (0.1)")]
+    pub lr_decay_ratio: Option<f64>,
+    #[arg(
+        long,
+        help = "Frames per clip (1; 3 for Kinetics-Sounds / AVE style data)"
+    )]
+    pub fps: Option<usize>,
+    #[arg(long, help = "Folder of <clip>.wav files")]
+    pub audio_path: Option<PathBuf>,
+    #[arg(long, help = "Folder holding Image-XX-FPS/<clip>/*.jpg")]
+    pub visual_path: Option<PathBuf>,
+    #[arg(long, help = "Training split CSV (clip_id,LABEL)")]
+    pub train_csv: Option<PathBuf>,
+    #[arg(long, help = "Test split CSV")]
+    pub test_csv: Option<PathBuf>,
+    #[arg(long, help = "Seed of everything random (0)")]
+    pub random_seed: Option<u64>,
+    #[arg(long, help = "Folder receiving run folders (./ckpt)")]
+    pub ckpt_path: Option<PathBuf>,
+    #[arg(long, value_enum, help = "cpu or cuda")]
+    pub device: Option<Device>,
+    #[arg(long, help = "Engine threads (0: all cores)")]
+    pub threads: Option<usize>,
+    #[arg(
+        long,
+        help = "Modulate every encoder weight, not only the conv weights"
+    )]
+    pub modulate_all_encoder_weights: bool,
+    #[arg(long, help = "Channels of the first ResNet stage (64)")]
+    pub model_width: Option<usize>,
+    #[arg(long, help = "Basic blocks per ResNet stage (2)")]
+    pub model_blocks: Option<usize>,
+    #[arg(long, help = "Side of the square input frames (224)")]
+    pub image_size: Option<usize>,
+    #[arg(long, help = "Seconds of audio in the spectrogram (3)")]
+    pub audio_seconds: Option<f64>,
+    #[arg(long, help = "Data-loading worker threads (2)")]
+    pub loader_workers: Option<usize>,
+    #[arg(long, help = "Also checkpoint every N steps (0: at epoch ends only)")]
+    pub checkpoint_every_steps: Option<u64>,
+}
+
+impl TrainArgs {
+    /// The configuration: defaults, then the `--config` file, then the flags given.
+    pub fn to_config(&self) -> Result<TrainConfig, ConfigError> {
+        let mut c = match &self.config {
+            Some(p) => TrainConfig::from_file(p)?,
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field {
+                    c.$field = v.clone();
+                }
+            )*};
+        }
+        set!(
+            dataset,
+            fusion_method,
+            alpha,
+            modulation_starts,
+            modulation_ends,
+            batch_size,
+            epochs,
+            optimizer,
+            learning_rate,
+            lr_decay_step,
+            lr_decay_ratio,
+            fps,
+            audio_path,
+            visual_path,
+            train_csv,
+            test_csv,
+            random_seed,
+            ckpt_path,
+            device,
+            threads,
+            image_size,
+            audio_seconds,
+            loader_workers,
+            checkpoint_every_steps
+        );
+        if let Some(m) = &self.modulation {
+            c.modulation = ogm_core::Mode::parse(m).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--modulation `{m}` is not one of Normal, OGM, OGM_GE"
+                ))
+            })?;
+        }
+        if let Some(w) = self.model_width {
+            c.model.width = w;
+        }
+        if let Some(b) = self.model_blocks {
+            c.model.blocks = b;
+        }
+        c.strict |= self.strict;
+        c.modulate_all_encoder_weights |= self.modulate_all_encoder_weights;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// `ogm eval`.
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct EvalArgs {
+    /// The checkpoint (`.safetensors`); its run folder's `config.toml` gives the model.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Test split CSV (default: the run's).
+    #[arg(long)]
+    pub test_csv: Option<PathBuf>,
+    /// Folder of `<clip>.wav` files (default: the run's).
+    #[arg(long)]
+    pub audio_path: Option<PathBuf>,
+    /// Folder holding `Image-XX-FPS/` (default: the run's).
+    #[arg(long)]
+    pub visual_path: Option<PathBuf>,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
+/// `ogm synth`.
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct SynthArgs {
+    /// Output folder (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training clips.
+    #[arg(long, default_value_t = 240)]
+    pub train: usize,
+    /// Test clips.
+    #[arg(long, default_value_t = 120)]
+    pub test: usize,
+    /// How informative the audio is, 0 (noise) to 1 (clean class tones).
+    #[arg(long, default_value_t = 0.9)]
+    pub audio_signal: f64,
+    /// How informative the frames are, 0 (noise) to 1 (clean class colours).
+    #[arg(long, default_value_t = 0.35)]
+    pub visual_signal: f64,
+    /// Frames per clip written.
+    #[arg(long, default_value_t = 1)]
+    pub fps: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `ogm demo`.
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct DemoArgs {
+    /// Folder for the dataset and the run folders (default: a new temporary folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Epochs per run.
+    #[arg(long, default_value_t = 12)]
+    pub epochs: u32,
+    /// A much shorter configuration (for CI smoke tests).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("ogm-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("exp.toml");
+        std::fs::write(&f, "alpha = 0.3\nepochs = 7\nmodulation = \"OGM\"\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "ogm",
+            "train",
+            "--config",
+            f.to_str().unwrap(),
+            "--epochs",
+            "9",
+        ])
+        .unwrap();
+        let Command::Train(args) = cli.command else {
+            panic!("not train")
+        };
+        let c = args.to_config().unwrap();
+        assert_eq!(
+            (c.alpha, c.epochs, c.modulation),
+            (0.3, 9, ogm_core::Mode::Ogm)
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn contradictory_flags_are_refused_before_work() {
+        let cli = Cli::try_parse_from([
+            "ogm",
+            "train",
+            "--modulation_starts",
+            "9",
+            "--modulation_ends",
+            "3",
+        ])
+        .unwrap();
+        let Command::Train(args) = cli.command else {
+            panic!("not train")
+        };
+        assert!(args.to_config().is_err());
+        let cli = Cli::try_parse_from(["ogm", "train", "--modulation", "OGMGE"]).unwrap();
+        let Command::Train(args) = cli.command else {
+            panic!("not train")
+        };
+        assert!(args.to_config().unwrap_err().to_string().contains("OGMGE"));
+    }
+}

@@ -1,0 +1,365 @@
+//! The training configuration: the official `main.py` flags, our additions, defaults, a
+//! config file, and the checks that refuse contradictions before any work starts.
+
+use std::path::{Path, PathBuf};
+
+use ogm_core::Mode;
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, named precisely.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag's value is out of its range or contradicts another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("config file {path} is not a valid configuration: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+}
+
+/// Which fusion head joins the two encoders (`--fusion_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// `out = fc_x(a) + fc_y(v)`.
+    Sum,
+    /// `out = fc_out([a; v])` (the official default).
+    Concat,
+    /// Feature-wise linear modulation of one modality by the other.
+    Film,
+    /// `out = fc_out(sigmoid(fc_x(a)) * fc_y(v))`.
+    Gated,
+}
+
+/// The optimiser (`--optimizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with momentum 0.9 and weight decay 1e-4 (official).
+    Sgd,
+    /// Adam (betas 0.9, 0.999, eps 1e-8, weight decay 1e-4), as the official code offers.
+    Adam,
+}
+
+/// Where the training step runs (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// The CPU engine (default).
+    Cpu,
+    /// An NVIDIA GPU (needs a build with the `cuda` feature).
+    Cuda,
+}
+
+/// The size of the two ResNet encoders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSize {
+    /// Channels of the stem and first stage (64 in ResNet-18; stages double it).
+    pub width: usize,
+    /// BasicBlocks per stage (2 in ResNet-18).
+    pub blocks: usize,
+}
+
+impl Default for ModelSize {
+    fn default() -> Self {
+        ModelSize {
+            width: 64,
+            blocks: 2,
+        }
+    }
+}
+
+/// A whole experiment. Field names are the official flags where those exist, so a config file
+/// reads like a `main.py` command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Dataset name (`CREMAD`, `KineticSound`, `VGGSound`, `AVE`); sets the class list.
+    pub dataset: String,
+    /// `Normal`, `OGM` or `OGM_GE`.
+    #[serde(with = "mode_serde")]
+    pub modulation: Mode,
+    /// The fusion head.
+    pub fusion_method: Fusion,
+    /// Modulation strength (required by the official script: 0.8 for CREMA-D).
+    pub alpha: f64,
+    /// First modulated epoch (0-based, inclusive).
+    pub modulation_starts: u32,
+    /// Last modulated epoch (inclusive).
+    pub modulation_ends: u32,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Epochs to train.
+    pub epochs: u32,
+    /// The optimiser.
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate.
+    pub learning_rate: f64,
+    /// StepLR period in epochs.
+    pub lr_decay_step: u32,
+    /// StepLR factor.
+    pub lr_decay_ratio: f64,
+    /// Frames per clip.
+    pub fps: usize,
+    /// Folder of `<clip>.wav` files.
+    pub audio_path: PathBuf,
+    /// Folder holding `Image-XX-FPS/<clip>/*.jpg`.
+    pub visual_path: PathBuf,
+    /// Training split CSV (`clip_id,LABEL`).
+    pub train_csv: PathBuf,
+    /// Test split CSV.
+    pub test_csv: PathBuf,
+    /// Seed of initialisation, shuffling, augmentation and noise.
+    pub random_seed: u64,
+    /// Folder that receives run folders.
+    pub ckpt_path: PathBuf,
+    /// Where the step runs.
+    pub device: Device,
+    /// Worker threads for the engine (0: all cores).
+    pub threads: usize,
+    /// Stop before training on any bad sample instead of skipping it.
+    pub strict: bool,
+    /// Modulate every encoder weight (BN included) instead of the official conv weights only.
+    pub modulate_all_encoder_weights: bool,
+    /// Encoder size (the paper's ResNet-18 by default).
+    pub model: ModelSize,
+    /// Side of the square input frames (224 in the official pipeline).
+    pub image_size: usize,
+    /// Seconds of audio fed to the spectrogram (3 in the official pipeline).
+    pub audio_seconds: f64,
+    /// Data-loading worker threads.
+    pub loader_workers: usize,
+    /// Checkpoint every this many steps as well as at each epoch end (0: epochs only).
+    pub checkpoint_every_steps: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            dataset: "CREMAD".into(),
+            modulation: Mode::OgmGe,
+            fusion_method: Fusion::Concat,
+            alpha: 0.8,
+            modulation_starts: 0,
+            modulation_ends: 50,
+            batch_size: 64,
+            epochs: 100,
+            optimizer: OptimizerKind::Sgd,
+            learning_rate: 1e-3,
+            lr_decay_step: 70,
+            lr_decay_ratio: 0.1,
+            fps: 1,
+            audio_path: "./data/CREMAD/AudioWAV".into(),
+            visual_path: "./data/CREMAD".into(),
+            train_csv: "./data/CREMAD/train.csv".into(),
+            test_csv: "./data/CREMAD/test.csv".into(),
+            random_seed: 0,
+            ckpt_path: "./ckpt".into(),
+            device: Device::Cpu,
+            threads: 0,
+            strict: false,
+            modulate_all_encoder_weights: false,
+            model: ModelSize::default(),
+            image_size: 224,
+            audio_seconds: 3.0,
+            loader_workers: 2,
+            checkpoint_every_steps: 0,
+        }
+    }
+}
+
+mod mode_serde {
+    use ogm_core::Mode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &Mode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(m.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        let s = String::deserialize(d)?;
+        Mode::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown modulation `{s}` (expected Normal, OGM or OGM_GE)"
+            ))
+        })
+    }
+}
+
+/// The class names of a dataset, in label-index order.
+pub fn dataset_classes(dataset: &str) -> Result<Vec<String>, ConfigError> {
+    match dataset {
+        "CREMAD" => Ok(["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()),
+        other => Err(ConfigError::Invalid(format!(
+            "dataset `{other}` has no built-in class list; this version reads the CREMA-D \
+             layout (`--dataset CREMAD`)"
+        ))),
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML config file (unknown keys are refused).
+    pub fn from_file(path: &Path) -> Result<TrainConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Refuses values out of range and contradictory combinations, before any work starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        dataset_classes(&self.dataset)?;
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return bad(format!(
+                "--alpha must be finite and >= 0, got {}",
+                self.alpha
+            ));
+        }
+        if self.modulation_ends < self.modulation_starts {
+            return bad(format!(
+                "--modulation_ends ({}) is before --modulation_starts ({})",
+                self.modulation_ends, self.modulation_starts
+            ));
+        }
+        if self.batch_size == 0 {
+            return bad("--batch_size must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(format!(
+                "--learning_rate must be positive, got {}",
+                self.learning_rate
+            ));
+        }
+        if self.lr_decay_step == 0 {
+            return bad("--lr_decay_step must be at least 1".into());
+        }
+        if !(self.lr_decay_ratio.is_finite() && self.lr_decay_ratio > 0.0) {
+            return bad(format!(
+                "--lr_decay_ratio must be positive, got {}",
+                self.lr_decay_ratio
+            ));
+        }
+        if self.fps == 0 {
+            return bad("--fps must be at least 1".into());
+        }
+        if self.model.width == 0 || self.model.blocks == 0 {
+            return bad("model width and blocks must be at least 1".into());
+        }
+        if self.image_size < 32 {
+            return bad(format!(
+                "image_size {} is too small for the ResNet stem (at least 32)",
+                self.image_size
+            ));
+        }
+        if !(self.audio_seconds.is_finite() && self.audio_seconds > 0.0) {
+            return bad(format!(
+                "audio_seconds must be positive, got {}",
+                self.audio_seconds
+            ));
+        }
+        if self.loader_workers == 0 {
+            return bad("loader_workers must be at least 1".into());
+        }
+        if self.modulation == Mode::Normal && self.modulate_all_encoder_weights {
+            return bad(
+                "--modulate_all_encoder_weights has no effect with --modulation Normal".into(),
+            );
+        }
+        if self.device == Device::Cuda && !ogm_gpu::CUDA_ENABLED {
+            return bad(
+                "--device cuda needs a build with CUDA: cargo build --release --features cuda"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The core crate's schedule for this configuration.
+    pub fn schedule(&self) -> Result<ogm_core::Schedule, ConfigError> {
+        ogm_core::Schedule::new(
+            self.modulation,
+            self.alpha,
+            self.modulation_starts,
+            self.modulation_ends,
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_official_ones_and_valid() {
+        let c = TrainConfig::default();
+        assert_eq!((c.batch_size, c.epochs, c.learning_rate), (64, 100, 1e-3));
+        assert_eq!((c.modulation_starts, c.modulation_ends), (0, 50));
+        assert_eq!((c.lr_decay_step, c.lr_decay_ratio), (70, 0.1));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        let mut c = TrainConfig {
+            modulation_starts: 10,
+            modulation_ends: 5,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--modulation_ends"));
+        c.modulation_ends = 20;
+        c.alpha = -1.0;
+        assert!(c.validate().unwrap_err().to_string().contains("--alpha"));
+        c.alpha = 0.1;
+        c.modulation = Mode::Normal;
+        c.modulate_all_encoder_weights = true;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn toml_round_trip_and_unknown_keys() {
+        let c = TrainConfig {
+            modulation: Mode::Ogm,
+            fusion_method: Fusion::Film,
+            ..Default::default()
+        };
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("modulation = \"OGM\""));
+        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+        let dir = std::env::temp_dir().join(format!("ogm-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.toml");
+        std::fs::write(&f, "alpah = 0.3\n").unwrap();
+        let e = TrainConfig::from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("alpah"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

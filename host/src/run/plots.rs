@@ -1,0 +1,193 @@
+//! PNG plots of a run, drawn with plotters and an embedded DejaVu Sans font (so that a fresh
+//! machine without system fonts still gets labelled plots).
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use super::metrics::Record;
+
+/// A named line: `(x, y)` points.
+pub type Series = (String, Vec<(f64, f64)>);
+
+/// A plotting failure (the message names the file).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw {path}: {message}")]
+pub struct PlotError {
+    path: String,
+    message: String,
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is a valid TTF shipped inside the dejavu crate; registration cannot fail
+        // for it, and a failure would only cost the labels.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Draws `series` as lines in a 900x540 PNG at `path`.
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<(), PlotError> {
+    register_font();
+    let err = |e: &dyn std::fmt::Display| PlotError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let points = series
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 - x0 < 1e-12 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+
+    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts: Vec<(f64, f64)> = pts
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Draws the standard plots of a run into `dir`: `accuracy.png` (fused, audio, visual test
+/// accuracy per epoch), `balance.png` (the ratio and both coefficients over steps) and
+/// `loss.png` (training losses over steps). Returns the files written.
+pub fn draw_run(dir: &Path, records: &[Record]) -> Result<Vec<std::path::PathBuf>, PlotError> {
+    std::fs::create_dir_all(dir).map_err(|e| PlotError {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let (mut acc, mut acc_a, mut acc_v) = (vec![], vec![], vec![]);
+    let (mut ratio, mut ka, mut kv) = (vec![], vec![], vec![]);
+    let (mut loss, mut loss_a, mut loss_v) = (vec![], vec![], vec![]);
+    for r in records {
+        match r {
+            Record::Epoch(e) => {
+                let x = e.epoch as f64;
+                acc.push((x, e.acc));
+                acc_a.push((x, e.acc_a));
+                acc_v.push((x, e.acc_v));
+            }
+            Record::Step(s) => {
+                let x = s.step as f64;
+                if let Some(r) = s.ratio_v {
+                    ratio.push((x, r));
+                }
+                ka.push((x, s.coeff_a));
+                kv.push((x, s.coeff_v));
+                loss.push((x, s.loss));
+                loss_a.push((x, s.loss_a));
+                loss_v.push((x, s.loss_v));
+            }
+        }
+    }
+    let files = [
+        (
+            "accuracy.png",
+            "Test accuracy",
+            "epoch",
+            "accuracy",
+            vec![
+                ("fused (acc)".to_string(), acc),
+                ("audio (acc_a)".into(), acc_a),
+                ("visual (acc_v)".into(), acc_v),
+            ],
+        ),
+        (
+            "balance.png",
+            "Modality balance",
+            "step",
+            "ratio / coefficient",
+            vec![
+                ("ratio r_v = s_v / s_a".to_string(), ratio),
+                ("coeff_a".into(), ka),
+                ("coeff_v".into(), kv),
+            ],
+        ),
+        (
+            "loss.png",
+            "Training loss",
+            "step",
+            "cross-entropy",
+            vec![
+                ("fused".to_string(), loss),
+                ("audio only".into(), loss_a),
+                ("visual only".into(), loss_v),
+            ],
+        ),
+    ];
+    let mut written = vec![];
+    for (name, title, xl, yl, series) in files {
+        let p = dir.join(name);
+        line_chart(&p, title, xl, yl, &series)?;
+        written.push(p);
+    }
+    Ok(written)
+}
