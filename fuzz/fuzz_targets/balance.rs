@@ -91,7 +91,8 @@ fuzz_target!(|input: Input| {
             assert!(scores_ok && !(sa == 0.0 && sv == 0.0));
             assert!(!r.visual.is_nan() && !r.audio.is_nan(), "{r:?}");
             assert!(r.visual >= 0.0 && r.audio >= 0.0, "{r:?}");
-            assert_eq!(r.visual.to_bits(), (sv / sa).to_bits());
+            // -0.0 scores count as +0.0 (documented), so divide the normalised scores.
+            assert_eq!(r.visual.to_bits(), ((sv + 0.0) / (sa + 0.0)).to_bits());
             assert_eq!(r.audio.to_bits(), (1.0 / r.visual).to_bits());
             if r.visual.is_finite() && r.audio.is_finite() {
                 // 1 / r_v is correctly rounded; a subnormal r_v carries fewer bits, hence the

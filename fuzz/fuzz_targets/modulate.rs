@@ -159,6 +159,13 @@ fn check_error(
         OgmError::NonFinite { what: "coeff", .. } => {
             assert!(!coeff.is_finite() && stats.is_ok())
         }
+        OgmError::Overflow { what: "coeff" } => {
+            // A finite coefficient beyond the f32 range.
+            assert!(
+                coeff.is_finite() && !(coeff as f32).is_finite(),
+                "coeff {coeff}"
+            )
+        }
         OgmError::Overflow { what: "gradient" } => {
             // Only when the documented bound really comes near f32::MAX.
             let s = stats.as_ref().expect("overflow on a non-finite gradient");

@@ -210,18 +210,24 @@ pub struct SynthArgs {
     /// Output folder (created).
     #[arg(long)]
     pub out: PathBuf,
-    /// Training clips.
-    #[arg(long, default_value_t = 240)]
-    pub train: usize,
-    /// Test clips.
-    #[arg(long, default_value_t = 120)]
-    pub test: usize,
+    /// Training clips per class.
+    #[arg(long, default_value_t = 40)]
+    pub train_per_class: usize,
+    /// Test clips per class.
+    #[arg(long, default_value_t = 10)]
+    pub test_per_class: usize,
     /// How informative the audio is, 0 (noise) to 1 (clean class tones).
-    #[arg(long, default_value_t = 0.9)]
-    pub audio_signal: f64,
+    #[arg(long, default_value_t = 0.8)]
+    pub audio_signal: f32,
     /// How informative the frames are, 0 (noise) to 1 (clean class colours).
-    #[arg(long, default_value_t = 0.35)]
-    pub visual_signal: f64,
+    #[arg(long, default_value_t = 0.3)]
+    pub visual_signal: f32,
+    /// Frame side in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    /// Seconds of audio per clip.
+    #[arg(long, default_value_t = 1.0)]
+    pub audio_seconds: f32,
     /// Frames per clip written.
     #[arg(long, default_value_t = 1)]
     pub fps: usize,

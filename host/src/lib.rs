@@ -6,3 +6,4 @@ pub mod config;
 pub mod data;
 pub mod engine;
 pub mod run;
+pub mod train;

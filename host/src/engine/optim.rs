@@ -156,3 +156,48 @@ impl StepLr {
         lr
     }
 }
+
+/// Optimiser state for checkpoints: what [`Sgd`] and [`Adam`] carry between steps, copied
+/// to and from the host so that a resumed run continues exactly.
+impl<B: Backend> Sgd<B> {
+    /// The momentum buffer on the host (`None` before the first step).
+    pub fn export_state(&self, backend: &B) -> Option<Vec<B::Elem>> {
+        self.buf
+            .as_ref()
+            .map(|b| backend.read(b, 0..backend.len(b)))
+    }
+
+    /// Restores a momentum buffer saved by [`Sgd::export_state`] (`None`: before the first
+    /// step). The length must be the parameter count.
+    pub fn import_state(&mut self, backend: &B, state: Option<&[B::Elem]>) {
+        self.buf = state.map(|s| {
+            let mut b = backend.zeros(s.len());
+            backend.write(&mut b, 0, s);
+            b
+        });
+    }
+}
+
+impl<B: Backend> Adam<B> {
+    /// The step count and the two moment buffers on the host (`None` before the first step).
+    pub fn export_state(&self, backend: &B) -> (u64, Option<(Vec<B::Elem>, Vec<B::Elem>)>) {
+        let moments = self.moments.as_ref().map(|(m, v)| {
+            (
+                backend.read(m, 0..backend.len(m)),
+                backend.read(v, 0..backend.len(v)),
+            )
+        });
+        (self.step, moments)
+    }
+
+    /// Restores what [`Adam::export_state`] saved.
+    pub fn import_state(&mut self, backend: &B, step: u64, moments: Option<(&[B::Elem], &[B::Elem])>) {
+        self.step = step;
+        self.moments = moments.map(|(m, v)| {
+            let (mut bm, mut bv) = (backend.zeros(m.len()), backend.zeros(v.len()));
+            backend.write(&mut bm, 0, m);
+            backend.write(&mut bv, 0, v);
+            (bm, bv)
+        });
+    }
+}

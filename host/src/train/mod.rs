@@ -1,0 +1,507 @@
+//! The training loop: the official `main.py` semantics step by step (forward, cross-entropy,
+//! backward, per-modality scores, OGM-GE modulation of the encoders' conv-weight gradients,
+//! SGD/Adam, StepLR), evaluation with the three accuracies, checkpoints, resume, logs, plots.
+
+pub mod checkpoint;
+pub mod demo;
+pub mod optimizer;
+mod step;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{dataset_classes, ConfigError, TrainConfig};
+use crate::data::dataset::{Dataset, DatasetConfig, Split};
+use crate::data::image::ImageConfig;
+use crate::data::loader::{Loader, LoaderConfig};
+use crate::data::spectrogram::SpectrogramConfig;
+use crate::data::split::LabelSet;
+use crate::data::{DataError, SampleError};
+use crate::engine::{AvModel, CpuBackend, EngineError, FusionKind, ModelConfig, StepLr};
+use crate::run::fsio::write_atomic;
+use crate::run::metrics::{self, EpochRecord, MetricsWriter, Record};
+use crate::run::plots::{self, PlotError};
+use crate::run::progress::Progress;
+
+use checkpoint::{Best, RngState, Sidecar};
+use optimizer::Optimizer;
+pub use step::{evaluate, train_step, EvalResult};
+
+/// Why training stopped early; each variant names what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration problem (refused before any work).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A data problem (a split, or a bad sample under `--strict`).
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A bad sample under `--strict`.
+    #[error(transparent)]
+    Sample(#[from] SampleError),
+    /// The model refused its input or state.
+    #[error("model: {0}")]
+    Engine(#[from] EngineError),
+    /// A file could not be read or written (a full disk included).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A checkpoint is missing, truncated or does not match the run.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Losses or scores became non-finite.
+    #[error(
+        "training diverged at epoch {epoch}, step {step}: {what}; the last checkpoint is kept"
+    )]
+    Diverged {
+        /// Epoch.
+        epoch: u32,
+        /// Step.
+        step: u64,
+        /// What became non-finite.
+        what: String,
+    },
+    /// The run folder already holds a run.
+    #[error("{path} already holds a run with a checkpoint: pass --resume to continue it, or choose another --run_name")]
+    RunExists {
+        /// The run folder.
+        path: PathBuf,
+    },
+    /// `--resume` with settings that differ from the run's.
+    #[error("--resume: the settings differ from the run's config.toml in: {keys}")]
+    ResumeMismatch {
+        /// The differing keys.
+        keys: String,
+    },
+    /// A plot could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    /// Stopped by a signal after saving a checkpoint.
+    #[error("interrupted at step {step}: checkpoint saved; continue with the same command plus --resume")]
+    Interrupted {
+        /// The last completed step.
+        step: u64,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> TrainError {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// How to run (not part of the experiment's configuration).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The run folder's name under `ckpt_path` (default: [`default_run_name`]).
+    pub run_name: Option<String>,
+    /// Continue the run folder from its last checkpoint.
+    pub resume: bool,
+    /// Only epoch lines on the terminal.
+    pub quiet: bool,
+    /// Stop after this many steps in total (a test hook that simulates a kill; 0: never).
+    pub stop_after_steps: u64,
+}
+
+/// Skipped samples, by split and reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SkippedCounts {
+    /// Training samples skipped.
+    pub train: usize,
+    /// Test samples skipped.
+    pub test: usize,
+    /// Counts by reason, over both splits.
+    pub by_reason: std::collections::BTreeMap<String, usize>,
+    /// The first few skipped files with their reasons.
+    pub examples: Vec<String>,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Epochs completed.
+    pub epochs: u32,
+    /// Steps taken.
+    pub steps: u64,
+    /// The last evaluation.
+    pub final_eval: Option<EvalResult>,
+    /// The best evaluation (by fused accuracy).
+    pub best: Best,
+    /// Seconds of training (summed over resumes).
+    pub wall_s: f64,
+    /// Samples skipped as unreadable or invalid.
+    pub skipped: SkippedCounts,
+    /// The whole configuration.
+    pub config: TrainConfig,
+}
+
+/// The default run folder name: the settings that distinguish experiments.
+pub fn default_run_name(c: &TrainConfig) -> String {
+    format!(
+        "{}_{}_{:?}_alpha{}_seed{}",
+        c.dataset,
+        c.modulation.as_str(),
+        c.fusion_method,
+        c.alpha,
+        c.random_seed
+    )
+    .to_lowercase()
+}
+
+/// The engine's model configuration for a training configuration.
+pub fn model_config(c: &TrainConfig, classes: usize) -> ModelConfig {
+    let w = c.model.width;
+    let fusion = match c.fusion_method {
+        crate::config::Fusion::Sum => FusionKind::Sum,
+        crate::config::Fusion::Concat => FusionKind::Concat,
+        crate::config::Fusion::Film => FusionKind::Film,
+        crate::config::Fusion::Gated => FusionKind::Gated,
+    };
+    ModelConfig {
+        classes,
+        fusion,
+        widths: [w, 2 * w, 4 * w, 8 * w],
+        blocks: [c.model.blocks; 4],
+        frames: c.fps,
+    }
+}
+
+/// The data pipeline's settings for a training configuration.
+pub fn dataset_config(c: &TrainConfig) -> Result<DatasetConfig, TrainError> {
+    let names = dataset_classes(&c.dataset)?;
+    let labels = LabelSet::new(names).ok_or_else(|| {
+        ConfigError::Invalid(format!("dataset {} has an invalid class list", c.dataset))
+    })?;
+    let spectrogram = SpectrogramConfig {
+        clip_samples: (c.audio_seconds * 22050.0).round() as usize,
+        ..SpectrogramConfig::default()
+    };
+    Ok(DatasetConfig {
+        labels,
+        fps: c.fps,
+        spectrogram,
+        image: ImageConfig::with_size(c.image_size as u32, c.image_size as u32),
+        strict: c.strict,
+        ..DatasetConfig::default()
+    })
+}
+
+/// Opens one split. The data layer reads the CREMA-D layout under one folder; the official
+/// flags must describe that layout (`--train_csv <root>/train.csv`, `--test_csv
+/// <root>/test.csv`, `--audio_path <root>/AudioWAV`, `--visual_path <root>`).
+pub fn open_split(c: &TrainConfig, split: Split) -> Result<Dataset, TrainError> {
+    let root = c
+        .train_csv
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let same = |a: &Path, b: &Path| {
+        a == b
+            || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+    };
+    let checks = [
+        ("--test_csv", &c.test_csv, root.join("test.csv")),
+        ("--audio_path", &c.audio_path, root.join("AudioWAV")),
+        ("--visual_path", &c.visual_path, root.clone()),
+    ];
+    for (flag, given, expected) in checks {
+        if !same(given, &expected) {
+            return Err(ConfigError::Invalid(format!(
+                "{flag} {} must be {} (the CREMA-D layout under the folder of --train_csv)",
+                given.display(),
+                expected.display()
+            ))
+            .into());
+        }
+    }
+    Ok(Dataset::open(&root, split, dataset_config(c)?)?)
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), TrainError> {
+    write_atomic(path, text.as_bytes()).map_err(|e| TrainError::io(path, e))
+}
+
+fn config_differences(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
+    let (ta, tb) = (toml::Value::try_from(a).ok(), toml::Value::try_from(b).ok());
+    let (Some(toml::Value::Table(ta)), Some(toml::Value::Table(tb))) = (ta, tb) else {
+        return vec!["(unreadable)".into()];
+    };
+    ta.iter()
+        .filter(|(k, v)| k.as_str() != "epochs" && tb.get(k.as_str()) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Trains per `config` in `<ckpt_path>/<run name>`, stopping cleanly (with a checkpoint)
+/// when `stop` becomes true. Returns the summary also written to `summary.json`.
+pub fn train(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, TrainError> {
+    config.validate()?;
+    let run_dir = config.ckpt_path.join(
+        opts.run_name
+            .clone()
+            .unwrap_or_else(|| default_run_name(config)),
+    );
+    let ckpt_dir = run_dir.join("checkpoints");
+    let config_path = run_dir.join("config.toml");
+    let has_checkpoint = checkpoint::read_sidecar(&ckpt_dir)?.is_some();
+    if has_checkpoint && !opts.resume {
+        return Err(TrainError::RunExists { path: run_dir });
+    }
+    if opts.resume && config_path.exists() {
+        let saved = TrainConfig::from_file(&config_path)?;
+        let diff = config_differences(&saved, config);
+        if !diff.is_empty() {
+            return Err(TrainError::ResumeMismatch {
+                keys: diff.join(", "),
+            });
+        }
+    }
+
+    // Data first: a bad split or (with --strict) a bad sample stops before any training.
+    let mut train_ds = open_split(config, Split::Train)?;
+    let mut test_ds = open_split(config, Split::Test)?;
+    let verify_threads = config.loader_workers.max(1);
+    train_ds.verify(verify_threads)?;
+    test_ds.verify(verify_threads)?;
+    let classes = train_ds.num_classes();
+    let mut skipped = SkippedCounts {
+        train: train_ds.skipped().len(),
+        test: test_ds.skipped().len(),
+        ..Default::default()
+    };
+    for ds in [&train_ds, &test_ds] {
+        for (reason, n) in ds.skipped().by_reason() {
+            *skipped
+                .by_reason
+                .entry(reason.name().to_string())
+                .or_default() += n;
+        }
+        for e in ds.skipped().errors().iter().take(10) {
+            skipped.examples.push(e.to_string());
+        }
+    }
+    let train_ds = Arc::new(train_ds);
+    let test_ds = Arc::new(test_ds);
+    let train_loader = Loader::new(
+        train_ds.clone(),
+        LoaderConfig::train(config.batch_size, config.loader_workers, config.random_seed),
+    )?;
+    let test_loader = Loader::new(
+        test_ds.clone(),
+        LoaderConfig::eval(config.batch_size, config.loader_workers),
+    )?;
+
+    std::fs::create_dir_all(&ckpt_dir).map_err(|e| TrainError::io(&ckpt_dir, e))?;
+    write_text(
+        &config_path,
+        &toml::to_string(config).map_err(|e| ConfigError::Invalid(e.to_string()))?,
+    )?;
+
+    let mut model = AvModel::new(
+        CpuBackend::<f32>::new(),
+        model_config(config, classes),
+        config.random_seed,
+    )?;
+    let mut opt = Optimizer::new(config);
+    let lr_sched = StepLr {
+        base_lr: config.learning_rate,
+        step_size: config.lr_decay_step,
+        gamma: config.lr_decay_ratio,
+    };
+    let schedule = config.schedule()?;
+
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let resumed = checkpoint::load_last(&ckpt_dir, &mut model, &mut opt)?;
+    let (mut epoch, mut skip_batches, mut step, wall_before, mut best) = match &resumed {
+        Some(s) => {
+            metrics::truncate_after(&metrics_path, s.step)
+                .map_err(|e| TrainError::io(&metrics_path, e))?;
+            (s.epoch, s.batch_in_epoch, s.step, s.wall_s, s.best)
+        }
+        None => {
+            if metrics_path.exists() {
+                std::fs::remove_file(&metrics_path)
+                    .map_err(|e| TrainError::io(&metrics_path, e))?;
+            }
+            (0, 0, 0, 0.0, Best::default())
+        }
+    };
+    let mut metrics_out =
+        MetricsWriter::open(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
+
+    let steps_per_epoch = train_loader.batches_per_epoch() as u64;
+    let total_steps = steps_per_epoch * config.epochs as u64;
+    let mut progress = Progress::new(total_steps, step, opts.quiet);
+    if let Some(s) = &resumed {
+        progress.line(&format!(
+            "resuming {} at epoch {} batch {} (step {})",
+            run_dir.display(),
+            s.epoch,
+            s.batch_in_epoch,
+            s.step
+        ));
+    }
+    let started = Instant::now();
+    let wall = |started: &Instant| wall_before + started.elapsed().as_secs_f64();
+    let mut last_eval: Option<EvalResult> = None;
+
+    let sidecar = |epoch: u32, batch_in_epoch: u64, step: u64, wall_s: f64, best: Best| Sidecar {
+        format: checkpoint::FORMAT.into(),
+        epoch,
+        batch_in_epoch,
+        step,
+        wall_s,
+        best,
+        model_file: String::new(),
+        optimizer_file: String::new(),
+        optimizer: Default::default(),
+        rng: RngState::new(config.random_seed),
+    };
+
+    while epoch < config.epochs {
+        let lr = lr_sched.lr_at(epoch);
+        opt.set_lr(lr);
+        let mut loss_sum = 0.0;
+        let mut loss_n = 0u64;
+        let mut batch_in_epoch = 0u64;
+        for batch in train_loader.epoch(epoch as u64) {
+            let batch = batch?;
+            if batch_in_epoch < skip_batches {
+                // Resuming mid-epoch: these batches were trained before the interruption.
+                batch_in_epoch += 1;
+                continue;
+            }
+            step += 1;
+            batch_in_epoch += 1;
+            let rec = train_step(
+                &mut model, &mut opt, &schedule, config, &batch, epoch, step, lr,
+            )?;
+            loss_sum += rec.loss;
+            loss_n += 1;
+            progress.step(epoch, step, rec.loss, rec.ratio_v);
+            metrics_out
+                .write(&Record::Step(rec))
+                .map_err(|e| TrainError::io(&metrics_path, e))?;
+            let interrupted = stop.load(Ordering::SeqCst)
+                || (opts.stop_after_steps > 0 && step >= opts.stop_after_steps);
+            let periodic =
+                config.checkpoint_every_steps > 0 && step % config.checkpoint_every_steps == 0;
+            if interrupted || periodic {
+                metrics_out
+                    .flush()
+                    .map_err(|e| TrainError::io(&metrics_path, e))?;
+                checkpoint::save_last(
+                    &ckpt_dir,
+                    &model,
+                    &opt,
+                    sidecar(epoch, batch_in_epoch, step, wall(&started), best),
+                )?;
+            }
+            if interrupted {
+                progress.finish();
+                return Err(TrainError::Interrupted { step });
+            }
+        }
+        skip_batches = 0;
+
+        let eval = evaluate(&mut model, &test_loader, classes)?;
+        let rec = EpochRecord {
+            epoch,
+            step,
+            train_loss: if loss_n > 0 {
+                loss_sum / loss_n as f64
+            } else {
+                f64::NAN
+            },
+            loss: eval.loss,
+            acc: eval.acc,
+            acc_a: eval.acc_a,
+            acc_v: eval.acc_v,
+            lr,
+            wall_s: wall(&started),
+        };
+        progress.line(&format!(
+            "epoch {epoch}: train loss {:.4}, test loss {:.4}, acc {:.4}, acc_a {:.4}, acc_v {:.4}",
+            rec.train_loss, rec.loss, rec.acc, rec.acc_a, rec.acc_v
+        ));
+        metrics_out
+            .write(&Record::Epoch(rec))
+            .map_err(|e| TrainError::io(&metrics_path, e))?;
+        metrics_out
+            .flush()
+            .map_err(|e| TrainError::io(&metrics_path, e))?;
+        if best.epoch.is_none() || eval.acc > best.acc {
+            best = Best {
+                epoch: Some(epoch),
+                acc: eval.acc,
+                acc_a: eval.acc_a,
+                acc_v: eval.acc_v,
+            };
+            checkpoint::save_best(&ckpt_dir, &model, &best)?;
+        }
+        last_eval = Some(eval);
+        epoch += 1;
+        checkpoint::save_last(
+            &ckpt_dir,
+            &model,
+            &opt,
+            sidecar(epoch, 0, step, wall(&started), best),
+        )?;
+        let records =
+            metrics::read_records(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
+        plots::draw_run(&run_dir.join("plots"), &records)?;
+    }
+    progress.finish();
+
+    if last_eval.is_none() {
+        // A resumed run that had already finished: report its last evaluation.
+        last_eval = metrics::read_records(&metrics_path)
+            .map_err(|e| TrainError::io(&metrics_path, e))?
+            .into_iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::Epoch(e) => Some(EvalResult {
+                    loss: e.loss,
+                    acc: e.acc,
+                    acc_a: e.acc_a,
+                    acc_v: e.acc_v,
+                    samples: 0,
+                }),
+                Record::Step(_) => None,
+            });
+    }
+    let summary = Summary {
+        epochs: epoch,
+        steps: step,
+        final_eval: last_eval,
+        best,
+        wall_s: wall(&started),
+        skipped,
+        config: config.clone(),
+    };
+    let json =
+        serde_json::to_vec_pretty(&summary).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let summary_path = run_dir.join("summary.json");
+    write_atomic(&summary_path, &json).map_err(|e| TrainError::io(&summary_path, e))?;
+    Ok(summary)
+}

@@ -1,0 +1,216 @@
+//! One training step and one evaluation pass, with the official semantics.
+
+use ogm_core::{
+    batch_score, modulate_chunk, GradStats, Mode, NoiseKey, NoiseParams, Schedule, StepPlan, CHUNK,
+};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::data::loader::{Batch, Loader};
+use crate::engine::{
+    softmax_cross_entropy, AvModel, CpuBackend, Input, Modality, Mode as EngineMode,
+};
+use crate::run::metrics::StepRecord;
+
+use super::optimizer::Optimizer;
+use super::TrainError;
+
+/// Test-set results: loss and the three accuracies of the official evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    /// Mean cross-entropy of the fused logits.
+    pub loss: f64,
+    /// Accuracy of `argmax(out)`.
+    pub acc: f64,
+    /// Accuracy of `argmax(out_a)`.
+    pub acc_a: f64,
+    /// Accuracy of `argmax(out_v)`.
+    pub acc_v: f64,
+    /// Samples evaluated.
+    pub samples: usize,
+}
+
+fn input(b: &Batch) -> Input<'_, f32> {
+    Input {
+        batch: b.len(),
+        audio: &b.audio,
+        audio_hw: (b.audio_shape[2], b.audio_shape[3]),
+        visual: &b.visual,
+        visual_hw: (b.visual_shape[3], b.visual_shape[4]),
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    // The first maximum, as torch.argmax.
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Applies a step's plan to the encoders' gradients: the official targets (4-D encoder
+/// weights) or, with `all_weights`, every encoder parameter. Each tensor's noise key is
+/// `NoiseKey::new(seed).derive(step).derive(parameter_index)` (the index in the parameter
+/// table), the convention the GPU kernels share; chunks run in parallel with the same result
+/// as serially.
+pub fn modulate_encoders(
+    model: &mut AvModel<CpuBackend<f32>>,
+    plan: &StepPlan,
+    all_weights: bool,
+    seed: u64,
+    step: u64,
+) -> Result<(), TrainError> {
+    if !plan.active {
+        return Ok(());
+    }
+    let mode = if plan.noise { Mode::OgmGe } else { Mode::Ogm };
+    let targets: Vec<(usize, std::ops::Range<usize>, f64, String)> = model
+        .params_table()
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            if all_weights {
+                t.modality != Modality::Fusion
+            } else {
+                t.is_modulation_target()
+            }
+        })
+        .map(|(i, t)| {
+            let k = match t.modality {
+                Modality::Audio => plan.coeff_audio,
+                _ => plan.coeff_visual,
+            };
+            (i, t.region.range(), k, t.name.clone())
+        })
+        .collect();
+    let step_key = NoiseKey::new(seed).derive(step);
+    let grads = model.grads_mut();
+    for (index, range, coeff, name) in targets {
+        if mode == Mode::Ogm && coeff == 1.0 {
+            continue; // the identity
+        }
+        let g = &mut grads[range];
+        let partials: Vec<GradStats> = g.par_chunks(CHUNK).map(GradStats::of_chunk).collect();
+        let stats = partials
+            .into_iter()
+            .fold(GradStats::EMPTY, GradStats::merge);
+        let p = NoiseParams::new(&stats, coeff, mode).map_err(|e| TrainError::Diverged {
+            epoch: 0,
+            step,
+            what: format!("gradient of {name}: {e}"),
+        })?;
+        let key = step_key.derive(index as u64);
+        g.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, ch)| modulate_chunk(ch, c as u64, p, key));
+    }
+    Ok(())
+}
+
+/// One official training step on `batch`: forward, cross-entropy, backward, scores, OGM-GE,
+/// optimiser update. Returns the step's log record.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    model: &mut AvModel<CpuBackend<f32>>,
+    opt: &mut Optimizer,
+    schedule: &Schedule,
+    config: &TrainConfig,
+    batch: &Batch,
+    epoch: u32,
+    step: u64,
+    lr: f64,
+) -> Result<StepRecord, TrainError> {
+    let classes = model.config().classes;
+    let diverged = |what: String| TrainError::Diverged { epoch, step, what };
+    model.zero_grads();
+    let out = model.forward(&input(batch), EngineMode::Train)?;
+    let (loss, dlogits) = softmax_cross_entropy(&out.logits, &batch.labels, classes)?;
+    if !loss.is_finite() {
+        return Err(diverged(format!("loss is {loss}")));
+    }
+    model.backward(&dlogits)?;
+    let (loss_a, _) = softmax_cross_entropy(&out.out_a, &batch.labels, classes)?;
+    let (loss_v, _) = softmax_cross_entropy(&out.out_v, &batch.labels, classes)?;
+    let score = |logits: &[f32], what: &str| {
+        batch_score(logits, &batch.labels, classes).map_err(|e| diverged(format!("{what}: {e}")))
+    };
+    let score_a = score(&out.out_a, "audio logits")?;
+    let score_v = score(&out.out_v, "visual logits")?;
+    let plan = schedule
+        .plan(epoch, score_a, score_v)
+        .map_err(|e| diverged(e.to_string()))?;
+    modulate_encoders(
+        model,
+        &plan,
+        config.modulate_all_encoder_weights,
+        config.random_seed,
+        step,
+    )
+    .map_err(|e| match e {
+        TrainError::Diverged { what, .. } => diverged(what),
+        other => other,
+    })?;
+    opt.step(model);
+    Ok(StepRecord {
+        epoch,
+        step,
+        loss,
+        loss_a,
+        loss_v,
+        score_a,
+        score_v,
+        ratio_v: plan
+            .balance
+            .ratio
+            .map(|r| r.visual)
+            .filter(|r| r.is_finite()),
+        coeff_a: plan.coeff_audio,
+        coeff_v: plan.coeff_visual,
+        lr,
+    })
+}
+
+/// Evaluates on every batch of `loader` (evaluation mode: BN running statistics).
+pub fn evaluate(
+    model: &mut AvModel<CpuBackend<f32>>,
+    loader: &Loader,
+    classes: usize,
+) -> Result<EvalResult, TrainError> {
+    let (mut n, mut loss, mut hit, mut hit_a, mut hit_v) = (0usize, 0.0, 0usize, 0usize, 0usize);
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let out = model.forward(&input(&batch), EngineMode::Eval)?;
+        let (l, _) = softmax_cross_entropy(&out.logits, &batch.labels, classes)?;
+        loss += l * batch.len() as f64;
+        for (i, &y) in batch.labels.iter().enumerate() {
+            let row = i * classes..(i + 1) * classes;
+            hit += (argmax(&out.logits[row.clone()]) == y as usize) as usize;
+            hit_a += (argmax(&out.out_a[row.clone()]) == y as usize) as usize;
+            hit_v += (argmax(&out.out_v[row]) == y as usize) as usize;
+        }
+        n += batch.len();
+    }
+    let d = n.max(1) as f64;
+    Ok(EvalResult {
+        loss: loss / d,
+        acc: hit as f64 / d,
+        acc_a: hit_a as f64 / d,
+        acc_v: hit_v as f64 / d,
+        samples: n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_takes_the_first_maximum() {
+        assert_eq!(argmax(&[0.1, 0.5, 0.5, 0.2]), 1);
+        assert_eq!(argmax(&[3.0]), 0);
+    }
+}
