@@ -8,11 +8,25 @@
 //! - [`split`]: the CSV split files and the label set.
 //! - [`audio`]: WAV decoding, mono mixdown, resampling.
 //! - [`spectrogram`]: the official log-magnitude STFT.
+//! - [`image`]: JPEG decoding and the official torchvision transforms.
+//! - [`dataset`]: clips over the layout, the bad-sample policy, loading one sample.
+//! - [`loader`]: batches built on worker threads ahead of the training step.
+//! - [`synth`]: synthetic datasets in the same layout, with a controllable imbalance.
 //! - [`error`]: typed errors; every one names its file.
 
 pub mod audio;
+pub mod dataset;
 pub mod error;
+pub mod image;
+pub mod loader;
 pub mod spectrogram;
 pub mod split;
+pub mod synth;
 
+pub use dataset::{Dataset, DatasetConfig, FramePick, Pipeline, Sample, SkipSummary, Split};
 pub use error::{DataError, SampleError, SkipReason};
+pub use image::ImageConfig;
+pub use loader::{Batch, Epoch, Loader, LoaderConfig, LoaderStats};
+pub use spectrogram::SpectrogramConfig;
+pub use split::LabelSet;
+pub use synth::{write_dataset, SynthConfig, SynthSummary};
