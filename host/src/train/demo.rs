@@ -35,9 +35,9 @@ pub struct DemoRow {
 pub fn demo_data(quick: bool, seed: u64) -> SynthConfig {
     SynthConfig {
         train_per_class: if quick { 8 } else { 40 },
-        test_per_class: if quick { 4 } else { 20 },
+        test_per_class: if quick { 4 } else { 10 },
         audio_signal: 0.8,
-        visual_signal: 0.3,
+        visual_signal: 0.5,
         audio_seconds: 1.0,
         width: 40,
         height: 40,
@@ -50,7 +50,7 @@ pub fn demo_data(quick: bool, seed: u64) -> SynthConfig {
 pub fn demo_config(root: &std::path::Path, mode: Mode, epochs: u32, seed: u64) -> TrainConfig {
     TrainConfig {
         modulation: mode,
-        alpha: 0.8,
+        alpha: 1.0,
         modulation_starts: 0,
         modulation_ends: epochs,
         batch_size: 16,

@@ -1,0 +1,93 @@
+//! Resume: a run stopped in the middle of an epoch and resumed ends with exactly the weights of
+//! an uninterrupted run (same seed, same thread count).
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use ogm_core::Mode;
+use ogm_host::config::{ModelSize, TrainConfig};
+use ogm_host::data::{write_dataset, SynthConfig};
+use ogm_host::train::{checkpoint, train, RunOptions, TrainError};
+
+fn dataset(dir: &Path) {
+    let c = SynthConfig {
+        train_per_class: 5,
+        test_per_class: 2,
+        audio_seconds: 0.5,
+        width: 32,
+        height: 32,
+        ..SynthConfig::default()
+    };
+    write_dataset(&c, dir).unwrap();
+}
+
+fn config(root: &Path, runs: &Path) -> TrainConfig {
+    TrainConfig {
+        modulation: Mode::OgmGe,
+        batch_size: 8,
+        epochs: 2,
+        learning_rate: 1e-2,
+        train_csv: root.join("train.csv"),
+        test_csv: root.join("test.csv"),
+        audio_path: root.join("AudioWAV"),
+        visual_path: root.to_path_buf(),
+        ckpt_path: runs.to_path_buf(),
+        model: ModelSize {
+            width: 4,
+            blocks: 1,
+        },
+        image_size: 32,
+        audio_seconds: 0.5,
+        loader_workers: 2,
+        ..TrainConfig::default()
+    }
+}
+
+fn opts(name: &str, resume: bool, stop_after: u64) -> RunOptions {
+    RunOptions {
+        run_name: Some(name.into()),
+        resume,
+        quiet: true,
+        stop_after_steps: stop_after,
+    }
+}
+
+fn final_model(runs: &Path, name: &str) -> Vec<u8> {
+    let dir = runs.join(name).join("checkpoints");
+    let s = checkpoint::read_sidecar(&dir)
+        .unwrap()
+        .expect("a checkpoint");
+    std::fs::read(dir.join(s.model_file)).unwrap()
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, runs) = (tmp.path().join("data"), tmp.path().join("runs"));
+    dataset(&root);
+    let c = config(&root, &runs);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let full = train(&c, &opts("full", false, 0), stop.clone()).unwrap();
+    assert_eq!(full.epochs, 2);
+    // 30 training clips in batches of 8: 4 steps per epoch; stop mid-epoch 1 (step 6).
+    let e = train(&c, &opts("split", false, 6), stop.clone()).unwrap_err();
+    assert!(matches!(e, TrainError::Interrupted { step: 6 }), "{e}");
+    // Without --resume, the run folder is protected.
+    let e = train(&c, &opts("split", false, 0), stop.clone()).unwrap_err();
+    assert!(matches!(e, TrainError::RunExists { .. }), "{e}");
+    // A changed setting is refused on resume.
+    let mut other = c.clone();
+    other.alpha = 0.1;
+    let e = train(&other, &opts("split", true, 0), stop.clone()).unwrap_err();
+    assert!(e.to_string().contains("alpha"), "{e}");
+    let resumed = train(&c, &opts("split", true, 0), stop).unwrap();
+    assert_eq!(resumed.steps, full.steps);
+    assert_eq!(final_model(&runs, "full"), final_model(&runs, "split"));
+    assert_eq!(resumed.final_eval, full.final_eval);
+    // The metrics of the resumed run have no duplicated steps.
+    let recs = ogm_host::run::metrics::read_records(&runs.join("split/metrics.jsonl")).unwrap();
+    let full_recs = ogm_host::run::metrics::read_records(&runs.join("full/metrics.jsonl")).unwrap();
+    assert_eq!(recs.len(), full_recs.len());
+}
