@@ -191,7 +191,12 @@ impl<B: Backend> Adam<B> {
     }
 
     /// Restores what [`Adam::export_state`] saved.
-    pub fn import_state(&mut self, backend: &B, step: u64, moments: Option<(&[B::Elem], &[B::Elem])>) {
+    pub fn import_state(
+        &mut self,
+        backend: &B,
+        step: u64,
+        moments: Option<(&[B::Elem], &[B::Elem])>,
+    ) {
         self.step = step;
         self.moments = moments.map(|(m, v)| {
             let (mut bm, mut bv) = (backend.zeros(m.len()), backend.zeros(v.len()));
