@@ -10,6 +10,7 @@
 use std::marker::PhantomData;
 use std::ops::Range;
 
+use crate::engine::cpu::conv::ScratchPool;
 use crate::engine::cpu::{conv, elementwise as ew, linear, norm, pool};
 use crate::engine::scalar::Scalar;
 
@@ -277,13 +278,20 @@ pub trait Backend: Send + Sync {
 }
 
 /// The CPU backend: `Vec` buffers, rayon-parallel kernels, GEMM by `matrixmultiply`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CpuBackend<T>(PhantomData<T>);
+/// Threads come from rayon's global pool (`RAYON_NUM_THREADS`).
+#[derive(Debug, Default)]
+pub struct CpuBackend<T> {
+    pool: ScratchPool<T>,
+    _elem: PhantomData<T>,
+}
 
 impl<T: Scalar> CpuBackend<T> {
-    /// The backend (it holds no state; threads come from rayon's global pool).
+    /// The backend, with an empty pool of convolution scratch buffers.
     pub fn new() -> Self {
-        CpuBackend(PhantomData)
+        CpuBackend {
+            pool: ScratchPool::default(),
+            _elem: PhantomData,
+        }
     }
 }
 
@@ -323,7 +331,8 @@ impl<T: Scalar> Backend for CpuBackend<T> {
         ew::swap_outer(a, b, inner, &x[..a * b * inner], &mut y[..a * b * inner]);
     }
     fn conv2d_forward(&self, g: &ConvGeom, x: &Vec<T>, params: &Vec<T>, w: Region, y: &mut Vec<T>) {
-        conv::conv2d_forward(
+        conv::conv2d_forward_with(
+            &self.pool,
             g,
             &x[..g.in_len()],
             &params[w.range()],
@@ -340,7 +349,8 @@ impl<T: Scalar> Backend for CpuBackend<T> {
         grads: &mut Vec<T>,
         dx: Option<&mut Vec<T>>,
     ) {
-        conv::conv2d_backward(
+        conv::conv2d_backward_with(
+            &self.pool,
             g,
             &x[..g.in_len()],
             &params[w.range()],

@@ -180,6 +180,7 @@ impl<B: Backend> Sgd<B> {
 
 impl<B: Backend> Adam<B> {
     /// The step count and the two moment buffers on the host (`None` before the first step).
+    #[allow(clippy::type_complexity)]
     pub fn export_state(&self, backend: &B) -> (u64, Option<(Vec<B::Elem>, Vec<B::Elem>)>) {
         let moments = self.moments.as_ref().map(|(m, v)| {
             (
@@ -191,6 +192,7 @@ impl<B: Backend> Adam<B> {
     }
 
     /// Restores what [`Adam::export_state`] saved.
+    #[allow(clippy::type_complexity)]
     pub fn import_state(
         &mut self,
         backend: &B,

@@ -75,11 +75,10 @@ impl ConvGeom {
 }
 
 /// Lowers samples `n0..n1` of the CNHW input `x` into `col` (`kdim x cols`, row-major).
-fn im2col<T: Scalar>(g: &ConvGeom, x: &[T], n0: usize, n1: usize, col: &mut Vec<T>) {
+/// Every element of `col` is written (padding as zeros), so the buffer needs no clearing.
+fn im2col<T: Scalar>(g: &ConvGeom, x: &[T], n0: usize, n1: usize, col: &mut [T]) {
     let (oh, ow) = (g.oh(), g.ow());
     let cols = (n1 - n0) * oh * ow;
-    col.clear();
-    col.resize(g.kdim() * cols, T::ZERO);
     let plane = g.h * g.w;
     for ci in 0..g.cin {
         for ky in 0..g.k {
@@ -93,15 +92,20 @@ fn im2col<T: Scalar>(g: &ConvGeom, x: &[T], n0: usize, n1: usize, col: &mut Vec<
                         let d = &mut dst[((n - n0) * oh + oy) * ow..((n - n0) * oh + oy + 1) * ow];
                         let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                         if iy < 0 || iy >= g.h as isize {
-                            continue; // already zero
+                            d.fill(T::ZERO);
+                            continue;
                         }
+                        d[..lo].fill(T::ZERO);
+                        d[hi..].fill(T::ZERO);
                         let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
-                        let ix0 = lo * g.stride + kx - g.pad;
-                        if g.stride == 1 {
-                            d[lo..hi].copy_from_slice(&srow[ix0..ix0 + (hi - lo)]);
-                        } else {
-                            for (j, dv) in d[lo..hi].iter_mut().enumerate() {
-                                *dv = srow[ix0 + j * g.stride];
+                        if hi > lo {
+                            let ix0 = lo * g.stride + kx - g.pad;
+                            if g.stride == 1 {
+                                d[lo..hi].copy_from_slice(&srow[ix0..ix0 + (hi - lo)]);
+                            } else {
+                                for (j, dv) in d[lo..hi].iter_mut().enumerate() {
+                                    *dv = srow[ix0 + j * g.stride];
+                                }
                             }
                         }
                     }
@@ -136,6 +140,9 @@ unsafe fn col2im<T: Scalar>(g: &ConvGeom, col: &[T], n0: usize, n1: usize, dx: S
                         if iy < 0 || iy >= g.h as isize {
                             continue;
                         }
+                        if hi <= lo {
+                            continue;
+                        }
                         let drow = &mut dplane[iy as usize * g.w..(iy as usize + 1) * g.w];
                         let ix0 = lo * g.stride + kx - g.pad;
                         for (j, sv) in s[lo..hi].iter().enumerate() {
@@ -165,23 +172,43 @@ fn valid_range(kx: usize, pad: usize, stride: usize, w: usize, ow: usize) -> (us
     (lo.min(hi), hi)
 }
 
+/// How a convolution's samples are cut into parallel parts, and each part into chunks of
+/// `per` samples lowered at once. Depends only on the sizes and the thread count.
+fn plan(g: &ConvGeom) -> (Vec<std::ops::Range<usize>>, usize) {
+    let per = g.samples_per_chunk();
+    let chunks = g.n.div_ceil(per);
+    // Up to two parts per thread: some slack for the scheduler without many small GEMMs.
+    (partition(g.n, chunks.min(2 * threads())), per)
+}
+
 /// Forward: `y = conv(x, w)`, `x` CNHW `[cin][n][h][w]`, `w` `[cout][cin][k][k]`, `y` CNHW.
 pub fn conv2d_forward<T: Scalar>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
+    conv2d_forward_with(&ScratchPool::default(), g, x, w, y)
+}
+
+/// [`conv2d_forward`] drawing its lowering buffers from `pool`.
+pub fn conv2d_forward_with<T: Scalar>(
+    pool: &ScratchPool<T>,
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    y: &mut [T],
+) {
     assert_eq!(x.len(), g.in_len());
     assert_eq!(w.len(), g.w_len());
     assert_eq!(y.len(), g.out_len());
     let plane_out = g.oh() * g.ow();
     let ntot = g.n * plane_out;
     let kdim = g.kdim();
-    let per = g.samples_per_chunk();
+    let (parts, per) = plan(g);
     let yp = SendPtr(y.as_mut_ptr());
-    partition(g.n, threads()).into_par_iter().for_each(|part| {
-        let mut col = Vec::new();
+    parts.into_par_iter().for_each(|part| {
+        let mut col = pool.take(kdim * per.min(part.len()) * plane_out);
         let mut n0 = part.start;
         while n0 < part.end {
             let n1 = (n0 + per).min(part.end);
-            im2col(g, x, n0, n1, &mut col);
             let cols = (n1 - n0) * plane_out;
+            im2col(g, x, n0, n1, &mut col[..kdim * cols]);
             // SAFETY: this part alone writes columns n0*plane_out..n1*plane_out of every row.
             unsafe {
                 gemm_raw(
@@ -198,12 +225,26 @@ pub fn conv2d_forward<T: Scalar>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
             };
             n0 = n1;
         }
+        pool.give(col);
     });
 }
 
 /// Backward: the weight gradient `dw` (overwritten) and, when asked, the input gradient
 /// `dx` (overwritten), from the output gradient `dy`.
 pub fn conv2d_backward<T: Scalar>(
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    dx: Option<&mut [T]>,
+) {
+    conv2d_backward_with(&ScratchPool::default(), g, x, w, dy, dw, dx)
+}
+
+/// [`conv2d_backward`] drawing its buffers from `pool`.
+pub fn conv2d_backward_with<T: Scalar>(
+    pool: &ScratchPool<T>,
     g: &ConvGeom,
     x: &[T],
     w: &[T],
@@ -218,18 +259,22 @@ pub fn conv2d_backward<T: Scalar>(
     let plane_out = g.oh() * g.ow();
     let ntot = g.n * plane_out;
     let kdim = g.kdim();
-    let per = g.samples_per_chunk();
+    let (parts, per) = plan(g);
     let dxp = dx.map(|d| {
         assert_eq!(d.len(), g.in_len());
         SendPtr(d.as_mut_ptr())
     });
-    let parts = partition(g.n, threads());
     let partials: Vec<Vec<T>> = parts
         .into_par_iter()
         .map(|part| {
-            let mut pdw = vec![T::ZERO; g.w_len()];
-            let mut col = Vec::new();
-            let mut dcol = Vec::new();
+            let mut pdw = pool.take(g.w_len());
+            let chunk_len = kdim * per.min(part.len()) * plane_out;
+            let mut col = pool.take(chunk_len);
+            let mut dcol = if dxp.is_some() {
+                pool.take(chunk_len)
+            } else {
+                Vec::new()
+            };
             let plane_in = g.h * g.w;
             if let Some(dxp) = dxp {
                 // Zero this part's samples of dx before accumulating into them.
@@ -245,9 +290,10 @@ pub fn conv2d_backward<T: Scalar>(
             while n0 < part.end {
                 let n1 = (n0 + per).min(part.end);
                 let cols = (n1 - n0) * plane_out;
-                im2col(g, x, n0, n1, &mut col);
+                im2col(g, x, n0, n1, &mut col[..kdim * cols]);
                 let dyc = Mat::rm(dy, ntot).at(n0 * plane_out);
-                // dW += dy[:, cols] col^T
+                // dW (+)= dy[:, cols] col^T; the first chunk overwrites the pooled buffer.
+                let beta = if n0 == part.start { T::ZERO } else { T::ONE };
                 gemm(
                     g.cout,
                     cols,
@@ -255,15 +301,13 @@ pub fn conv2d_backward<T: Scalar>(
                     T::ONE,
                     dyc,
                     Mat::tr(&col, cols),
-                    T::ONE,
-                    &mut pdw,
+                    beta,
+                    &mut pdw[..g.w_len()],
                     0,
                     kdim,
                 );
                 if let Some(dxp) = dxp {
                     // dcol = W^T dy[:, cols]
-                    dcol.clear();
-                    dcol.resize(kdim * cols, T::ZERO);
                     gemm(
                         kdim,
                         g.cout,
@@ -272,7 +316,7 @@ pub fn conv2d_backward<T: Scalar>(
                         Mat::tr(w, kdim),
                         dyc,
                         T::ZERO,
-                        &mut dcol,
+                        &mut dcol[..kdim * cols],
                         0,
                         cols,
                     );
@@ -281,13 +325,55 @@ pub fn conv2d_backward<T: Scalar>(
                 }
                 n0 = n1;
             }
+            pool.give(col);
+            if !dcol.is_empty() {
+                pool.give(dcol);
+            }
             pdw
         })
         .collect();
-    dw.copy_from_slice(&partials[0]);
+    dw.copy_from_slice(&partials[0][..g.w_len()]);
     for p in &partials[1..] {
         for (d, v) in dw.iter_mut().zip(p) {
             *d += *v;
         }
+    }
+    for p in partials {
+        pool.give(p);
+    }
+}
+
+/// Reusable scratch buffers, so that repeated steps do not allocate (and fault in) fresh
+/// memory for every convolution. Which buffer a part gets never affects results: every
+/// element used is written before it is read.
+#[derive(Default)]
+pub struct ScratchPool<T> {
+    free: std::sync::Mutex<Vec<Vec<T>>>,
+}
+
+impl<T> std::fmt::Debug for ScratchPool<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScratchPool")
+    }
+}
+
+impl<T: Scalar> ScratchPool<T> {
+    /// A buffer of at least `len` elements (contents unspecified).
+    pub fn take(&self, len: usize) -> Vec<T> {
+        let mut v = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        if v.len() < len {
+            v.resize(len, T::ZERO);
+        }
+        v
+    }
+
+    /// Returns a buffer to the pool.
+    pub fn give(&self, v: Vec<T>) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(v);
     }
 }

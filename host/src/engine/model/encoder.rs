@@ -42,6 +42,7 @@ pub(crate) fn exact<B: Backend>(b: &B, buf: &mut B::Buf, len: usize) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bn_forward<B: Backend>(
     b: &B,
     bn: &Bn,

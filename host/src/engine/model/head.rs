@@ -258,6 +258,7 @@ impl<B: Backend> Head<B> {
 
     /// Backward from `dlogits` (on the device): head gradients into `grads`, feature
     /// gradients into `self.da`, `self.dv`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward(
         &mut self,
         b: &B,
