@@ -53,16 +53,22 @@ impl RgbImage {
 
 /// Decodes a JPEG (or any format the `image` crate was built with) to RGB, as PIL's
 /// `Image.open(p).convert('RGB')` (grey images get three equal channels).
+///
+/// A JPEG cut short is an error, as in PIL (which raises "image file is truncated"); the
+/// `image` crate's decoder would fill the missing part with grey, so the end-of-image marker
+/// is checked first.
 pub fn decode_image(path: &Path) -> Result<RgbImage, SampleError> {
     let corrupt = |detail: String| SampleError::CorruptImage {
         path: path.to_path_buf(),
         detail,
     };
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| corrupt(e.to_string()))?
+    let bytes = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
+    if bytes.starts_with(&[0xFF, 0xD8]) && !has_jpeg_end(&bytes) {
+        return Err(corrupt("truncated JPEG (no end-of-image marker)".into()));
+    }
+    let rgb = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| corrupt(e.to_string()))?;
-    let rgb = reader
+        .map_err(|e| corrupt(e.to_string()))?
         .decode()
         .map_err(|e| corrupt(e.to_string()))?
         .into_rgb8();
@@ -75,6 +81,13 @@ pub fn decode_image(path: &Path) -> Result<RgbImage, SampleError> {
         height,
         data: rgb.into_raw(),
     })
+}
+
+/// Whether a JPEG ends with its end-of-image marker `FF D9`. Only the tail is searched (some
+/// writers pad after the marker), so an embedded thumbnail's marker does not count.
+fn has_jpeg_end(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(64)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// A crop rectangle in pixels (torchvision's `i, j, h, w`).
