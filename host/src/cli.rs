@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train an audio-visual classifier (CREMA-D layout) with Normal, OGM or OGM_GE.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on a test split: acc, acc_a, acc_v.
     Eval(EvalArgs),
     /// Write a synthetic audio-visual dataset in the CREMA-D layout.
