@@ -135,13 +135,13 @@ fn rust_checkpoint_matches_the_one_pytorch_verified() {
     assert_eq!(logits, out.logits);
 }
 
+/// Name to (dtype, shape, bytes): an editable copy of a safetensors file.
+type Entries = HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+
 /// Re-serialises the tensors of `bytes` after `edit` (which may drop or change entries).
-fn rewrite(
-    bytes: &[u8],
-    edit: impl Fn(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>),
-) -> Vec<u8> {
+fn rewrite(bytes: &[u8], edit: impl Fn(&mut Entries)) -> Vec<u8> {
     let st = SafeTensors::deserialize(bytes).unwrap();
-    let mut map: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = st
+    let mut map: Entries = st
         .tensors()
         .into_iter()
         .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))

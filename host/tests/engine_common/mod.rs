@@ -78,6 +78,7 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64, floor: f64)
 
 /// Central-difference check of an analytic gradient at the coordinates `idx` of `x`:
 /// `|numeric - analytic| <= atol + rtol * max(|numeric|, |analytic|)`.
+#[allow(clippy::too_many_arguments)]
 pub fn check_grad(
     what: &str,
     x: &mut [f64],
