@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ogm_core::Mode;
 use ogm_host::config::{ModelSize, TrainConfig};
 use ogm_host::data::{write_dataset, SynthConfig};
-use ogm_host::train::{checkpoint, train, RunOptions, TrainError};
+use ogm_host::train::{checkpoint, train, RunOptions};
 
 fn dataset(dir: &Path) {
     let c = SynthConfig {
