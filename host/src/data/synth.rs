@@ -185,7 +185,7 @@ pub fn write_dataset(config: &SynthConfig, dir: &Path) -> Result<SynthSummary, D
         rows.shuffle(&mut rng);
         let mut csv = String::new();
         for (i, (clip, class)) in rows.iter().enumerate() {
-            let seed = sample_seed(config.seed ^ 0x5EED_0F_5A17, split_no as u64, i as u64);
+            let seed = sample_seed(config.seed ^ 0x005E_ED0F_5A17, split_no as u64, i as u64);
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
             let wav = audio_dir.join(format!("{clip}.wav"));
             summary.bytes += write_wav(
@@ -328,8 +328,8 @@ fn synth_frame<R: Rng>(c: &SynthConfig, p: &Pattern, rng: &mut R) -> Vec<u8> {
                     clutter = rgb;
                 }
             }
-            for ch in 0..3 {
-                let v = s * p.class_rgb[ch] * stripe + (1.0 - s) * clutter[ch] + 12.0 * normal(rng);
+            for (class_v, clutter_v) in p.class_rgb.iter().zip(clutter) {
+                let v = s * class_v * stripe + (1.0 - s) * clutter_v + 12.0 * normal(rng);
                 out.push(v.round().clamp(0.0, 255.0) as u8);
             }
         }
