@@ -182,7 +182,7 @@ fn prefetching_keeps_a_slower_step_from_waiting() {
     let loader = Loader::new(ds, LoaderConfig::train(2, 2, 1)).unwrap();
     let mut epoch = loader.epoch(0);
     let mut n = 0;
-    while let Some(b) = epoch.next() {
+    for b in epoch.by_ref() {
         b.unwrap();
         n += 1;
         // A "training step" much slower than loading two tiny samples.
