@@ -1,57 +1,13 @@
 //! A crash while a checkpoint is being written leaves the previous checkpoint usable. (Its own
 //! test binary: the crash is simulated through an environment variable, which is process-wide.)
 
-use std::path::Path;
+mod train_common;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use ogm_core::Mode;
-use ogm_host::config::{ModelSize, TrainConfig};
-use ogm_host::data::{write_dataset, SynthConfig};
-use ogm_host::train::{checkpoint, train, RunOptions};
-
-fn dataset(dir: &Path) {
-    let c = SynthConfig {
-        train_per_class: 5,
-        test_per_class: 2,
-        audio_seconds: 0.5,
-        width: 32,
-        height: 32,
-        ..SynthConfig::default()
-    };
-    write_dataset(&c, dir).unwrap();
-}
-
-fn config(root: &Path, runs: &Path) -> TrainConfig {
-    TrainConfig {
-        modulation: Mode::OgmGe,
-        batch_size: 8,
-        epochs: 2,
-        learning_rate: 1e-2,
-        train_csv: root.join("train.csv"),
-        test_csv: root.join("test.csv"),
-        audio_path: root.join("AudioWAV"),
-        visual_path: root.to_path_buf(),
-        ckpt_path: runs.to_path_buf(),
-        model: ModelSize {
-            width: 4,
-            blocks: 1,
-        },
-        image_size: 32,
-        audio_seconds: 0.5,
-        loader_workers: 2,
-        ..TrainConfig::default()
-    }
-}
-
-fn opts(name: &str, resume: bool, stop_after: u64) -> RunOptions {
-    RunOptions {
-        run_name: Some(name.into()),
-        resume,
-        quiet: true,
-        stop_after_steps: stop_after,
-    }
-}
+use ogm_host::train::{checkpoint, train};
+use train_common::{config, dataset, opts};
 
 #[test]
 fn crash_while_checkpointing_keeps_the_previous_checkpoint() {

@@ -1,0 +1,51 @@
+//! Shared setup of the trainer tests: a tiny synthetic dataset and a small, fast configuration.
+
+use std::path::Path;
+
+use ogm_core::Mode;
+use ogm_host::config::{ModelSize, TrainConfig};
+use ogm_host::data::{write_dataset, SynthConfig};
+use ogm_host::train::RunOptions;
+
+pub fn dataset(dir: &Path) {
+    let c = SynthConfig {
+        train_per_class: 5,
+        test_per_class: 2,
+        audio_seconds: 0.5,
+        width: 32,
+        height: 32,
+        ..SynthConfig::default()
+    };
+    write_dataset(&c, dir).unwrap();
+}
+
+pub fn config(root: &Path, runs: &Path) -> TrainConfig {
+    TrainConfig {
+        modulation: Mode::OgmGe,
+        batch_size: 8,
+        epochs: 2,
+        learning_rate: 1e-2,
+        train_csv: root.join("train.csv"),
+        test_csv: root.join("test.csv"),
+        audio_path: root.join("AudioWAV"),
+        visual_path: root.to_path_buf(),
+        ckpt_path: runs.to_path_buf(),
+        model: ModelSize {
+            width: 4,
+            blocks: 1,
+        },
+        image_size: 32,
+        audio_seconds: 0.5,
+        loader_workers: 2,
+        ..TrainConfig::default()
+    }
+}
+
+pub fn opts(name: &str, resume: bool, stop_after: u64) -> RunOptions {
+    RunOptions {
+        run_name: Some(name.into()),
+        resume,
+        quiet: true,
+        stop_after_steps: stop_after,
+    }
+}
