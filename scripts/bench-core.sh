@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 taskset -c 0 cargo bench --bench core_ops -- "$@"
 python3 - <<'PY'
-import json, pathlib
-base = pathlib.Path("target/criterion")
+import json, os, pathlib
+# Criterion writes under the cargo target directory (CARGO_TARGET_DIR when set).
+base = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "target")) / "criterion"
 def median_ms(group, name):
     p = base / group / name / "new" / "estimates.json"
     return json.loads(p.read_text())["median"]["point_estimate"] / 1e6 if p.exists() else None

@@ -9,7 +9,7 @@
 use rand_core::RngCore;
 
 use crate::error::{check_finite, OgmError, Result};
-use crate::noise::{max_normal_magnitude, normals_from_u64s, NoiseKey, STEP};
+use crate::noise::{max_normal_magnitude, modulate_stream, normals_from_u64s, NoiseKey, STEP};
 use crate::stats::GradStats;
 use crate::CHUNK;
 
@@ -108,21 +108,7 @@ fn modulate_chunk_body(chunk: &mut [f32], chunk_index: u64, p: NoiseParams, key:
         }
         return;
     }
-    let mut rng = key.chunk_stream(chunk_index);
-    let mut it = chunk.chunks_exact_mut(STEP);
-    for c in &mut it {
-        let z = rng.next_normals();
-        for l in 0..STEP {
-            c[l] = coeff * c[l] + sigma * z[l];
-        }
-    }
-    let rest = it.into_remainder();
-    if !rest.is_empty() {
-        let z = rng.next_normals();
-        for (g, z) in rest.iter_mut().zip(z) {
-            *g = coeff * *g + sigma * z;
-        }
-    }
+    modulate_stream(&mut key.chunk_stream(chunk_index), chunk, coeff, sigma);
 }
 
 /// Modulates a whole gradient tensor in place with the default, splittable noise stream.

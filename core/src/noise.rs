@@ -27,6 +27,9 @@
 
 use rand_core::RngCore;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 /// Values produced per step of a [`LaneRng`]: two 32-bit halves of each lane's `u64`.
 pub const STEP: usize = 8;
 /// Number of interleaved Xoshiro256++ generators in a [`LaneRng`].
@@ -114,49 +117,164 @@ impl LaneRng {
     pub fn next_normals(&mut self) -> [f32; STEP] {
         normals_from_u64s(self.next_u64s())
     }
+
+    /// The next [`BLOCK`] random words, in stream order (per step: the low halves of lanes
+    /// 0..3, then their high halves).
+    ///
+    /// Separating the generator from the conversion is what lets both vectorise: the four
+    /// lanes step together in one 256-bit register, and the conversion becomes a plain loop
+    /// over 32-bit words that LLVM runs eight at a time.
+    #[inline(always)]
+    pub fn next_words(&mut self) -> [u32; BLOCK] {
+        let mut words = [0u32; BLOCK];
+        for step in words.chunks_exact_mut(STEP) {
+            split_words(self.next_u64s(), step);
+        }
+        words
+    }
+
+    /// The next [`BLOCK`] standard normals: `BLOCK / STEP` calls of
+    /// [`next_normals`](Self::next_normals), bit for bit, but vectorised.
+    #[inline(always)]
+    pub fn next_block(&mut self) -> [f32; BLOCK] {
+        let words = self.next_words();
+        let mut z = [0.0f32; BLOCK];
+        normals_from_words(&words, &mut z);
+        z
+    }
+}
+
+/// Normals produced by [`LaneRng::next_block`]: 16 steps.
+///
+/// Large enough that the per-block work (the tail test, the loop set-up) is amortised, small
+/// enough that the words and normals stay in L1 and that a block rarely needs the tail piece
+/// (about 1 - (1 - 0.0034)^128 = 35% of blocks do; see [`needs_tail`]).
+pub const BLOCK: usize = 128;
+
+/// Writes one step's four words as eight 32-bit words in stream order.
+#[inline(always)]
+fn split_words(r: [u64; LANES], out: &mut [u32]) {
+    for l in 0..LANES {
+        out[l] = r[l] as u32;
+        out[LANES + l] = (r[l] >> 32) as u32;
+    }
 }
 
 /// Turns four `u64` words into eight normals: low halves first, then high halves.
 ///
-/// Bit-identical to calling [`normal_from_bits`] on each half. When none of the eight values
-/// needs the tail polynomial (about 97% of steps) the tail is not evaluated at all, which
-/// nearly halves the work of the vectorised loop.
+/// Bit-identical to calling [`normal_from_bits`] on each half.
 #[inline(always)]
 pub fn normals_from_u64s(r: [u64; LANES]) -> [f32; STEP] {
-    let mut v = [0.0f32; STEP];
-    for l in 0..LANES {
-        v[l] = uniform_symmetric(r[l] as u32);
-        v[LANES + l] = uniform_symmetric((r[l] >> 32) as u32);
+    let mut words = [0u32; STEP];
+    split_words(r, &mut words);
+    words.map(normal_from_bits)
+}
+
+/// `|2k + 1 - 2^24|` for `k = x >> 8`: the magnitude of the symmetric uniform in units of
+/// `2^-24` (an odd integer in `[1, 2^24 - 1]`).
+#[inline(always)]
+fn uniform_magnitude(x: u32) -> u32 {
+    let k = (x >> 8) as i32;
+    (2 * k + 1 - (1 << 24)).unsigned_abs()
+}
+
+/// Every word whose [`uniform_magnitude`] is below this has `w < 5`, i.e. takes Giles'
+/// central piece (checked against all 2^24 inputs by a test). Deciding on the integer before
+/// any float work lets a block pick its loop up front, so the common loop has no select.
+const TAIL_MAGNITUDE: u32 = 16_720_599;
+
+/// Whether any word of `words` may need Giles' tail piece (conservative: a `true` only costs
+/// time, since the tail loop selects per value).
+#[inline(always)]
+fn needs_tail(words: &[u32]) -> bool {
+    let mut any = 0u32;
+    for &x in words {
+        any |= (uniform_magnitude(x) >= TAIL_MAGNITUDE) as u32;
     }
-    let mut w = [0.0f32; STEP];
-    for i in 0..STEP {
-        w[i] = erfinv_w(v[i]);
-    }
-    let mut z = [0.0f32; STEP];
-    if w.iter().fold(0.0f32, |m, &x| if x > m { x } else { m }) < TAIL_W {
-        for i in 0..STEP {
-            z[i] = core::f32::consts::SQRT_2 * (erfinv_central(w[i]) * v[i]);
+    any != 0
+}
+
+/// A normal from one word when its `w` is known to be below 5 (the central piece only).
+#[inline(always)]
+fn normal_central(x: u32) -> f32 {
+    let v = uniform_symmetric(x);
+    core::f32::consts::SQRT_2 * (erfinv_central(erfinv_w(v)) * v)
+}
+
+/// Converts words to normals, `out[i] = normal_from_bits(words[i])` bit for bit. Written as
+/// two branch-free loops (one with the central piece only, one that evaluates both pieces and
+/// selects) so that LLVM's loop vectoriser runs them at full width.
+#[inline(always)]
+fn normals_from_words(words: &[u32], out: &mut [f32]) {
+    if needs_tail(words) {
+        for (z, &x) in out.iter_mut().zip(words) {
+            *z = normal_from_bits(x);
         }
     } else {
-        for i in 0..STEP {
-            z[i] = core::f32::consts::SQRT_2 * (erfinv_select(w[i]) * v[i]);
+        for (z, &x) in out.iter_mut().zip(words) {
+            *z = normal_central(x);
         }
     }
-    z
 }
+
+/// `g <- coeff * g + sigma * z` over one block with `z` converted from `words` on the fly
+/// (the normals never touch memory). Bit-identical to `normals_from_words` followed by the
+/// update, since each value's operations are the same.
+#[inline(always)]
+fn modulate_with_words(g: &mut [f32], words: &[u32], coeff: f32, sigma: f32) {
+    if needs_tail(words) {
+        for (g, &x) in g.iter_mut().zip(words) {
+            *g = coeff * *g + sigma * normal_from_bits(x);
+        }
+    } else {
+        for (g, &x) in g.iter_mut().zip(words) {
+            *g = coeff * *g + sigma * normal_central(x);
+        }
+    }
+}
+
+/// `g <- coeff * g + sigma * z` with `z` the next `g.len()` normals of `rng`, in stream order
+/// (the noise path of [`crate::modulate_chunk`]). Runs the AVX2 loop where the CPU has AVX2,
+/// the portable one otherwise; both give the same bits.
+pub(crate) fn modulate_stream(rng: &mut LaneRng, g: &mut [f32], coeff: f32, sigma: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { avx2::modulate(rng, g, coeff, sigma) };
+        return;
+    }
+    modulate_stream_portable(rng, g, coeff, sigma);
+}
+
+/// The portable loop of [`modulate_stream`]: blocks of [`BLOCK`] words, then the conversion.
+/// A short last block draws a whole block of words and drops the surplus, as the definition
+/// drops a chunk's surplus normals: the values written are the same.
+#[inline(always)]
+fn modulate_stream_portable(rng: &mut LaneRng, g: &mut [f32], coeff: f32, sigma: f32) {
+    for block in g.chunks_mut(BLOCK) {
+        let words = rng.next_words();
+        modulate_with_words(block, &words[..block.len()], coeff, sigma);
+    }
+}
+
+/// Bits of `sqrt(1/2)` in `f32`: [`ln_positive`] splits `y = 2^e m` with `m` in
+/// `[sqrt(1/2), sqrt(2))`.
+const SQRT_HALF_BITS: u32 = 0x3F35_04F3;
+
+/// The odd series of `ln((1 + s) / (1 - s)) / (2 s) - 1` in `s^2`: `1/3, 1/5, 1/7, 1/9`.
+const LN_C: [f32; 4] = [1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0];
 
 /// Natural logarithm of a positive normal `f32`, from its bits and an odd series in
 /// `s = (m - 1) / (m + 1)`; relative error about 1e-7, no table, no branch.
 #[inline(always)]
 fn ln_positive(y: f32) -> f32 {
-    const SQRT_HALF_BITS: u32 = 0x3F35_04F3;
     let bits = y.to_bits();
     // Exponent chosen so that the mantissa m lands in [sqrt(1/2), sqrt(2)).
     let e = (bits.wrapping_sub(SQRT_HALF_BITS) as i32) >> 23;
     let m = f32::from_bits(bits.wrapping_sub((e as u32) << 23));
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
-    let p = s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0))));
+    let p = s2 * (LN_C[0] + s2 * (LN_C[1] + s2 * (LN_C[2] + s2 * LN_C[3])));
     let ln_m = 2.0 * s + 2.0 * s * p;
     e as f32 * core::f32::consts::LN_2 + ln_m
 }
@@ -187,34 +305,53 @@ fn erfinv_w(x: f32) -> f32 {
     -ln_positive((1.0 - x) * (1.0 + x))
 }
 
+/// Coefficients of Giles' central polynomial in `a = w - 2.5`, highest degree first.
+const CENTRAL: [f32; 9] = [
+    2.810_226_4e-8,
+    3.432_739_4e-7,
+    -3.523_387_7e-6,
+    -4.391_506_5e-6,
+    0.000_218_580_87,
+    -0.001_253_725,
+    -0.004_177_681_6,
+    0.246_640_73,
+    1.501_409_4,
+];
+
+/// Coefficients of Giles' tail polynomial in `b = sqrt(w) - 3`, highest degree first.
+const TAIL: [f32; 9] = [
+    -0.000_200_214_26,
+    0.000_100_950_56,
+    0.001_349_343_2,
+    -0.003_673_428_4,
+    0.005_739_507_7,
+    -0.007_622_461,
+    0.009_438_870_5,
+    1.001_674,
+    2.832_976_8,
+];
+
+/// Horner's rule, `p <- c + p * t` from the highest coefficient down (the exact order of the
+/// definition; the CUDA code spells out the same steps).
+#[inline(always)]
+fn horner(coeffs: &[f32; 9], t: f32) -> f32 {
+    let mut p = coeffs[0];
+    for &c in &coeffs[1..] {
+        p = c + p * t;
+    }
+    p
+}
+
 /// Giles' central polynomial (for `w < 5`), to be multiplied by `x`.
 #[inline(always)]
 fn erfinv_central(w: f32) -> f32 {
-    let a = w - 2.5;
-    let mut p = 2.810_226_4e-8f32;
-    p = 3.432_739_4e-7 + p * a;
-    p = -3.523_387_7e-6 + p * a;
-    p = -4.391_506_5e-6 + p * a;
-    p = 0.000_218_580_87 + p * a;
-    p = -0.001_253_725 + p * a;
-    p = -0.004_177_681_6 + p * a;
-    p = 0.246_640_73 + p * a;
-    1.501_409_4 + p * a
+    horner(&CENTRAL, w - 2.5)
 }
 
 /// Giles' tail polynomial (for `w >= 5`), to be multiplied by `x`.
 #[inline(always)]
 fn erfinv_tail(w: f32) -> f32 {
-    let b = sqrt(w) - 3.0;
-    let mut q = -0.000_200_214_26f32;
-    q = 0.000_100_950_56 + q * b;
-    q = 0.001_349_343_2 + q * b;
-    q = -0.003_673_428_4 + q * b;
-    q = 0.005_739_507_7 + q * b;
-    q = -0.007_622_461 + q * b;
-    q = 0.009_438_870_5 + q * b;
-    q = 1.001_674 + q * b;
-    2.832_976_8 + q * b
+    horner(&TAIL, sqrt(w) - 3.0)
 }
 
 /// Both pieces evaluated and one selected, without a branch (so that it vectorises).
@@ -234,12 +371,14 @@ pub fn erfinv(x: f32) -> f32 {
     erfinv_select(erfinv_w(x)) * x
 }
 
+/// `2^-24`, the spacing of the symmetric uniforms.
+const UNIFORM_SCALE: f32 = 1.0 / 16_777_216.0;
+
 /// The symmetric uniform of the module docs: `(2 (x >> 8) + 1 - 2^24) / 2^24`, exact in f32.
 #[inline(always)]
 fn uniform_symmetric(x: u32) -> f32 {
-    const SCALE: f32 = 1.0 / 16_777_216.0; // 2^-24
     let k = (x >> 8) as i32;
-    (2 * k + 1 - (1 << 24)) as f32 * SCALE
+    (2 * k + 1 - (1 << 24)) as f32 * UNIFORM_SCALE
 }
 
 /// A standard normal from 32 random bits (see the module docs).
@@ -259,14 +398,24 @@ pub fn max_normal_magnitude() -> f32 {
 /// Fills `out` with standard normals drawn from any `RngCore` (one `next_u64` per two values,
 /// four words per [`STEP`], same mapping as the default stream).
 pub fn fill_normals<R: RngCore + ?Sized>(rng: &mut R, out: &mut [f32]) {
-    for c in out.chunks_mut(STEP) {
-        let z = normals_from_u64s([
-            rng.next_u64(),
-            rng.next_u64(),
-            rng.next_u64(),
-            rng.next_u64(),
-        ]);
-        c.copy_from_slice(&z[..c.len()]);
+    let mut words = [0u32; BLOCK];
+    for block in out.chunks_mut(BLOCK) {
+        // Exactly four draws per started step, as documented: a short last block must not
+        // advance the generator further than the step-by-step definition does.
+        let steps = block.len().div_ceil(STEP);
+        for step in words[..steps * STEP].chunks_exact_mut(STEP) {
+            split_words(
+                [
+                    rng.next_u64(),
+                    rng.next_u64(),
+                    rng.next_u64(),
+                    rng.next_u64(),
+                ],
+                step,
+            );
+        }
+        let n = block.len();
+        normals_from_words(&words[..n], block);
     }
 }
 
@@ -338,6 +487,70 @@ mod tests {
         for x in [0u32, 255, 256, 1 << 31, u32::MAX] {
             assert!(normal_from_bits(x).is_finite());
         }
+    }
+
+    #[test]
+    fn stream_loop_follows_the_definition() {
+        // The block loop against the step-by-step definition: next_u64s, halves in order,
+        // normal_from_bits, `k g + sigma z`; lengths that end inside a step and a block.
+        let key = NoiseKey::new(77);
+        for len in [1usize, 5, 8, 127, 128, 129, 1024] {
+            for c in 0..50u64 {
+                let g0: std::vec::Vec<f32> = (0..len).map(|i| i as f32 * 0.125 - 3.0).collect();
+                let mut got = g0.clone();
+                modulate_stream(&mut key.chunk_stream(c), &mut got, 0.5, 1.5);
+                let mut rng = key.chunk_stream(c);
+                let mut want = g0;
+                for step in want.chunks_mut(STEP) {
+                    let r = rng.next_u64s();
+                    for (i, g) in step.iter_mut().enumerate() {
+                        let x = if i < LANES {
+                            r[i] as u32
+                        } else {
+                            (r[i - LANES] >> 32) as u32
+                        };
+                        *g = 0.5 * *g + 1.5 * normal_from_bits(x);
+                    }
+                }
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "len {len}, chunk {c}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_equal_steps() {
+        let mut a = LaneRng::from_lane_seeds([3, 1, 4, 1]);
+        let mut b = a.clone();
+        for _ in 0..20 {
+            let block = a.next_block();
+            for step in block.chunks_exact(STEP) {
+                let want = b.next_normals();
+                assert!(step
+                    .iter()
+                    .zip(want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()));
+            }
+        }
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn tail_magnitude_is_exact() {
+        // The smallest uniform magnitude whose w reaches the tail: every smaller one takes the
+        // central piece, which is what lets `needs_tail` decide on the integer.
+        let mut smallest = u32::MAX;
+        for k in 0..1u32 << 24 {
+            let x = k << 8;
+            if erfinv_w(uniform_symmetric(x)) >= TAIL_W {
+                smallest = smallest.min(uniform_magnitude(x));
+            }
+        }
+        assert_eq!(smallest, TAIL_MAGNITUDE);
     }
 
     #[test]
