@@ -196,20 +196,23 @@ pub(super) fn modulate(rng: &mut LaneRng, g: &mut [f32], coeff: f32, sigma: f32)
         .s
         .map(|row| unsafe { _mm256_loadu_si256(row.as_ptr() as *const __m256i) });
     let (k, sg) = (_mm256_set1_ps(coeff), _mm256_set1_ps(sigma));
-    let mut groups = g.chunks_exact_mut(GROUP_VALUES);
-    for group in &mut groups {
-        // SAFETY: `group` holds exactly GROUP_VALUES values.
-        unsafe { modulate_group(group.as_mut_ptr(), &mut s, k, sg) };
-    }
-    let rest = groups.into_remainder();
-    if !rest.is_empty() {
-        // A short end: run a whole group on a copy and keep the first values. The extra
-        // normals are dropped, as the definition drops a chunk's surplus.
-        let mut buf = [0.0f32; GROUP_VALUES];
-        buf[..rest.len()].copy_from_slice(rest);
-        // SAFETY: `buf` holds GROUP_VALUES values.
-        unsafe { modulate_group(buf.as_mut_ptr(), &mut s, k, sg) };
-        rest.copy_from_slice(&buf[..rest.len()]);
+    // One call site for `modulate_group`, so that LLVM inlines it and keeps the generator's
+    // state in registers across groups. A short last group runs on a copy and keeps its first
+    // values; the surplus normals are dropped, as the definition drops a chunk's surplus.
+    let mut buf = [0.0f32; GROUP_VALUES];
+    for group in g.chunks_mut(GROUP_VALUES) {
+        let short = group.len() < GROUP_VALUES;
+        let at = if short {
+            buf[..group.len()].copy_from_slice(group);
+            buf.as_mut_ptr()
+        } else {
+            group.as_mut_ptr()
+        };
+        // SAFETY: `at` points to GROUP_VALUES values: a whole group or `buf`.
+        unsafe { modulate_group(at, &mut s, k, sg) };
+        if short {
+            group.copy_from_slice(&buf[..group.len()]);
+        }
     }
     for (row, v) in rng.s.iter_mut().zip(s) {
         // SAFETY (stores): as for the loads.
