@@ -16,8 +16,12 @@ eval "$(scripts/cuda-toolchain.sh)"
 
 echo "== build (--features cuda, all targets)"
 cargo build -p ogm-gpu --features cuda --all-targets
+# The trainer with the CUDA backend (`ogm train --device cuda`), the engine's device test and
+# the training-step benchmark.
+cargo build -p ogm-host --features cuda --all-targets
 echo "== clippy (--features cuda)"
 cargo clippy -p ogm-gpu --no-deps --features cuda --all-targets -- -D warnings
+cargo clippy -p ogm-host --no-deps --features cuda --all-targets -- -D warnings
 
 echo "== docs (--features cuda)"
 RUSTDOCFLAGS="-D warnings" cargo doc -p ogm-gpu --no-deps --features cuda
@@ -27,11 +31,15 @@ echo "== tests (--features cuda)"
 # (its cuInit then reports "no CUDA-capable device" and the device tests skip; --nocapture
 # shows each skip reason). Where a driver is installed, use it: the unpacked one would shadow
 # it.
+# ogm-host: the engine's device test (skips without a GPU) and the emulated GPU backend.
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
   cargo test -p ogm-gpu --features cuda -- --nocapture
+  cargo test -p ogm-host --features cuda --test engine_gpu_cuda --test engine_gpu_emulated -- --nocapture
 else
   LD_LIBRARY_PATH="$OGM_LIBCUDA_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     cargo test -p ogm-gpu --features cuda -- --nocapture
+  LD_LIBRARY_PATH="$OGM_LIBCUDA_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    cargo test -p ogm-host --features cuda --test engine_gpu_cuda --test engine_gpu_emulated -- --nocapture
 fi
 
 echo "== PTX validation (ptxas sm_80, sm_90)"

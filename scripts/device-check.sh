@@ -4,12 +4,15 @@
 #   scripts/device-check.sh build   (here, no GPU needed)
 #       Builds the release test executable `device` (tests/device.rs: every kernel against the
 #       CPU reference, and a full ResNet-18-sized step) and the benchmark `ogm-gpu-bench` with
-#       `--features cuda`, strips them and copies them, the PyTorch baseline
+#       `--features cuda`, the engine's device test `engine-device` (host/tests/engine_gpu_cuda.rs:
+#       every operation of the GPU backend and a whole training step against the CPU engine)
+#       and the training-step benchmark `ogm-step-bench` (the paper model, batch 64), strips them and copies them, the PyTorch baseline
 #       (scripts/torch_official_modulation.py) and scripts/device/run.sh into ./device-bundle/
 #       (git-ignored; must stay under the device tool's 64 MiB carry limit; checked).
 #   scripts/device-check.sh run     (on the GPU machine; same as device-bundle/run.sh)
-#       Runs the device tests (a missing device fails them: OGM_GPU_REQUIRED=1), the benchmark
-#       and the PyTorch baseline in the same call, and prints the agreement lines, the timings
+#       Runs the device tests (a missing device fails them: OGM_GPU_REQUIRED=1), the benchmarks
+#       and the PyTorch baselines (scripts/torch_official_modulation.py, and
+#       scripts/bench_torch_step_gpu.py for the full step) in the same call, and prints the agreement lines, the timings
 #       and the ratios. Writes the full log and results.json to $OUT when set.
 #
 # How a session with a GPU uses it with the device tool (the GPU machine has the NVIDIA driver
@@ -37,10 +40,15 @@ build() {
     --message-format=json-render-diagnostics >"$json"
   cargo build -p ogm-gpu --features cuda --release --bin ogm-gpu-bench \
     --message-format=json-render-diagnostics >>"$json"
-  local test_exe bench_exe
-  read -r test_exe bench_exe < <(python3 - "$json" <<'PY'
+  echo "== building the engine's device test and the training-step benchmark (release, --features cuda)"
+  cargo test -p ogm-host --features cuda --release --test engine_gpu_cuda --no-run \
+    --message-format=json-render-diagnostics >>"$json"
+  cargo build -p ogm-host --features cuda --release --bin ogm-step-bench \
+    --message-format=json-render-diagnostics >>"$json"
+  local test_exe bench_exe engine_exe step_exe
+  read -r test_exe bench_exe engine_exe step_exe < <(python3 - "$json" <<'PY'
 import json, sys
-test = bench = ""
+test = bench = engine = step = ""
 for line in open(sys.argv[1]):
     m = json.loads(line)
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
@@ -49,11 +57,15 @@ for line in open(sys.argv[1]):
         test = m["executable"]
     if m["target"]["name"] == "ogm-gpu-bench":
         bench = m["executable"]
-print(test, bench)
+    if m["target"]["name"] == "engine_gpu_cuda" and m["profile"]["test"]:
+        engine = m["executable"]
+    if m["target"]["name"] == "ogm-step-bench":
+        step = m["executable"]
+print(test, bench, engine, step)
 PY
 )
   rm -f "$json"
-  [[ -x "$test_exe" && -x "$bench_exe" ]] || {
+  [[ -x "$test_exe" && -x "$bench_exe" && -x "$engine_exe" && -x "$step_exe" ]] || {
     echo "device-check: could not find the built executables" >&2
     exit 1
   }
@@ -61,15 +73,19 @@ PY
   mkdir -p "$BUNDLE"
   cp "$test_exe" "$BUNDLE/device"
   cp "$bench_exe" "$BUNDLE/ogm-gpu-bench"
-  strip "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench"
+  cp "$engine_exe" "$BUNDLE/engine-device"
+  cp "$step_exe" "$BUNDLE/ogm-step-bench"
+  strip "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" "$BUNDLE/engine-device" "$BUNDLE/ogm-step-bench"
   cp scripts/torch_official_modulation.py scripts/device/run.sh scripts/device/summary.py "$BUNDLE/"
+  cp scripts/bench_torch_step_gpu.py scripts/torch_engine_fixtures.py "$BUNDLE/"
   chmod +x "$BUNDLE/run.sh"
   {
     echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD -- gpu scripts || echo ' (with local changes)')"
     echo "built  $(date -u +%Y-%m-%dT%H:%M:%SZ) with $(rustc --version) and $("$NVCC" --version | tail -n2 | head -n1)"
-    echo "glibc  the binaries need at most GLIBC_$(objdump -T "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" |
+    echo "glibc  the binaries need at most GLIBC_$(objdump -T "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" "$BUNDLE/engine-device" "$BUNDLE/ogm-step-bench" |
       grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n1)"
-    (cd "$BUNDLE" && sha256sum device ogm-gpu-bench torch_official_modulation.py run.sh summary.py)
+    (cd "$BUNDLE" && sha256sum device ogm-gpu-bench engine-device ogm-step-bench \
+      torch_official_modulation.py bench_torch_step_gpu.py torch_engine_fixtures.py run.sh summary.py)
   } >"$BUNDLE/MANIFEST"
   local size
   size=$(du -sb "$BUNDLE" | cut -f1)

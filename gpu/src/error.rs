@@ -73,6 +73,18 @@ pub enum GpuError {
         /// Smallest index of a tensor left unmodulated, if any.
         first_bad_tensor: Option<u32>,
     },
+    /// An engine kernel was launched with arguments that do not match its parameter list
+    /// (an engine bug caught before the launch: a wrong argument would corrupt it silently).
+    #[error("launch of {kernel}: {reason}")]
+    Launch {
+        /// The kernel.
+        kernel: &'static str,
+        /// What does not match.
+        reason: String,
+    },
+    /// The CPU emulator of the kernels (tests and checks without a GPU) failed.
+    #[error("kernel emulator: {0}")]
+    Emulator(String),
     /// The driver rejected an embedded PTX module (e.g. a PTX ISA newer than the driver;
     /// cust 0.3.2 reports some of these as `UnknownError`).
     #[cfg(feature = "cuda")]

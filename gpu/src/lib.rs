@@ -51,6 +51,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod engine;
 pub mod error;
 pub mod layout;
 pub mod reference;

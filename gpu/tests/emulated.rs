@@ -34,6 +34,7 @@ fn harness() -> Result<&'static Path, &'static str> {
             "kernels/common.cuh",
             "kernels/noise.cuh",
             "tests/emulator/cuda_shim.h",
+            "tests/emulator/fibers.h",
             "tests/emulator/harness.cpp",
         ] {
             sources.push(root.join(extra));

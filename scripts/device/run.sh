@@ -33,9 +33,23 @@ main() {
   "$PYTHON" "$HERE/torch_official_modulation.py" --device cuda --iters 30 2>&1 | tee "$OUT_DIR/torch.txt"
 
   echo
+  echo "== engine device tests (the GPU backend against the CPU engine, every operation, a whole step)"
+  OGM_GPU_REQUIRED=1 "$HERE/engine-device" --test-threads=1 2>&1 || status=1
+
+  echo
+  echo "== ogm-step-bench (full training step of the paper model, batch 64)"
+  "$HERE/ogm-step-bench" --steps 20 --warmup 3 --profile-steps 3 2>&1 | tee "$OUT_DIR/step_ours.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+
+  echo
+  echo "== PyTorch full-step baseline (same step, same GPU)"
+  "$PYTHON" "$HERE/bench_torch_step_gpu.py" --device cuda --alpha 0.8 --iters 20 --warmup 5 2>&1 |
+    tee "$OUT_DIR/step_torch.txt"
+
+  echo
   echo "== summary"
-  "$PYTHON" "$HERE/summary.py" "$OUT_DIR/bench.txt" "$OUT_DIR/torch.txt" "$OUT_DIR/results.json" ||
-    status=1
+  "$PYTHON" "$HERE/summary.py" "$OUT_DIR/bench.txt" "$OUT_DIR/torch.txt" "$OUT_DIR/results.json" \
+    "$OUT_DIR/step_ours.txt" "$OUT_DIR/step_torch.txt" || status=1
   echo "device check exit status: $status"
   return $status
 }

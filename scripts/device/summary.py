@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Sets the benchmark's figures next to the PyTorch baseline's from the same run.
 
-Usage: summary.py BENCH_OUTPUT TORCH_OUTPUT RESULTS_JSON
+Usage: summary.py BENCH_OUTPUT TORCH_OUTPUT RESULTS_JSON [STEP_OURS STEP_TORCH]
 Reads the `BENCH_JSON` and `TORCH_JSON` lines, prints the speed-ups against the targets of
 issue 5 (at least 20x faster than the official code path; modulation kernel at 70% or more of
-the copy bandwidth) and writes everything to RESULTS_JSON.
+the copy bandwidth) and writes everything to RESULTS_JSON. With the two optional files (issue
+6), also reads the `STEP_JSON` lines of ogm-step-bench and bench_torch_step_gpu.py (full
+training steps of the paper model, same GPU, same run) and prints steps per second, the ratio
+to each PyTorch variant (target: at least 0.5x PyTorch eager) and each kernel's share of our
+step.
 """
 import json
 import sys
@@ -19,6 +23,41 @@ def last_json(path, tag):
     except OSError:
         pass
     return found
+
+
+def all_json(path, tag):
+    found = []
+    try:
+        for line in open(path):
+            if line.startswith(tag + " "):
+                found.append(json.loads(line[len(tag) + 1:]))
+    except OSError:
+        pass
+    return found
+
+
+def step_summary(ours_path, torch_path, results):
+    ours = last_json(ours_path, "STEP_JSON")
+    torch = all_json(torch_path, "STEP_JSON")
+    results["step"] = {"ours": ours, "torch": torch, "ratios": {}}
+    if ours is None:
+        print("no ogm-step-bench figures")
+        return
+    print(f"ogm-rs full step: {ours['steps_per_s']:.2f} steps/s ({ours['ms_per_step']:.1f} ms, "
+          f"batch {ours['batch']}, {ours['device']})")
+    for t in torch:
+        ratio = ours["steps_per_s"] / t["steps_per_s"]
+        results["step"]["ratios"][t["impl"]] = ratio
+        note = ""
+        if t["impl"] == "torch_eager_fp32":
+            note = f"  ({'meets' if ratio >= 0.5 else 'MISSES'} the 0.5x target)"
+        print(f"  vs {t['impl']:<22} {t['steps_per_s']:8.2f} steps/s: {ratio:.2f}x{note}")
+    if not torch:
+        print("no PyTorch step figures")
+    print(f"{'kernel':<24} {'ms/step':>9} {'share':>7} {'launches':>9}")
+    for k in ours.get("kernels", [])[:20]:
+        print(f"{k['name']:<24} {k['ms_per_step']:9.3f} {100 * k['share']:6.1f}% "
+              f"{k['launches_per_step']:9.0f}")
 
 
 def main():
@@ -54,6 +93,8 @@ def main():
                   f"modulation kernel at {100 * r['modulate_of_copy']:.0f}% of copy bandwidth "
                   f"({'meets' if r['modulate_of_copy'] >= 0.7 else 'MISSES'} the 70% target); "
                   f"host waited inside a step: {'no' if r['host_waits'] == 0 else 'YES'}")
+    if len(sys.argv) >= 6:
+        step_summary(sys.argv[4], sys.argv[5], results)
     json.dump(results, open(sys.argv[3], "w"), indent=2)
     print(f"kernels agree with the CPU reference: {'yes' if ok else 'NO'}")
     return 0 if ok else 1

@@ -6,6 +6,7 @@
 //! device; the `read_*` and `take_status` methods synchronise, and are for logging, checks and
 //! tests.
 
+mod device;
 mod launch;
 mod optim;
 pub mod ptx;
@@ -19,6 +20,7 @@ use cust::stream::{Stream, StreamFlags};
 
 use crate::error::{GpuError, Result};
 
+pub use device::{CudaDevice, STAGING_SLOTS};
 pub use optim::Sgd;
 pub use step::{Logits, OgmStep};
 
@@ -29,6 +31,10 @@ struct Modules {
     stats: Module,
     modulate: Module,
     sgd: Module,
+    engine_gemm: Module,
+    engine_conv: Module,
+    engine_norm: Module,
+    engine_ew: Module,
 }
 
 impl Modules {
@@ -42,6 +48,26 @@ impl Modules {
             stats: load("stats", ptx::STATS)?,
             modulate: load("modulate", ptx::MODULATE)?,
             sgd: load("sgd", ptx::SGD)?,
+            engine_gemm: load("engine_gemm", ptx::ENGINE_GEMM)?,
+            engine_conv: load("engine_conv", ptx::ENGINE_CONV)?,
+            engine_norm: load("engine_norm", ptx::ENGINE_NORM)?,
+            engine_ew: load("engine_ew", ptx::ENGINE_EW)?,
+        })
+    }
+
+    /// The module of `kernels/<name>.cu` (the engine launches by module name).
+    fn by_name(&self, name: &str) -> Option<&Module> {
+        Some(match name {
+            "scores" => &self.scores,
+            "balance" => &self.balance,
+            "stats" => &self.stats,
+            "modulate" => &self.modulate,
+            "sgd" => &self.sgd,
+            "engine_gemm" => &self.engine_gemm,
+            "engine_conv" => &self.engine_conv,
+            "engine_norm" => &self.engine_norm,
+            "engine_ew" => &self.engine_ew,
+            _ => return None,
         })
     }
 }

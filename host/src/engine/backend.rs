@@ -94,8 +94,9 @@ pub trait Backend: Send + Sync {
 
     /// A zero-filled buffer.
     fn zeros(&self, len: usize) -> Self::Buf;
-    /// Gives `buf` exactly `len` elements; contents are unspecified afterwards, so callers
-    /// overwrite them. Reuses the allocation when possible.
+    /// Gives `buf` exactly `len` elements, as `Vec::resize` with zeros: the first
+    /// `min(old, len)` elements are kept (the model relies on it for its shared scratch
+    /// buffers), new ones are zero. Reuses the allocation when possible.
     fn resize(&self, buf: &mut Self::Buf, len: usize);
     /// An empty index buffer.
     fn idx_empty(&self) -> Self::IdxBuf;

@@ -32,6 +32,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod cpu;
 pub mod error;
+pub mod gpu;
 pub mod model;
 pub mod optim;
 pub mod scalar;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{checkpoint as model_ckpt, AvModel, CpuBackend};
+use crate::engine::{checkpoint as model_ckpt, AvModel, Backend};
 use crate::run::fsio::write_atomic;
 
 use super::optimizer::{Optimizer, OptimizerState};
@@ -80,10 +80,10 @@ impl RngState {
 }
 
 /// Writes a resumable checkpoint into `dir` (`dir/last.json` plus its step files).
-pub fn save_last(
+pub fn save_last<B: Backend<Elem = f32>>(
     dir: &Path,
-    model: &AvModel<CpuBackend<f32>>,
-    opt: &Optimizer,
+    model: &AvModel<B>,
+    opt: &Optimizer<B>,
     mut sidecar: Sidecar,
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
@@ -114,9 +114,9 @@ pub fn save_last(
 }
 
 /// Writes the best model so far (`dir/best.safetensors`, atomically, with `best.json`).
-pub fn save_best(
+pub fn save_best<B: Backend<Elem = f32>>(
     dir: &Path,
-    model: &AvModel<CpuBackend<f32>>,
+    model: &AvModel<B>,
     best: &Best,
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
@@ -151,10 +151,10 @@ pub fn read_sidecar(dir: &Path) -> Result<Option<Sidecar>, TrainError> {
 }
 
 /// Loads the checkpoint named by `dir/last.json` into `model` and `opt`.
-pub fn load_last(
+pub fn load_last<B: Backend<Elem = f32>>(
     dir: &Path,
-    model: &mut AvModel<CpuBackend<f32>>,
-    opt: &mut Optimizer,
+    model: &mut AvModel<B>,
+    opt: &mut Optimizer<B>,
 ) -> Result<Option<Sidecar>, TrainError> {
     let Some(s) = read_sidecar(dir)? else {
         return Ok(None);

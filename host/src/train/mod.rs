@@ -4,6 +4,8 @@
 
 pub mod checkpoint;
 pub mod demo;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod optimizer;
 mod step;
 
@@ -29,7 +31,7 @@ use crate::run::progress::Progress;
 
 use checkpoint::{Best, RngState, Sidecar};
 use optimizer::Optimizer;
-pub use step::{evaluate, train_step, EvalResult};
+pub use step::{evaluate, modulate_encoders, train_step, EvalResult, StepBackend};
 
 /// Why training stopped early; each variant names what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,9 @@ pub enum TrainError {
     /// A plot could not be drawn.
     #[error(transparent)]
     Plot(#[from] PlotError),
+    /// The GPU is missing, failed, or reported an error (`--device cuda`).
+    #[error("GPU: {0}")]
+    Device(String),
     /// Stopped by a signal after saving a checkpoint.
     #[error("interrupted at step {step}: checkpoint saved; continue with the same command plus --resume")]
     Interrupted {
@@ -250,12 +255,35 @@ fn config_differences(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
 
 /// Trains per `config` in `<ckpt_path>/<run name>`, stopping cleanly (with a checkpoint)
 /// when `stop` becomes true. Returns the summary also written to `summary.json`.
+///
+/// With `--device cuda` the GPU is opened first: a machine without one stops here, before any
+/// data is read.
 pub fn train(
     config: &TrainConfig,
     opts: &RunOptions,
     stop: Arc<AtomicBool>,
 ) -> Result<Summary, TrainError> {
     config.validate()?;
+    match config.device {
+        crate::config::Device::Cpu => run(config, opts, stop, CpuBackend::<f32>::new()),
+        #[cfg(feature = "cuda")]
+        crate::config::Device::Cuda => run(config, opts, stop, gpu::open()?),
+        // validate() refuses --device cuda in a build without the `cuda` feature.
+        #[cfg(not(feature = "cuda"))]
+        crate::config::Device::Cuda => Err(ConfigError::Invalid(
+            "--device cuda needs a build with CUDA: cargo build --release --features cuda".into(),
+        )
+        .into()),
+    }
+}
+
+/// [`train`] on `backend`.
+fn run<B: StepBackend>(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+    backend: B,
+) -> Result<Summary, TrainError> {
     let run_dir = config.ckpt_path.join(
         opts.run_name
             .clone()
@@ -318,7 +346,7 @@ pub fn train(
     )?;
 
     let mut model = AvModel::new(
-        CpuBackend::<f32>::new(),
+        backend,
         model_config(config, classes),
         config.random_seed,
     )?;

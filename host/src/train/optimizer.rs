@@ -6,16 +6,17 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{OptimizerKind, TrainConfig};
-use crate::engine::{Adam, AvModel, CpuBackend, Sgd};
+use crate::engine::{Adam, AvModel, Backend, Sgd};
 
 use super::TrainError;
 
-/// The official optimisers: SGD (momentum 0.9, weight decay 1e-4) or Adam (weight decay 1e-4).
-pub enum Optimizer {
+/// The official optimisers: SGD (momentum 0.9, weight decay 1e-4) or Adam (weight decay 1e-4),
+/// over the backend `B` the model trains on.
+pub enum Optimizer<B: Backend<Elem = f32>> {
     /// SGD with momentum.
-    Sgd(Sgd<CpuBackend<f32>>),
+    Sgd(Sgd<B>),
     /// Adam.
-    Adam(Adam<CpuBackend<f32>>),
+    Adam(Adam<B>),
 }
 
 /// An optimiser's scalar state (its buffers are stored as safetensors beside it).
@@ -29,9 +30,9 @@ pub struct OptimizerState {
     pub has_buffers: bool,
 }
 
-impl Optimizer {
+impl<B: Backend<Elem = f32>> Optimizer<B> {
     /// The optimiser `config` asks for, at the initial learning rate.
-    pub fn new(config: &TrainConfig) -> Optimizer {
+    pub fn new(config: &TrainConfig) -> Optimizer<B> {
         match config.optimizer {
             OptimizerKind::Sgd => Optimizer::Sgd(Sgd::new(config.learning_rate, 0.9, 1e-4)),
             OptimizerKind::Adam => Optimizer::Adam(Adam::new(config.learning_rate, 1e-4)),
@@ -47,7 +48,7 @@ impl Optimizer {
     }
 
     /// One update of every parameter.
-    pub fn step(&mut self, model: &mut AvModel<CpuBackend<f32>>) {
+    pub fn step(&mut self, model: &mut AvModel<B>) {
         match self {
             Optimizer::Sgd(o) => o.step(model),
             Optimizer::Adam(o) => o.step(model),
@@ -55,7 +56,7 @@ impl Optimizer {
     }
 
     /// The scalar state and a safetensors file of the buffers.
-    pub fn export(&self, b: &CpuBackend<f32>) -> Result<(OptimizerState, Vec<u8>), TrainError> {
+    pub fn export(&self, b: &B) -> Result<(OptimizerState, Vec<u8>), TrainError> {
         let (kind, steps, buffers): (&str, u64, Vec<(&str, Vec<f32>)>) = match self {
             Optimizer::Sgd(o) => (
                 "sgd",
@@ -104,7 +105,7 @@ impl Optimizer {
     /// Restores what [`Optimizer::export`] wrote; `path` names the file in errors.
     pub fn import(
         &mut self,
-        b: &CpuBackend<f32>,
+        b: &B,
         state: &OptimizerState,
         bytes: &[u8],
         path: &Path,

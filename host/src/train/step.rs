@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::TrainConfig;
 use crate::data::loader::{Batch, Loader};
 use crate::engine::{
-    softmax_cross_entropy, AvModel, CpuBackend, Input, Modality, Mode as EngineMode,
+    softmax_cross_entropy, AvModel, Backend, CpuBackend, Input, Modality, Mode as EngineMode,
 };
 use crate::run::metrics::StepRecord;
 
@@ -50,6 +50,38 @@ fn argmax(row: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// What training needs from a backend beyond [`Backend`]: OGM-GE's modulation of the
+/// encoders' gradients where they live, and a check for errors the backend could not return
+/// from its operations (a GPU's asynchronous failures). The CPU backend implements it with
+/// [`modulate_encoders`]; the CUDA backend with the part-1 kernels (`train::gpu`).
+pub trait StepBackend: Backend<Elem = f32> + Sized {
+    /// Applies a step's plan to the encoders' gradients, with [`modulate_encoders`]'
+    /// targets, noise keys and errors.
+    fn modulate(
+        model: &mut AvModel<Self>,
+        plan: &StepPlan,
+        all_weights: bool,
+        seed: u64,
+        step: u64,
+    ) -> Result<(), TrainError>;
+    /// The first error the backend met since the last call (none on the CPU).
+    fn check(&self) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+impl StepBackend for CpuBackend<f32> {
+    fn modulate(
+        model: &mut AvModel<Self>,
+        plan: &StepPlan,
+        all_weights: bool,
+        seed: u64,
+        step: u64,
+    ) -> Result<(), TrainError> {
+        modulate_encoders(model, plan, all_weights, seed, step)
+    }
 }
 
 /// Applies a step's plan to the encoders' gradients: the official targets (4-D encoder
@@ -114,9 +146,9 @@ pub fn modulate_encoders(
 /// One official training step on `batch`: forward, cross-entropy, backward, scores, OGM-GE,
 /// optimiser update. Returns the step's log record.
 #[allow(clippy::too_many_arguments)]
-pub fn train_step(
-    model: &mut AvModel<CpuBackend<f32>>,
-    opt: &mut Optimizer,
+pub fn train_step<B: StepBackend>(
+    model: &mut AvModel<B>,
+    opt: &mut Optimizer<B>,
     schedule: &Schedule,
     config: &TrainConfig,
     batch: &Batch,
@@ -128,6 +160,7 @@ pub fn train_step(
     let diverged = |what: String| TrainError::Diverged { epoch, step, what };
     model.zero_grads();
     let out = model.forward(&input(batch), EngineMode::Train)?;
+    model.backend().check()?;
     let (loss, dlogits) = softmax_cross_entropy(&out.logits, &batch.labels, classes)?;
     if !loss.is_finite() {
         return Err(diverged(format!("loss is {loss}")));
@@ -143,7 +176,7 @@ pub fn train_step(
     let plan = schedule
         .plan(epoch, score_a, score_v)
         .map_err(|e| diverged(e.to_string()))?;
-    modulate_encoders(
+    B::modulate(
         model,
         &plan,
         config.modulate_all_encoder_weights,
@@ -155,6 +188,7 @@ pub fn train_step(
         other => other,
     })?;
     opt.step(model);
+    model.backend().check()?;
     Ok(StepRecord {
         epoch,
         step,
@@ -175,8 +209,8 @@ pub fn train_step(
 }
 
 /// Evaluates on every batch of `loader` (evaluation mode: BN running statistics).
-pub fn evaluate(
-    model: &mut AvModel<CpuBackend<f32>>,
+pub fn evaluate<B: StepBackend>(
+    model: &mut AvModel<B>,
     loader: &Loader,
     classes: usize,
 ) -> Result<EvalResult, TrainError> {
@@ -184,6 +218,7 @@ pub fn evaluate(
     for batch in loader.epoch(0) {
         let batch = batch?;
         let out = model.forward(&input(&batch), EngineMode::Eval)?;
+        model.backend().check()?;
         let (l, _) = softmax_cross_entropy(&out.logits, &batch.labels, classes)?;
         loss += l * batch.len() as f64;
         for (i, &y) in batch.labels.iter().enumerate() {

@@ -1,0 +1,312 @@
+//! [`CudaDevice`]: the engine's [`Device`] on a CUDA GPU (one context, one stream, every PTX
+//! module of `kernels/` loaded).
+//!
+//! Host-to-device copies go through a ring of page-locked staging buffers and
+//! `cuMemcpyHtoDAsync`: [`Device::upload`] returns as soon as the bytes are staged, so a batch
+//! upload does not wait for the previous step's kernels (the copy runs in stream order after
+//! them). A slot is reused only when its previous copy has completed (an event wait on a copy
+//! queued [`STAGING_SLOTS`] uploads earlier, normally long done). Only [`Device::download`]
+//! and [`Device::synchronize`] wait for the device.
+//!
+//! Optional profiling ([`CudaDevice::set_profiling`]) brackets every launch with CUDA events
+//! and reports each kernel's total time.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use cust::context::CurrentContext;
+use cust::event::{Event, EventFlags};
+use cust::memory::{
+    cuda_free, cuda_free_locked, cuda_malloc, cuda_malloc_locked, AsyncCopyDestination,
+    DevicePointer, DeviceSlice,
+};
+
+use super::{Gpu, Probe};
+use crate::engine::{check_args, Arg, DevPtr, Device, Grid, KernelSpec};
+use crate::error::{GpuError, Result};
+
+/// Page-locked staging buffers for uploads.
+pub const STAGING_SLOTS: usize = 4;
+
+struct Slot {
+    host: *mut u8,
+    cap: usize,
+    done: Option<Event>,
+}
+
+struct Inner {
+    gpu: Gpu,
+    slots: Vec<Slot>,
+    next: usize,
+    profile: Option<Vec<(&'static str, Event, Event)>>,
+}
+
+/// The CUDA device (see the module documentation).
+pub struct CudaDevice {
+    inner: Mutex<Inner>,
+    sms: u32,
+    name: String,
+}
+
+// SAFETY: every use of the context, stream, modules, events and staging memory happens under
+// the mutex, with the context made current on the calling thread first (`lock`).
+unsafe impl Send for CudaDevice {}
+unsafe impl Sync for CudaDevice {}
+
+impl CudaDevice {
+    /// A context on device 0 with every kernel loaded; [`Probe::Unavailable`] when the driver
+    /// reports no device (the clean "no GPU here" case), an error for anything else.
+    pub fn probe() -> Result<std::result::Result<CudaDevice, String>> {
+        match Gpu::probe()? {
+            Probe::Unavailable(why) => Ok(Err(why)),
+            Probe::Ready(gpu) => {
+                let sms = gpu.multiprocessors()?;
+                let name = gpu.device_name()?;
+                Ok(Ok(CudaDevice {
+                    inner: Mutex::new(Inner {
+                        gpu: *gpu,
+                        slots: Vec::new(),
+                        next: 0,
+                        profile: None,
+                    }),
+                    sms,
+                    name,
+                }))
+            }
+        }
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        CurrentContext::set_current(&g.gpu._context)?;
+        Ok(g)
+    }
+
+    /// Runs `f` with the part-1 [`Gpu`] (same context and stream), e.g. to queue the OGM-GE
+    /// step's kernels between the engine's.
+    pub fn with_gpu<R>(&self, f: impl FnOnce(&Gpu) -> R) -> Result<R> {
+        let g = self.lock()?;
+        Ok(f(&g.gpu))
+    }
+
+    /// Starts (or stops) timing every launch with CUDA events.
+    pub fn set_profiling(&self, on: bool) -> Result<()> {
+        self.lock()?.profile = on.then(Vec::new);
+        Ok(())
+    }
+
+    /// Waits for the device and returns the total milliseconds and launch count per kernel
+    /// since profiling started (or was last taken).
+    pub fn take_profile(&self) -> Result<BTreeMap<&'static str, (f64, u64)>> {
+        let mut g = self.lock()?;
+        g.gpu.synchronize()?;
+        let mut out: BTreeMap<&'static str, (f64, u64)> = BTreeMap::new();
+        if let Some(list) = g.profile.as_mut() {
+            for (name, start, end) in list.drain(..) {
+                let ms = f64::from(end.elapsed_time_f32(&start)?);
+                let e = out.entry(name).or_default();
+                e.0 += ms;
+                e.1 += 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Device for CudaDevice {
+    fn alloc(&self, bytes: usize) -> Result<DevPtr> {
+        let _g = self.lock()?;
+        if bytes == 0 {
+            return Ok(0);
+        }
+        // SAFETY: a plain allocation; freed by `free`.
+        let p = unsafe { cuda_malloc::<u8>(bytes)? };
+        Ok(p.as_raw())
+    }
+    unsafe fn free(&self, ptr: DevPtr) {
+        if ptr == 0 {
+            return;
+        }
+        if let Ok(g) = self.lock() {
+            // Queued kernels may still use the memory: wait for them first.
+            let _ = g.gpu.synchronize();
+            // SAFETY: the caller's contract (an allocation of `alloc`, not used afterwards).
+            let _ = unsafe { cuda_free(DevicePointer::<u8>::from_raw(ptr)) };
+        }
+    }
+    unsafe fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        let mut g = self.lock()?;
+        if g.slots.is_empty() {
+            for _ in 0..STAGING_SLOTS {
+                g.slots.push(Slot {
+                    host: std::ptr::null_mut(),
+                    cap: 0,
+                    done: None,
+                });
+            }
+        }
+        let i = g.next;
+        g.next = (i + 1) % STAGING_SLOTS;
+        let inner = &mut *g;
+        let slot = &mut inner.slots[i];
+        if let Some(ev) = slot.done.take() {
+            ev.synchronize()?; // the copy from this slot STAGING_SLOTS uploads ago
+        }
+        if slot.cap < src.len() {
+            if !slot.host.is_null() {
+                // SAFETY: allocated below by cuda_malloc_locked; its last copy has completed.
+                unsafe { cuda_free_locked(slot.host)? };
+                slot.host = std::ptr::null_mut();
+                slot.cap = 0;
+            }
+            // SAFETY: a plain page-locked allocation.
+            slot.host = unsafe { cuda_malloc_locked::<u8>(src.len())? };
+            slot.cap = src.len();
+        }
+        // SAFETY: the slot holds at least src.len() bytes and no copy reads it now.
+        let staged = unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), slot.host, src.len());
+            std::slice::from_raw_parts_mut(slot.host, src.len())
+        };
+        // SAFETY: dst..dst+len is live device memory (the caller's contract); staged is
+        // page-locked and stays untouched until the event below has fired.
+        let mut d =
+            unsafe { DeviceSlice::from_raw_parts(DevicePointer::<u8>::from_raw(dst), src.len()) };
+        unsafe { d.async_copy_from(staged, inner.gpu.stream())? };
+        let ev = Event::new(EventFlags::DISABLE_TIMING)?;
+        ev.record(inner.gpu.stream())?;
+        slot.done = Some(ev);
+        Ok(())
+    }
+    unsafe fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        let g = self.lock()?;
+        // SAFETY: the caller's contract; the stream is synchronised before dst is used.
+        let d =
+            unsafe { DeviceSlice::from_raw_parts(DevicePointer::<u8>::from_raw(src), dst.len()) };
+        unsafe { d.async_copy_to(dst, g.gpu.stream())? };
+        g.gpu.synchronize()
+    }
+    unsafe fn launch(&self, spec: &KernelSpec, grid: Grid, args: &[Arg]) -> Result<()> {
+        check_args(spec, args)?;
+        let mut g = self.lock()?;
+        let module = g.gpu.modules.by_name(spec.module).ok_or(GpuError::Launch {
+            kernel: spec.name,
+            reason: format!("no module {}", spec.module),
+        })?;
+        let func = module.get_function(spec.name)?;
+        // Each argument's bits in an 8-byte slot; the driver reads the parameter's own width
+        // (little-endian), which check_args has matched with the kernel's declaration.
+        let mut slots: Vec<u64> = args.iter().map(Arg::bits).collect();
+        let ptrs: Vec<*mut std::ffi::c_void> = slots
+            .iter_mut()
+            .map(|s| (s as *mut u64).cast::<std::ffi::c_void>())
+            .collect();
+        let profiling = g.profile.is_some();
+        let events = if profiling {
+            let (a, b) = (
+                Event::new(EventFlags::DEFAULT)?,
+                Event::new(EventFlags::DEFAULT)?,
+            );
+            a.record(g.gpu.stream())?;
+            Some((a, b))
+        } else {
+            None
+        };
+        let [x, y, z] = grid.blocks;
+        // SAFETY: the argument list matches the kernel (checked); pointers are the caller's
+        // contract.
+        unsafe {
+            g.gpu
+                .stream()
+                .launch(&func, (x, y, z), grid.threads, 0, &ptrs)?
+        };
+        if let Some((a, b)) = events {
+            b.record(g.gpu.stream())?;
+            if let Some(list) = g.profile.as_mut() {
+                list.push((spec.name, a, b));
+            }
+        }
+        Ok(())
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.lock()?.gpu.synchronize()
+    }
+    fn multiprocessors(&self) -> u32 {
+        self.sms
+    }
+}
+
+impl Drop for CudaDevice {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.lock() {
+            let _ = g.gpu.synchronize();
+            for slot in g.slots.drain(..) {
+                if !slot.host.is_null() {
+                    // SAFETY: allocated by cuda_malloc_locked; the stream is idle.
+                    let _ = unsafe { cuda_free_locked(slot.host) };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::kernels::ALL;
+
+    /// The PTX parameter types of `.entry kernel(...)`.
+    fn ptx_params(ptx: &str, kernel: &str) -> Vec<String> {
+        let start = ptx
+            .find(&format!(".entry {kernel}("))
+            .unwrap_or_else(|| panic!("no .entry {kernel} in its PTX"));
+        let body = &ptx[start..];
+        let body = &body[..body.find(')').unwrap()];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix(".param "))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    }
+
+    /// Every engine kernel's declared parameter list equals its PTX entry's, type for type.
+    #[test]
+    fn engine_declarations_match_the_ptx_entries() {
+        for spec in ALL {
+            let (_, ptx) = super::super::ptx::ALL
+                .iter()
+                .find(|(stem, _)| *stem == spec.module)
+                .unwrap_or_else(|| panic!("no PTX module {}", spec.module));
+            let want: Vec<&str> = spec.params.iter().map(|(_, t)| t.ptx()).collect();
+            assert_eq!(ptx_params(ptx, spec.name), want, "{}", spec.name);
+        }
+    }
+
+    /// Every kernel of the engine's PTX modules is declared (none can be launched undeclared).
+    #[test]
+    fn every_engine_kernel_is_declared() {
+        for (stem, ptx) in super::super::ptx::ALL {
+            if !stem.starts_with("engine_") {
+                continue;
+            }
+            for line in ptx.lines() {
+                if let Some(rest) = line.trim().strip_prefix(".visible .entry ") {
+                    let name = rest.split('(').next().unwrap();
+                    assert!(
+                        ALL.iter().any(|s| s.name == name && s.module == *stem),
+                        "{stem}: kernel {name} is not declared in engine::kernels"
+                    );
+                }
+            }
+        }
+    }
+}

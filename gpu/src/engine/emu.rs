@@ -1,0 +1,264 @@
+//! The CPU emulator as a [`Device`]: `tests/emulator/engine_lib.cpp` (the engine kernels'
+//! own source with the CUDA stand-in) compiled with g++ into a shared library, loaded with
+//! `dlopen`. Device memory is host memory; launches run on the calling thread, one at a time.
+//!
+//! This is a test tool: it checks indexing, tiling, reductions and the launch geometry of
+//! the real kernel source against the CPU engine on machines without a GPU. It says nothing
+//! about the device memory model or speed, and it is slow (every CUDA thread is a fiber):
+//! keep its problems small.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void, CStr, CString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use super::{check_args, Arg, DevPtr, Device, Grid, KernelSpec};
+use crate::error::{GpuError, Result};
+
+type LaunchFn = unsafe extern "C" fn(
+    *const c_char,
+    *const c_uint,
+    c_uint,
+    *const c_ulonglong,
+    *const u8,
+    c_uint,
+    *mut c_char,
+    c_uint,
+) -> c_int;
+
+/// The emulated device.
+pub struct EmuDevice {
+    launch: LaunchFn,
+    // Allocations by address, with their layouts (to free them).
+    allocs: Mutex<HashMap<DevPtr, std::alloc::Layout>>,
+    // One launch at a time: the library's scheduler state is global.
+    lock: Mutex<()>,
+    _handle: Library,
+}
+
+struct Library(*mut c_void);
+// SAFETY: the handle is only passed to dlclose; the library's functions are called under
+// EmuDevice::lock.
+unsafe impl Send for Library {}
+unsafe impl Sync for Library {}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        // SAFETY: a handle from dlopen, closed once.
+        unsafe { libc::dlclose(self.0) };
+    }
+}
+
+/// The files the emulator library is built from, relative to the crate root.
+const SOURCES: &[&str] = &[
+    "kernels/engine.cuh",
+    "kernels/engine_gemm.cu",
+    "kernels/engine_conv.cu",
+    "kernels/engine_norm.cu",
+    "kernels/engine_ew.cu",
+    "kernels/sgd.cu",
+    "kernels/common.cuh",
+    "tests/emulator/cuda_shim.h",
+    "tests/emulator/fibers.h",
+    "tests/emulator/engine_lib.cpp",
+];
+
+impl EmuDevice {
+    /// Builds the library into `dir` (once per version of the sources: the file name carries
+    /// their hash) with `$CXX` or g++, and loads it.
+    ///
+    /// Errors: [`GpuError::Emulator`] when there is no C++ compiler (the message starts with
+    /// `SKIP`, so that tests can skip), the build fails, or the library does not load.
+    pub fn build(dir: &Path) -> Result<EmuDevice> {
+        if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+            return Err(GpuError::Emulator(
+                "SKIP the emulator's fibers are written for x86-64 Linux".into(),
+            ));
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for s in SOURCES {
+            let bytes = std::fs::read(root.join(s))
+                .map_err(|e| GpuError::Emulator(format!("reading {s}: {e}")))?;
+            for b in bytes {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| GpuError::Emulator(format!("{}: {e}", dir.display())))?;
+        let lib = dir.join(format!("libogm-engine-emu-{hash:016x}.so"));
+        if !lib.is_file() {
+            compile(root, &lib)?;
+        }
+        let path = CString::new(lib.as_os_str().as_encoded_bytes())
+            .map_err(|_| GpuError::Emulator("library path holds a NUL byte".into()))?;
+        // SAFETY: a valid C string; the library has no initialisers beyond C++ statics.
+        let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        if handle.is_null() {
+            return Err(GpuError::Emulator(format!(
+                "dlopen {}: {}",
+                lib.display(),
+                dl_error()
+            )));
+        }
+        let handle = Library(handle);
+        // SAFETY: a live handle and a C string.
+        let sym = unsafe { libc::dlsym(handle.0, c"emu_launch".as_ptr()) };
+        if sym.is_null() {
+            return Err(GpuError::Emulator(format!("no emu_launch: {}", dl_error())));
+        }
+        // SAFETY: emu_launch has exactly this signature (engine_lib.cpp).
+        let launch: LaunchFn = unsafe { std::mem::transmute::<*mut c_void, LaunchFn>(sym) };
+        Ok(EmuDevice {
+            launch,
+            allocs: Mutex::new(HashMap::new()),
+            lock: Mutex::new(()),
+            _handle: handle,
+        })
+    }
+}
+
+fn dl_error() -> String {
+    // SAFETY: dlerror returns null or a C string valid until the next dl call.
+    let e = unsafe { libc::dlerror() };
+    if e.is_null() {
+        "unknown error".into()
+    } else {
+        // SAFETY: non-null, NUL-terminated.
+        unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+    }
+}
+
+fn compile(root: &Path, lib: &Path) -> Result<()> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+    // Build under a temporary name and rename, so that concurrent test binaries never load a
+    // half-written library.
+    let tmp: PathBuf = lib.with_extension(format!("tmp{}", std::process::id()));
+    let out = Command::new(&cxx)
+        .args([
+            "-std=c++20",
+            "-O2",
+            "-ffp-contract=off",
+            "-fno-strict-aliasing",
+        ])
+        .args([
+            "-shared",
+            "-fPIC",
+            "-Wall",
+            "-Wno-unknown-pragmas",
+            "-Wno-unused-function",
+        ])
+        .arg(format!("-I{}", root.join("kernels").display()))
+        .arg(format!("-I{}", root.join("tests/emulator").display()))
+        .arg("-include")
+        .arg(root.join("tests/emulator/cuda_shim.h"))
+        .arg(root.join("tests/emulator/engine_lib.cpp"))
+        .arg("-o")
+        .arg(&tmp)
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            return Err(GpuError::Emulator(format!(
+                "SKIP no C++ compiler ({cxx}: {e})"
+            )))
+        }
+    };
+    if !out.status.success() {
+        return Err(GpuError::Emulator(format!(
+            "compiling the engine kernels for the CPU failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    std::fs::rename(&tmp, lib).map_err(|e| GpuError::Emulator(format!("{}: {e}", lib.display())))
+}
+
+impl Device for EmuDevice {
+    fn alloc(&self, bytes: usize) -> Result<DevPtr> {
+        let layout = std::alloc::Layout::from_size_align(bytes.max(1), 256)
+            .map_err(|e| GpuError::Emulator(e.to_string()))?;
+        // SAFETY: a non-zero size.
+        let p = unsafe { std::alloc::alloc(layout) };
+        if p.is_null() {
+            return Err(GpuError::Emulator(format!("out of memory ({bytes} bytes)")));
+        }
+        let ptr = p as DevPtr;
+        self.allocs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ptr, layout);
+        Ok(ptr)
+    }
+    unsafe fn free(&self, ptr: DevPtr) {
+        let layout = self
+            .allocs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ptr);
+        if let Some(layout) = layout {
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { std::alloc::dealloc(ptr as *mut u8, layout) };
+        }
+    }
+    unsafe fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+        Ok(())
+    }
+    unsafe fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+    unsafe fn launch(&self, spec: &KernelSpec, grid: Grid, args: &[Arg]) -> Result<()> {
+        check_args(spec, args)?;
+        let name = CString::new(spec.name).map_err(|_| GpuError::Emulator("kernel name".into()))?;
+        let bits: Vec<c_ulonglong> = args.iter().map(Arg::bits).collect();
+        let kinds: Vec<u8> = args.iter().map(|a| a.ty() as u8).collect();
+        let mut err = [0 as c_char; 256];
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the arrays live across the call; pointers in `bits` are the caller's
+        // contract.
+        let rc = unsafe {
+            (self.launch)(
+                name.as_ptr(),
+                grid.blocks.as_ptr(),
+                grid.threads,
+                bits.as_ptr(),
+                kinds.as_ptr(),
+                bits.len() as c_uint,
+                err.as_mut_ptr(),
+                err.len() as c_uint,
+            )
+        };
+        if rc != 0 {
+            // SAFETY: emu_launch NUL-terminates err (snprintf).
+            let msg = unsafe { CStr::from_ptr(err.as_ptr()) }
+                .to_string_lossy()
+                .into_owned();
+            return Err(GpuError::Launch {
+                kernel: spec.name,
+                reason: msg,
+            });
+        }
+        Ok(())
+    }
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    fn multiprocessors(&self) -> u32 {
+        // Few blocks: grid-stride loops then run several rounds, which the tests want covered.
+        1
+    }
+}
+
+impl Drop for EmuDevice {
+    fn drop(&mut self) {
+        let allocs = std::mem::take(&mut *self.allocs.lock().unwrap_or_else(|e| e.into_inner()));
+        for (ptr, layout) in allocs {
+            // SAFETY: every entry is a live allocation of this device.
+            unsafe { std::alloc::dealloc(ptr as *mut u8, layout) };
+        }
+    }
+}

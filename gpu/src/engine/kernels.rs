@@ -1,0 +1,101 @@
+//! The parameter list of every engine kernel, in the order and types of its `extern "C"`
+//! definition in `kernels/engine_*.cu` (and of `ogm_sgd` in `kernels/sgd.cu`, which the engine
+//! reuses). A test compares each list with the kernel's `.entry` in the PTX (feature `cuda`),
+//! and the emulator compares it with the C++ function type, so a mismatch cannot go unnoticed.
+
+use super::KernelSpec;
+use super::ParamTy::{Ptr, F32, F64, U32, U64};
+
+macro_rules! kernels {
+    ($($(#[$doc:meta])* $konst:ident = $module:literal . $name:ident ($($p:ident: $ty:ident),* $(,)?);)*) => {
+        $(
+            $(#[$doc])*
+            pub const $konst: KernelSpec = KernelSpec {
+                module: $module,
+                name: stringify!($name),
+                params: &[$((stringify!($p), $ty)),*],
+            };
+        )*
+        /// Every kernel above.
+        pub const ALL: &[KernelSpec] = &[$($konst),*];
+    };
+}
+
+kernels! {
+    /// `C = alpha op(A) op(B) + beta C`, tiled, optional split-K.
+    GEMM = "engine_gemm".eng_gemm(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
+        csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
+        split_stride: U64);
+    /// The same product with 128 x 128 tiles (both output dimensions at least a tile).
+    GEMM_BIG = "engine_gemm".eng_gemm_big(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
+        csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
+        split_stride: U64);
+    /// Sums split-K slices in a fixed order.
+    SUM_SLICES = "engine_gemm".eng_sum_slices(p: Ptr, splits: U32, split_stride: U64,
+        rows: U32, cols: U32, alpha: F32, beta: F32, c: Ptr, ldc: U32);
+    /// Lowers a CNHW input into columns.
+    IM2COL = "engine_conv".eng_im2col(x: Ptr, col: Ptr, cin: U32, n: U32, h: U32, w: U32,
+        k: U32, stride: U32, pad: U32, oh: U32, ow: U32);
+    /// The adjoint of `IM2COL` (a gather).
+    COL2IM = "engine_conv".eng_col2im(col: Ptr, dx: Ptr, cin: U32, n: U32, h: U32, w: U32,
+        k: U32, stride: U32, pad: U32, oh: U32, ow: U32);
+    /// Batch norm, training forward, one block per channel.
+    BN_TRAIN = "engine_norm".eng_bn_train(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
+        running_mean: Ptr, running_var: Ptr, saved_mean: Ptr, saved_invstd: Ptr, len: U32,
+        momentum: F64, eps: F64, relu: U32);
+    /// Batch norm with running statistics.
+    BN_EVAL = "engine_norm".eng_bn_eval(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
+        running_mean: Ptr, running_var: Ptr, c: U32, len: U32, eps: F64, relu: U32);
+    /// Batch norm backward, one block per channel.
+    BN_BACKWARD = "engine_norm".eng_bn_backward(x: Ptr, gamma: Ptr, saved_mean: Ptr,
+        saved_invstd: Ptr, dy: Ptr, relu_out: Ptr, dx: Ptr, dgamma: Ptr, dbeta: Ptr, len: U32);
+    /// `buf[..n] = value`.
+    FILL = "engine_ew".eng_fill(buf: Ptr, n: U64, value: F32);
+    /// `dst[..n] = src[..n]`.
+    COPY = "engine_ew".eng_copy(dst: Ptr, src: Ptr, n: U64);
+    /// `y = relu(y + identity)`.
+    ADD_RELU = "engine_ew".eng_add_relu(y: Ptr, identity: Ptr, n: U64);
+    /// `dy = 0` where `out <= 0`.
+    RELU_BACKWARD = "engine_ew".eng_relu_backward(out: Ptr, dy: Ptr, n: U64);
+    /// `y += x`.
+    ADD_ASSIGN = "engine_ew".eng_add_assign(y: Ptr, x: Ptr, n: U64);
+    /// `[a][b][inner]` to `[b][a][inner]`.
+    SWAP_OUTER = "engine_ew".eng_swap_outer(x: Ptr, y: Ptr, a: U32, b: U32, inner: U32);
+    /// Max pooling with arg-maxima.
+    MAXPOOL_FORWARD = "engine_ew".eng_maxpool_forward(x: Ptr, y: Ptr, idx: Ptr, planes: U32,
+        h: U32, w: U32, k: U32, stride: U32, pad: U32, oh: U32, ow: U32);
+    /// Max pooling backward (a gather).
+    MAXPOOL_BACKWARD = "engine_ew".eng_maxpool_backward(dy: Ptr, idx: Ptr, dx: Ptr,
+        planes: U32, h: U32, w: U32, k: U32, stride: U32, pad: U32, oh: U32, ow: U32);
+    /// Average over runs into `[b][c]` features.
+    AVGPOOL_FORWARD = "engine_ew".eng_avgpool_forward(x: Ptr, feat: Ptr, c: U32, b: U32,
+        run: U32);
+    /// Backward of `AVGPOOL_FORWARD`.
+    AVGPOOL_BACKWARD = "engine_ew".eng_avgpool_backward(dfeat: Ptr, dx: Ptr, c: U32, b: U32,
+        run: U32);
+    /// `y[r][o] += scale * bias[o]`.
+    BIAS_ADD = "engine_ew".eng_bias_add(y: Ptr, bias: Ptr, rows: U32, out: U32, scale: F32);
+    /// Column sums (bias gradients).
+    COL_SUM = "engine_ew".eng_col_sum(dy: Ptr, db: Ptr, rows: U32, out: U32);
+    /// Gated fusion forward.
+    GATE_FORWARD = "engine_ew".eng_gate_forward(gx: Ptr, y: Ptr, gate: Ptr, z: Ptr, n: U64);
+    /// Gated fusion backward.
+    GATE_BACKWARD = "engine_ew".eng_gate_backward(gate: Ptr, y: Ptr, dz: Ptr, dgx: Ptr,
+        dy: Ptr, n: U64);
+    /// FiLM forward.
+    FILM_FORWARD = "engine_ew".eng_film_forward(h: Ptr, x: Ptr, z: Ptr, rows: U32, d: U32);
+    /// FiLM backward.
+    FILM_BACKWARD = "engine_ew".eng_film_backward(h: Ptr, x: Ptr, dz: Ptr, dh: Ptr, dx: Ptr,
+        rows: U32, d: U32);
+    /// Softmax cross-entropy: per-row losses and (optionally) the logit gradient.
+    SOFTMAX_XENT = "engine_ew".eng_softmax_xent(logits: Ptr, labels: Ptr, rows: U32,
+        classes: U32, dlogits: Ptr, losses: Ptr, status: Ptr);
+    /// Mean of the per-row losses into one slot.
+    SUM_LOSSES = "engine_ew".eng_sum_losses(losses: Ptr, rows: U32, out: Ptr);
+    /// Adam / AdamW.
+    ADAM = "engine_ew".eng_adam(p: Ptr, g: Ptr, m: Ptr, v: Ptr, n: U64, step_size: F32,
+        bc2_sqrt: F32, b1: F32, b2: F32, eps: F32, wd: F32, decay: F32, decoupled: U32);
+    /// SGD with momentum and weight decay (part 1's kernel, kernels/sgd.cu).
+    SGD = "sgd".ogm_sgd(params: Ptr, grads: Ptr, momentum_buf: Ptr, n: U64, lr: F32,
+        momentum: F32, weight_decay: F32, first_step: U32);
+}

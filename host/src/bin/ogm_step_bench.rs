@@ -1,0 +1,165 @@
+//! `ogm-step-bench`: full training steps per second of the paper model on the GPU (feature
+//! `cuda`), the step the trainer runs with `--device cuda` (forward, cross-entropy, backward,
+//! per-modality scores, OGM-GE with alpha 0.8 inside its window, SGD lr 1e-3 momentum 0.9
+//! weight decay 1e-4), FP32. Batch 64 by default, CREMA-D shapes (audio 1x257x188, visual
+//! 3x1x224x224), concat fusion, 6 classes: the same step as scripts/bench_torch_step_gpu.py.
+//!
+//! Prints one line `STEP_JSON {"impl":"ogm_fp32",...,"steps_per_s":..,"kernels":[...]}`: the
+//! throughput over `--steps` steps after `--warmup`, and each kernel's time per step and share
+//! of the step, measured with CUDA events over `--profile-steps` further steps (events around
+//! every launch slow those steps a little; the throughput is measured without them).
+//! Exit status 2 when there is no GPU.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ogm_core::Mode;
+use ogm_gpu::cuda::CudaDevice;
+use ogm_gpu::engine::Device;
+use ogm_host::config::TrainConfig;
+use ogm_host::data::loader::Batch;
+use ogm_host::engine::gpu::GpuBackend;
+use ogm_host::engine::{AvModel, FusionKind, ModelConfig};
+use ogm_host::train::optimizer::Optimizer;
+use ogm_host::train::train_step;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+struct Args {
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    profile_steps: usize,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        batch: 64,
+        steps: 20,
+        warmup: 3,
+        profile_steps: 3,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?
+            .parse::<usize>()
+            .map_err(|e| format!("{flag}: {e}"))?;
+        match flag.as_str() {
+            "--batch" => a.batch = value,
+            "--steps" => a.steps = value,
+            "--warmup" => a.warmup = value,
+            "--profile-steps" => a.profile_steps = value,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if a.batch == 0 || a.steps == 0 {
+        return Err("--batch and --steps must be positive".into());
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ogm-step-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let args = parse()?;
+    let dev = match CudaDevice::probe()? {
+        Ok(d) => Arc::new(d),
+        Err(why) => {
+            eprintln!("ogm-step-bench: no GPU: {why}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let name = dev.name().to_string();
+    let classes = 6;
+    let mut model = AvModel::new(
+        GpuBackend::new(dev.clone()),
+        ModelConfig::paper(classes, FusionKind::Concat),
+        0,
+    )?;
+    let config = TrainConfig {
+        modulation: Mode::OgmGe,
+        alpha: 0.8,
+        batch_size: args.batch,
+        ..TrainConfig::default()
+    };
+    let schedule = config.schedule()?;
+    let mut opt = Optimizer::new(&config);
+    let b = args.batch;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let mut uniform =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect() };
+    let batch = Batch {
+        audio: uniform(b * 257 * 188),
+        audio_shape: [b, 1, 257, 188],
+        visual: uniform(b * 3 * 224 * 224),
+        visual_shape: [b, 3, 1, 224, 224],
+        labels: (0..b).map(|i| (i % classes) as u32).collect(),
+        indices: (0..b).collect(),
+    };
+    let lr = config.learning_rate;
+    let mut step = 0u64;
+    let mut one = |model: &mut AvModel<_>, opt: &mut Optimizer<_>| {
+        step += 1;
+        train_step(model, opt, &schedule, &config, &batch, 0, step, lr)
+    };
+    for _ in 0..args.warmup {
+        one(&mut model, &mut opt)?;
+    }
+    dev.synchronize()?;
+    let t = Instant::now();
+    let mut loss = 0.0;
+    for _ in 0..args.steps {
+        loss = one(&mut model, &mut opt)?.loss;
+    }
+    dev.synchronize()?;
+    let ms = t.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
+
+    let mut kernels = Vec::new();
+    if args.profile_steps > 0 {
+        dev.set_profiling(true)?;
+        let t = Instant::now();
+        for _ in 0..args.profile_steps {
+            one(&mut model, &mut opt)?;
+        }
+        dev.synchronize()?;
+        let prof_ms = t.elapsed().as_secs_f64() * 1e3 / args.profile_steps as f64;
+        let profile = dev.take_profile()?;
+        dev.set_profiling(false)?;
+        let n = args.profile_steps as f64;
+        let mut rows: Vec<_> = profile.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        for (kernel, (total, launches)) in rows {
+            kernels.push(serde_json::json!({
+                "name": kernel,
+                "ms_per_step": total / n,
+                "share": total / n / prof_ms,
+                "launches_per_step": launches as f64 / n,
+            }));
+        }
+    }
+    let line = serde_json::json!({
+        "impl": "ogm_fp32",
+        "batch": b,
+        "classes": classes,
+        "fusion": "concat",
+        "ms_per_step": ms,
+        "steps_per_s": 1e3 / ms,
+        "samples_per_s": b as f64 * 1e3 / ms,
+        "loss": loss,
+        "device": name,
+        "kernels": kernels,
+    });
+    println!("STEP_JSON {line}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,78 @@
+//! The GPU backend against the CPU engine on a real GPU (feature `cuda`): the same cases as
+//! engine_gpu_emulated.rs (engine_gpu_common/cases.rs: every operation, the split-K weight gradient,
+//! a whole training step for every head), with the same tolerances. Without a device each test
+//! prints why it skips; `OGM_GPU_REQUIRED=1` turns that into a failure (the device check sets
+//! it).
+#![cfg(feature = "cuda")]
+
+use std::sync::{Arc, OnceLock};
+
+use ogm_gpu::cuda::CudaDevice;
+use ogm_host::engine::backend::{AdamStep, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep};
+use ogm_host::engine::gpu::GpuBackend;
+use ogm_host::engine::{
+    softmax_cross_entropy, AvModel, Backend, CpuBackend, FusionKind, Input, Mode, ModelConfig, Sgd,
+};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+type Gpu = GpuBackend<CudaDevice>;
+
+/// The CUDA backend, or None (with the reason printed) where there is no device.
+fn gpu() -> Option<Gpu> {
+    static DEV: OnceLock<Result<Arc<CudaDevice>, String>> = OnceLock::new();
+    let dev = DEV.get_or_init(|| match CudaDevice::probe() {
+        Ok(Ok(d)) => Ok(Arc::new(d)),
+        Ok(Err(why)) => Err(why),
+        Err(e) => panic!("CUDA device present but unusable: {e}"),
+    });
+    match dev {
+        Ok(d) => Some(GpuBackend::new(d.clone())),
+        Err(why) => {
+            assert!(
+                std::env::var_os("OGM_GPU_REQUIRED").is_none_or(|v| v != "1"),
+                "OGM_GPU_REQUIRED=1 but {why}"
+            );
+            eprintln!("skipping: {why}");
+            None
+        }
+    }
+}
+
+include!("engine_gpu_common/cases.rs");
+
+/// `ogm train --device cuda` on a machine without a GPU stops with the GPU error before it
+/// reads any data (the data paths here do not exist: reading them would be a data error).
+#[test]
+fn training_without_a_gpu_stops_before_reading_data() {
+    use std::sync::atomic::AtomicBool;
+
+    use ogm_host::config::{Device, TrainConfig};
+    use ogm_host::train::{train, RunOptions, TrainError};
+
+    if gpu().is_some() {
+        eprintln!("skipping: this machine has a GPU");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dataset");
+    let config = TrainConfig {
+        device: Device::Cuda,
+        train_csv: missing.join("train.csv"),
+        test_csv: missing.join("test.csv"),
+        audio_path: missing.join("AudioWAV"),
+        visual_path: missing.clone(),
+        ckpt_path: dir.path().join("ckpt"),
+        ..TrainConfig::default()
+    };
+    let err = train(
+        &config,
+        &RunOptions::default(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .expect_err("no GPU: training must stop");
+    match err {
+        TrainError::Device(msg) => assert!(msg.contains("no GPU"), "{msg}"),
+        other => panic!("expected the GPU error first, got: {other}"),
+    }
+}
