@@ -1,9 +1,10 @@
 //! Runtime CPU feature dispatch without `std`.
 //!
-//! The hot loops (noise generation, gradient statistics) are written once as plain Rust that
-//! LLVM vectorises; on x86-64 CPUs with AVX2 a copy compiled with AVX2 enabled runs twice as
-//! many lanes. Only IEEE-rounded add, multiply, divide and square root are used (no FMA is
-//! enabled, and Rust never contracts `a * b + c`), so both copies give the same bits.
+//! The statistics and the scaling loops are written once as plain Rust that LLVM vectorises; on
+//! x86-64 CPUs with AVX2 a copy compiled with AVX2 enabled runs twice as many lanes. (The noise
+//! loop has its own AVX2 version written with intrinsics, `noise/avx2.rs`, dispatched with
+//! `has_avx2`.) Only IEEE-rounded add, multiply, divide and square root are used (no FMA is
+//! enabled, and Rust never contracts `a * b + c`), so every copy gives the same bits.
 
 /// Whether the running CPU and OS support AVX2 (cached after the first call).
 #[cfg(target_arch = "x86_64")]

@@ -2,7 +2,9 @@
 //!
 //! Values are processed in chunks of [`crate::CHUNK`]: each chunk is summarised exactly
 //! enough with a two-pass mean and sum of squared deviations in `f64`, and chunk summaries are
-//! merged with Chan et al.'s pairwise formula. This stays accurate for 10^8 values and more
+//! merged with Chan et al.'s pairwise formula. A chunk (4 KiB) stays in L1 between its two
+//! passes, so memory is read once: the first pass sums and takes the largest magnitude, the
+//! second sums the squared deviations from L1, and the chunks a few ahead are prefetched. This stays accurate for 10^8 values and more
 //! (no catastrophic cancellation, unlike `E[x^2] - E[x]^2`), and it is what makes the
 //! statistics splittable: merging the same chunk summaries in chunk order gives the same bits
 //! whether they were computed serially or on many threads.
