@@ -167,7 +167,7 @@ impl LaneRng {
 ///
 /// Large enough that the per-block work (the tail test, the loop set-up) is amortised, small
 /// enough that the words and normals stay in L1 and that a block rarely needs the tail piece
-/// (about 1 - (1 - 0.0034)^128 = 35% of blocks do; see [`needs_tail`]).
+/// (about 1 - (1 - 0.0034)^128 = 35% of blocks do; those evaluate both pieces).
 pub const BLOCK: usize = 128;
 
 /// Writes one step's four words as eight 32-bit words in stream order.
