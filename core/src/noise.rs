@@ -542,6 +542,42 @@ mod tests {
     }
 
     #[test]
+    fn fill_normals_draws_four_words_per_started_step() {
+        // Blocks must not change what the documented step-by-step loop draws or yields.
+        struct Counting(Xoshiro256PlusPlus, usize);
+        impl RngCore for Counting {
+            fn next_u32(&mut self) -> u32 {
+                self.next_u64() as u32
+            }
+            fn next_u64(&mut self) -> u64 {
+                self.1 += 1;
+                self.0.next_u64()
+            }
+            fn fill_bytes(&mut self, dest: &mut [u8]) {
+                self.0.fill_bytes(dest)
+            }
+            fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+                self.0.try_fill_bytes(dest)
+            }
+        }
+        for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 100, 257] {
+            let mut rng = Counting(Xoshiro256PlusPlus::seed_from_u64(n as u64), 0);
+            let mut out = std::vec![f32::NAN; n];
+            fill_normals(&mut rng, &mut out);
+            assert_eq!(rng.1, 4 * n.div_ceil(STEP), "{n}");
+            let mut reference = Xoshiro256PlusPlus::seed_from_u64(n as u64);
+            for c in out.chunks(STEP) {
+                let r = [0; LANES].map(|_| reference.next_u64());
+                let z = normals_from_u64s(r);
+                assert!(
+                    c.iter().zip(&z).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{n}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn blocks_equal_steps() {
         let mut a = LaneRng::from_lane_seeds([3, 1, 4, 1]);
         let mut b = a.clone();
