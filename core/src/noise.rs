@@ -41,7 +41,7 @@
 //! Tests check the AVX2 conversion against [`normal_from_bits`] on all 2^24 inputs and both
 //! loops against the step-by-step definition. What remains is about 70 vector operations per
 //! eight values (the generator, the division, two polynomials): on one core of the
-//! development machine OGM_GE's statistics, scaling and noise together cost about 2.3-2.7
+//! development machine OGM_GE's statistics, scaling and noise together cost 2.3 to 2.9
 //! copies of the gradient (README, `scripts/bench-core.sh`).
 
 use rand_core::RngCore;
