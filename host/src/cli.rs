@@ -220,8 +220,12 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 0.8)]
     pub audio_signal: f32,
     /// How informative the frames are, 0 (noise) to 1 (clean class colours).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.15)]
     pub visual_signal: f32,
+    /// How colourful the frames' clutter is, 0 (grey: the class colour is faint but clean)
+    /// to 1 (random colours that hide it).
+    #[arg(long, default_value_t = 0.0)]
+    pub clutter_colour: f32,
     /// Frame side in pixels.
     #[arg(long, default_value_t = 64)]
     pub size: u32,
@@ -244,7 +248,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Epochs per run.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = crate::train::demo::DEMO_EPOCHS)]
     pub epochs: u32,
     /// A much shorter configuration (for CI smoke tests).
     #[arg(long)]

@@ -84,7 +84,6 @@ fn eval(args: &EvalArgs) -> Result<(), TrainError> {
     let mut config = TrainConfig::from_file(&run_dir.join("config.toml"))?;
     if let Some(p) = &args.test_csv {
         config.test_csv = p.clone();
-        config.train_csv = p.with_file_name("train.csv");
     }
     if let Some(p) = &args.audio_path {
         config.audio_path = p.clone();
@@ -120,6 +119,7 @@ fn synth(args: &SynthArgs) -> Result<(), TrainError> {
         test_per_class: args.test_per_class,
         audio_signal: args.audio_signal,
         visual_signal: args.visual_signal,
+        clutter_colour: args.clutter_colour,
         width: args.size,
         height: args.size,
         audio_seconds: args.audio_seconds,

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use ogm_host::data::dataset::{sample_seed, Pipeline};
 use ogm_host::data::synth::{write_dataset, SynthConfig};
 use ogm_host::data::{
-    DataError, Dataset, DatasetConfig, ImageConfig, SampleError, SkipReason, SpectrogramConfig,
-    Split,
+    DataError, DataPaths, Dataset, DatasetConfig, ImageConfig, SampleError, SkipReason,
+    SpectrogramConfig, Split,
 };
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -90,7 +90,7 @@ fn first_clip(root: &Path, split: Split) -> String {
 #[test]
 fn synthetic_dataset_opens_and_loads() {
     let d = make("open");
-    let train = Dataset::open(&d.0, Split::Train, small_config()).unwrap();
+    let train = Dataset::open(&DataPaths::under(&d.0), Split::Train, small_config()).unwrap();
     assert_eq!(train.len(), 12);
     assert!(train.skipped().is_empty());
     assert!(train.augment());
@@ -113,7 +113,7 @@ fn synthetic_dataset_opens_and_loads() {
             train.clips()[i].id
         );
     }
-    let test = Dataset::open(&d.0, Split::Test, small_config()).unwrap();
+    let test = Dataset::open(&DataPaths::under(&d.0), Split::Test, small_config()).unwrap();
     assert_eq!(test.len(), 6);
     assert!(!test.augment());
 }
@@ -125,7 +125,7 @@ fn training_randomness_is_seeded_and_evaluation_has_none() {
         fps: 1,
         ..small_config()
     };
-    let train = Dataset::open(&d.0, Split::Train, cfg.clone()).unwrap();
+    let train = Dataset::open(&DataPaths::under(&d.0), Split::Train, cfg.clone()).unwrap();
     let mut pipe = Pipeline::new(&cfg).unwrap();
     let a = train.load(3, 11, &mut pipe).unwrap();
     assert_eq!(a, train.load(3, 11, &mut pipe).unwrap());
@@ -134,7 +134,7 @@ fn training_randomness_is_seeded_and_evaluation_has_none() {
     // Audio has no augmentation.
     assert_eq!(a.audio, train.load(3, 99, &mut pipe).unwrap().audio);
 
-    let test = Dataset::open(&d.0, Split::Test, cfg).unwrap();
+    let test = Dataset::open(&DataPaths::under(&d.0), Split::Test, cfg).unwrap();
     let t = test.load(0, 1, &mut pipe).unwrap();
     assert_eq!(t, test.load(0, 2, &mut pipe).unwrap());
 }
@@ -154,7 +154,7 @@ fn three_frames_per_clip_stack_as_channels_time_height_width() {
         fps: 3,
         ..small_config()
     };
-    let test = Dataset::open(&d.0, Split::Test, cfg.clone()).unwrap();
+    let test = Dataset::open(&DataPaths::under(&d.0), Split::Test, cfg.clone()).unwrap();
     assert_eq!(test.visual_shape(), [3, 3, 16, 16]);
     let mut pipe = Pipeline::new(&cfg).unwrap();
     let s = test.load(0, 0, &mut pipe).unwrap();
@@ -177,7 +177,7 @@ fn three_frames_per_clip_stack_as_channels_time_height_width() {
 /// Opens a split with the default (skip) policy and with `strict`, and checks that both report
 /// `want` about `path`.
 fn assert_skipped_and_strict(root: &Path, split: Split, reason: SkipReason, path: &Path) {
-    let ds = Dataset::open(root, split, small_config()).unwrap();
+    let ds = Dataset::open(&DataPaths::under(root), split, small_config()).unwrap();
     let errs = ds.skipped().errors();
     assert_eq!(errs.len(), 1, "{}", ds.skipped());
     assert_eq!(errs[0].reason(), reason);
@@ -186,7 +186,7 @@ fn assert_skipped_and_strict(root: &Path, split: Split, reason: SkipReason, path
         .skipped()
         .to_string()
         .contains(&path.display().to_string()));
-    match Dataset::open(root, split, strict()) {
+    match Dataset::open(&DataPaths::under(root), split, strict()) {
         Err(DataError::Strict(e)) => {
             assert_eq!(e, errs[0]);
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");
@@ -227,7 +227,7 @@ fn too_few_frames_for_fps() {
         fps: 4,
         ..small_config()
     };
-    let ds = Dataset::open(&d.0, Split::Test, cfg);
+    let ds = Dataset::open(&DataPaths::under(&d.0), Split::Test, cfg);
     match ds {
         Err(DataError::EmptySplit { skipped, .. }) => assert_eq!(skipped, 6),
         other => panic!("{other:?}"),
@@ -243,7 +243,7 @@ fn unknown_label_and_extra_columns_name_file_and_line() {
     text.push_str(&format!("{clip},BORED\n"));
     std::fs::write(&csv, &text).unwrap();
     assert_skipped_and_strict(&d.0, Split::Train, SkipReason::UnknownLabel, &csv);
-    let ds = Dataset::open(&d.0, Split::Train, small_config()).unwrap();
+    let ds = Dataset::open(&DataPaths::under(&d.0), Split::Train, small_config()).unwrap();
     match &ds.skipped().errors()[0] {
         SampleError::UnknownLabel { line, label, .. } => {
             assert_eq!((*line, label.as_str()), (13, "BORED"))
@@ -257,11 +257,13 @@ fn unknown_label_and_extra_columns_name_file_and_line() {
         .replace(",BORED\n", ",ANG,0.93\n");
     std::fs::write(&csv, text).unwrap();
     assert_skipped_and_strict(&d.0, Split::Train, SkipReason::Columns, &csv);
-    assert!(Dataset::open(&d.0, Split::Train, small_config())
-        .unwrap()
-        .skipped()
-        .to_string()
-        .contains("train.csv:13"));
+    assert!(
+        Dataset::open(&DataPaths::under(&d.0), Split::Train, small_config())
+            .unwrap()
+            .skipped()
+            .to_string()
+            .contains("train.csv:13")
+    );
 }
 
 #[test]
@@ -269,12 +271,12 @@ fn empty_split_is_an_error_naming_the_file() {
     let d = make("empty");
     let csv = d.0.join("test.csv");
     std::fs::write(&csv, "\u{feff}\n\n").unwrap();
-    match Dataset::open(&d.0, Split::Test, small_config()) {
+    match Dataset::open(&DataPaths::under(&d.0), Split::Test, small_config()) {
         Err(e @ DataError::EmptySplit { .. }) => assert!(e.to_string().contains("test.csv"), "{e}"),
         other => panic!("{other:?}"),
     }
     std::fs::remove_file(&csv).unwrap();
-    match Dataset::open(&d.0, Split::Test, small_config()) {
+    match Dataset::open(&DataPaths::under(&d.0), Split::Test, small_config()) {
         Err(e @ DataError::SplitRead { .. }) => assert!(e.to_string().contains("test.csv"), "{e}"),
         other => panic!("{other:?}"),
     }
@@ -286,13 +288,13 @@ fn corrupt_wav_and_jpeg_are_found_by_verify() {
     let clip = first_clip(&d.0, Split::Test);
     let wav = d.0.join("AudioWAV").join(format!("{clip}.wav"));
     std::fs::write(&wav, b"RIFF....WAVEgarbage").unwrap();
-    let mut ds = Dataset::open(&d.0, Split::Test, small_config()).unwrap();
+    let mut ds = Dataset::open(&DataPaths::under(&d.0), Split::Test, small_config()).unwrap();
     assert_eq!(ds.len(), 6, "opening only checks that files exist");
     ds.verify(2).unwrap();
     assert_eq!(ds.len(), 5);
     assert_eq!(ds.skipped().errors()[0].reason(), SkipReason::CorruptAudio);
     assert_eq!(ds.skipped().errors()[0].path(), wav);
-    let mut strict_ds = Dataset::open(&d.0, Split::Test, strict()).unwrap();
+    let mut strict_ds = Dataset::open(&DataPaths::under(&d.0), Split::Test, strict()).unwrap();
     match strict_ds.verify(2) {
         Err(DataError::Strict(SampleError::CorruptAudio { path, .. })) => assert_eq!(path, wav),
         other => panic!("{other:?}"),
@@ -303,7 +305,7 @@ fn corrupt_wav_and_jpeg_are_found_by_verify() {
     let jpg = d.0.join("Image-01-FPS").join(&clip2).join("frame_001.jpg");
     let bytes = std::fs::read(&jpg).unwrap();
     std::fs::write(&jpg, &bytes[..40]).unwrap();
-    let mut ds = Dataset::open(&d.0, Split::Test, small_config()).unwrap();
+    let mut ds = Dataset::open(&DataPaths::under(&d.0), Split::Test, small_config()).unwrap();
     ds.verify(1).unwrap();
     assert_eq!(ds.len(), 4);
     let reasons: Vec<_> = ds
@@ -325,4 +327,113 @@ fn corrupt_wav_and_jpeg_are_found_by_verify() {
         "{}",
         ds.skipped()
     );
+}
+
+/// Moves the four parts of a single-folder dataset to four unrelated places.
+fn scatter(root: &Path, base: &Path) -> DataPaths {
+    let paths = DataPaths {
+        audio: base.join("wav_store/cremad_wavs"),
+        visual: base.join("frames_store"),
+        train_csv: base.join("splits_a/my_train.csv"),
+        test_csv: base.join("splits_b/my_test.csv"),
+    };
+    let single = DataPaths::under(root);
+    for (from, to) in [
+        (&single.audio, &paths.audio),
+        (
+            &single.frame_dir(&small_config()),
+            &paths.frame_dir(&small_config()),
+        ),
+        (&single.train_csv, &paths.train_csv),
+        (&single.test_csv, &paths.test_csv),
+    ] {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::rename(from, to).unwrap();
+    }
+    paths
+}
+
+#[test]
+fn separate_folders_load_the_same_samples_as_one_folder() {
+    let d = TempDir::new("scatter");
+    let root = d.0.join("root");
+    write_dataset(&small_synth(), &root).unwrap();
+    let mut pipe = Pipeline::new(&small_config()).unwrap();
+    let load_all = |paths: &DataPaths, split: Split, pipe: &mut Pipeline| {
+        let ds = Dataset::open(paths, split, small_config()).unwrap();
+        assert!(ds.skipped().is_empty(), "{}", ds.skipped());
+        (0..ds.len())
+            .map(|i| ds.load(i, sample_seed(5, 1, i as u64), pipe).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let before_train = load_all(&DataPaths::under(&root), Split::Train, &mut pipe);
+    let before_test = load_all(&DataPaths::under(&root), Split::Test, &mut pipe);
+    let paths = scatter(&root, &d.0.join("elsewhere"));
+    // Nothing is left where the single-folder layout would look.
+    assert!(!root.join("AudioWAV").exists() && !root.join("train.csv").exists());
+    let ds = Dataset::open(&paths, Split::Train, small_config()).unwrap();
+    assert!(ds.clips()[0].audio.starts_with(&paths.audio));
+    assert!(ds.clips()[0].frames[0].starts_with(paths.visual.join("Image-01-FPS")));
+    assert_eq!(ds.paths(), &paths);
+    assert_eq!(load_all(&paths, Split::Train, &mut pipe), before_train);
+    assert_eq!(load_all(&paths, Split::Test, &mut pipe), before_test);
+}
+
+#[test]
+fn each_missing_path_is_an_error_naming_it() {
+    let d = make("missing-paths");
+    let good = DataPaths::under(&d.0);
+    let nowhere = d.0.join("does_not_exist");
+    let cases = [
+        (
+            DataPaths {
+                audio: nowhere.clone(),
+                ..good.clone()
+            },
+            nowhere.clone(),
+        ),
+        (
+            DataPaths {
+                visual: nowhere.clone(),
+                ..good.clone()
+            },
+            nowhere.join("Image-01-FPS"),
+        ),
+        (
+            DataPaths {
+                train_csv: nowhere.join("train.csv"),
+                ..good.clone()
+            },
+            nowhere.join("train.csv"),
+        ),
+    ];
+    for (paths, missing) in cases {
+        for cfg in [small_config(), strict()] {
+            let e = Dataset::open(&paths, Split::Train, cfg).unwrap_err();
+            let named = match &e {
+                DataError::MissingFolder { path, .. } | DataError::SplitRead { path, .. } => path,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(named, &missing);
+            assert!(
+                e.to_string().contains(&missing.display().to_string()),
+                "{e}"
+            );
+        }
+    }
+    // The test split file is independent of the training one.
+    let paths = DataPaths {
+        test_csv: nowhere.join("test.csv"),
+        ..good.clone()
+    };
+    assert!(Dataset::open(&paths, Split::Train, small_config()).is_ok());
+    let e = Dataset::open(&paths, Split::Test, small_config()).unwrap_err();
+    assert!(matches!(&e, DataError::SplitRead { path, .. } if *path == nowhere.join("test.csv")));
+    // A file where a folder belongs is as wrong as no folder.
+    let paths = DataPaths {
+        audio: good.train_csv.clone(),
+        ..good
+    };
+    let e = Dataset::open(&paths, Split::Train, small_config()).unwrap_err();
+    assert!(e.to_string().contains("audio folder"), "{e}");
 }

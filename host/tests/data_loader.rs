@@ -10,7 +10,7 @@ use std::time::Duration;
 use ogm_host::data::loader::{Batch, Loader, LoaderConfig};
 use ogm_host::data::synth::{write_dataset, SynthConfig};
 use ogm_host::data::{
-    DataError, Dataset, DatasetConfig, ImageConfig, SkipReason, SpectrogramConfig, Split,
+    DataError, DataPaths, Dataset, DatasetConfig, ImageConfig, SkipReason, SpectrogramConfig, Split,
 };
 
 struct TempDir(PathBuf);
@@ -63,7 +63,7 @@ fn collect(loader: &Loader, epoch: u64) -> Vec<Batch> {
 #[test]
 fn batches_have_the_model_layout() {
     let (d, cfg) = dataset("layout", 3);
-    let ds = Arc::new(Dataset::open(&d.0, Split::Train, cfg).unwrap());
+    let ds = Arc::new(Dataset::open(&DataPaths::under(&d.0), Split::Train, cfg).unwrap());
     let loader = Loader::new(ds.clone(), LoaderConfig::train(5, 2, 7)).unwrap();
     assert_eq!(loader.batches_per_epoch(), 3);
     let batches = collect(&loader, 0);
@@ -100,7 +100,7 @@ fn batches_have_the_model_layout() {
 #[test]
 fn same_batches_for_any_worker_count() {
     let (d, cfg) = dataset("workers", 1);
-    let ds = Arc::new(Dataset::open(&d.0, Split::Train, cfg).unwrap());
+    let ds = Arc::new(Dataset::open(&DataPaths::under(&d.0), Split::Train, cfg).unwrap());
     let run = |workers: usize, prefetch: usize, epoch: u64| {
         let c = LoaderConfig {
             prefetch,
@@ -129,7 +129,7 @@ fn same_batches_for_any_worker_count() {
 #[test]
 fn evaluation_keeps_file_order() {
     let (d, cfg) = dataset("eval", 1);
-    let ds = Arc::new(Dataset::open(&d.0, Split::Test, cfg).unwrap());
+    let ds = Arc::new(Dataset::open(&DataPaths::under(&d.0), Split::Test, cfg).unwrap());
     let loader = Loader::new(ds, LoaderConfig::eval(4, 2)).unwrap();
     let idx: Vec<usize> = collect(&loader, 5)
         .iter()
@@ -141,7 +141,7 @@ fn evaluation_keeps_file_order() {
 #[test]
 fn a_corrupt_file_met_while_loading_is_skipped_or_stops_the_epoch() {
     let (d, cfg) = dataset("corrupt", 1);
-    let ds = Dataset::open(&d.0, Split::Test, cfg.clone()).unwrap();
+    let ds = Dataset::open(&DataPaths::under(&d.0), Split::Test, cfg.clone()).unwrap();
     let victim = ds.clips()[2].clone();
     std::fs::write(&victim.audio, b"garbage").unwrap();
 
@@ -158,7 +158,7 @@ fn a_corrupt_file_met_while_loading_is_skipped_or_stops_the_epoch() {
     assert_eq!(epoch.skipped().errors()[0].path(), victim.audio);
 
     let strict = Dataset::open(
-        &d.0,
+        &DataPaths::under(&d.0),
         Split::Test,
         DatasetConfig {
             strict: true,
@@ -178,7 +178,7 @@ fn a_corrupt_file_met_while_loading_is_skipped_or_stops_the_epoch() {
 #[test]
 fn prefetching_keeps_a_slower_step_from_waiting() {
     let (d, cfg) = dataset("prefetch", 1);
-    let ds = Arc::new(Dataset::open(&d.0, Split::Train, cfg).unwrap());
+    let ds = Arc::new(Dataset::open(&DataPaths::under(&d.0), Split::Train, cfg).unwrap());
     let loader = Loader::new(ds, LoaderConfig::train(2, 2, 1)).unwrap();
     let mut epoch = loader.epoch(0);
     let mut n = 0;
@@ -200,7 +200,7 @@ fn prefetching_keeps_a_slower_step_from_waiting() {
 #[test]
 fn zero_batch_size_is_a_config_error() {
     let (d, cfg) = dataset("zero", 1);
-    let ds = Arc::new(Dataset::open(&d.0, Split::Test, cfg).unwrap());
+    let ds = Arc::new(Dataset::open(&DataPaths::under(&d.0), Split::Test, cfg).unwrap());
     assert!(matches!(
         Loader::new(ds, LoaderConfig::eval(0, 1)),
         Err(DataError::Config(_))

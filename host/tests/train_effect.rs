@@ -1,25 +1,33 @@
-//! The method's effect, end to end: on a synthetic dataset whose audio is informative and whose
-//! frames are only weakly so, OGM-GE ends with a ratio `r_v = s_v / s_a` closer to 1 than
-//! Normal training (the audio branch no longer dominates as much), for each of three seeds.
-//! Both runs of a seed share data, initialisation and batch order; only the modulation
-//! differs. This is the `ogm demo` configuration; the test fails if OGM-GE stops balancing.
+//! The method's effect, end to end, on the `ogm demo` configuration: a synthetic dataset whose
+//! audio is learnt within a few epochs and whose frames are faint but clean (learnable to a
+//! high accuracy alone, slowly). Under Normal training the audio branch fits the training set,
+//! the fused loss vanishes and the visual branch starves; OGM-GE slows the audio encoder, so
+//! the visual branch keeps learning. For each of three seeds, OGM-GE must end with
 //!
-//! The visual-only accuracy `acc_v` is printed but not asserted: on this small synthetic set
-//! (60 test clips) OGM-GE raised it on 3 of 3 seeds in one build and on 2 of 3 in another
-//! (differences of one or two test clips), so it is not yet a reliable signal here.
+//! - a visual-only test accuracy `acc_v` higher than Normal's by at least [`MARGIN`]
+//!   (180 test clips: a 0.10 gap is 18 clips, about twice the sampling spread of the
+//!   difference; the gaps measured are two to four times larger), and
+//! - a mean ratio `r_v = s_v / s_a` over the last epoch closer to 1.
+//!
+//! Both runs of a seed share data, initialisation and batch order; only the modulation
+//! differs. The test fails if OGM-GE stops rescuing the weak modality.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ogm_core::Mode;
 use ogm_host::data::write_dataset;
 use ogm_host::run::metrics::{read_records, Record};
-use ogm_host::train::demo::{demo_config, demo_data};
+use ogm_host::train::demo::{demo_config, demo_data, DEMO_EPOCHS};
 use ogm_host::train::{train, RunOptions};
 
+/// The smallest `acc_v` gain accepted, OGM_GE over Normal.
+const MARGIN: f64 = 0.10;
+
 /// Final acc_v and the mean r_v of the last epoch.
-fn run(root: &std::path::Path, mode: Mode, seed: u64) -> (f64, f64) {
-    let config = demo_config(root, mode, 12, seed);
+fn run(data: &Path, runs: &Path, mode: Mode, seed: u64) -> (f64, f64) {
+    let config = demo_config(data, runs, mode, DEMO_EPOCHS, seed);
     let name = format!("{}_{seed}", mode.as_str());
     let opts = RunOptions {
         run_name: Some(name.clone()),
@@ -27,36 +35,46 @@ fn run(root: &std::path::Path, mode: Mode, seed: u64) -> (f64, f64) {
         ..Default::default()
     };
     let s = train(&config, &opts, Arc::new(AtomicBool::new(false))).unwrap();
-    let recs = read_records(&config.ckpt_path.join(name).join("metrics.jsonl")).unwrap();
+    let recs = read_records(&runs.join(name).join("metrics.jsonl")).unwrap();
     let last: Vec<f64> = recs
         .iter()
         .filter_map(|r| match r {
-            Record::Step(st) if st.epoch == 11 => st.ratio_v,
+            Record::Step(st) if st.epoch == DEMO_EPOCHS - 1 => st.ratio_v,
             _ => None,
         })
         .collect();
-    assert!(!last.is_empty());
-    (
-        s.final_eval.unwrap().acc_v,
-        last.iter().sum::<f64>() / last.len() as f64,
-    )
+    assert!(
+        !last.is_empty(),
+        "{mode:?}: no defined ratio in the last epoch"
+    );
+    let eval = s.final_eval.unwrap();
+    assert_eq!(eval.samples, 180);
+    (eval.acc_v, last.iter().sum::<f64>() / last.len() as f64)
 }
 
 #[test]
-fn ogm_ge_balances_the_modalities_on_three_seeds() {
+fn ogm_ge_rescues_the_weak_modality_on_three_seeds() {
+    let mut failures = Vec::new();
     for seed in 0..3u64 {
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("data");
-        write_dataset(&demo_data(false, seed), &root).unwrap();
-        let (acc_v_normal, ratio_normal) = run(&root, Mode::Normal, seed);
-        let (acc_v_ogm, ratio_ogm) = run(&root, Mode::OgmGe, seed);
+        let (data, runs) = (tmp.path().join("data"), tmp.path().join("runs"));
+        write_dataset(&demo_data(false, seed), &data).unwrap();
+        let (acc_v_normal, ratio_normal) = run(&data, &runs, Mode::Normal, seed);
+        let (acc_v_ogm, ratio_ogm) = run(&data, &runs, Mode::OgmGe, seed);
         eprintln!(
             "seed {seed}: acc_v Normal {acc_v_normal:.3} OGM_GE {acc_v_ogm:.3}; \
-             r_v Normal {ratio_normal:.3} OGM_GE {ratio_ogm:.3}"
+             mean r_v (last epoch) Normal {ratio_normal:.3} OGM_GE {ratio_ogm:.3}"
         );
-        assert!(
-            (ratio_ogm - 1.0).abs() < (ratio_normal - 1.0).abs(),
-            "seed {seed}: r_v {ratio_ogm} (OGM_GE) not closer to 1 than {ratio_normal}"
-        );
+        if acc_v_ogm < acc_v_normal + MARGIN {
+            failures.push(format!(
+                "seed {seed}: acc_v {acc_v_ogm:.3} (OGM_GE) is not {MARGIN} above {acc_v_normal:.3} (Normal)"
+            ));
+        }
+        if (ratio_ogm - 1.0).abs() >= (ratio_normal - 1.0).abs() {
+            failures.push(format!(
+                "seed {seed}: r_v {ratio_ogm:.3} (OGM_GE) is not closer to 1 than {ratio_normal:.3} (Normal)"
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,13 +1,20 @@
 //! A dataset over the CREMA-D layout: clips, their files, and loading one sample.
 //!
+//! The four places of the official flags, each free to be anywhere ([`DataPaths`]):
+//!
 //! ```text
-//! <root>/train.csv, <root>/test.csv      rows `clip_id,LABEL`
-//! <root>/AudioWAV/<clip>.wav
-//! <root>/Image-XX-FPS/<clip>/*.jpg       XX = frames per clip, two digits
+//! train_csv, test_csv                    rows `clip_id,LABEL`        (--train_csv, --test_csv)
+//! <audio>/<clip>.wav                                                 (--audio_path)
+//! <visual>/Image-XX-FPS/<clip>/*.jpg     XX = frames per clip, two digits (--visual_path, --fps)
 //! ```
 //!
-//! [`Dataset::open`] reads the split and checks the layout (the WAV exists, the frame directory
-//! exists and holds enough `.jpg` files); [`Dataset::verify`] also decodes every file. Bad
+//! [`DataPaths::under`] gives the single-folder layout of the official repository
+//! (`<root>/train.csv`, `<root>/test.csv`, `<root>/AudioWAV`, `<root>/Image-XX-FPS`).
+//!
+//! [`Dataset::open`] reads the split, checks that the audio folder and the frame folder exist
+//! (a missing one is an error naming it, not a split of skipped clips), and checks each clip
+//! (the WAV exists, the frame directory exists and holds enough `.jpg` files);
+//! [`Dataset::verify`] also decodes every file. Bad
 //! clips are skipped and counted in a [`SkipSummary`], or stop the run under `strict`.
 //! The official code silently drops clips whose WAV or frame directory is missing and crashes
 //! on the rest; here every case is reported with the file's name.
@@ -45,12 +52,53 @@ pub enum Split {
 }
 
 impl Split {
-    /// The CSV file name.
+    /// The CSV file's name in the single-folder layout.
     pub fn file_name(self) -> &'static str {
         match self {
             Split::Train => "train.csv",
             Split::Test => "test.csv",
         }
+    }
+}
+
+/// Where a dataset's files are: the official script's `--audio_path` and `--visual_path`, and
+/// the two split files it hard-codes (`./data/CREMAD/train.csv`, `test.csv`), which here are
+/// flags as well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPaths {
+    /// Folder of `<clip>.wav` files.
+    pub audio: PathBuf,
+    /// Folder holding the frame folder `Image-XX-FPS/<clip>/*.jpg`.
+    pub visual: PathBuf,
+    /// Training split file.
+    pub train_csv: PathBuf,
+    /// Test split file.
+    pub test_csv: PathBuf,
+}
+
+impl DataPaths {
+    /// The single-folder layout: `<root>/train.csv`, `<root>/test.csv`, `<root>/AudioWAV`,
+    /// frames under `<root>` (what `ogm synth` writes, and the official `./data/CREMAD`).
+    pub fn under(root: &Path) -> DataPaths {
+        DataPaths {
+            audio: root.join("AudioWAV"),
+            visual: root.to_path_buf(),
+            train_csv: root.join(Split::Train.file_name()),
+            test_csv: root.join(Split::Test.file_name()),
+        }
+    }
+
+    /// The split file of `split`.
+    pub fn csv(&self, split: Split) -> &Path {
+        match split {
+            Split::Train => &self.train_csv,
+            Split::Test => &self.test_csv,
+        }
+    }
+
+    /// The frame folder for `config`: `<visual>/Image-XX-FPS`.
+    pub fn frame_dir(&self, config: &DatasetConfig) -> PathBuf {
+        self.visual.join(config.frame_dir_name())
     }
 }
 
@@ -260,7 +308,7 @@ pub fn pick_frames(
 /// A split of a dataset in the CREMA-D layout.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    root: PathBuf,
+    paths: DataPaths,
     split: Split,
     config: DatasetConfig,
     augment: bool,
@@ -269,13 +317,32 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Reads `root/<split>.csv` and checks each clip's files. Bad rows and clips are skipped
-    /// and counted ([`Dataset::skipped`]), or returned as [`DataError::Strict`] when
-    /// `config.strict`; a split with no usable clip is [`DataError::EmptySplit`].
-    pub fn open(root: &Path, split: Split, config: DatasetConfig) -> Result<Dataset, DataError> {
+    /// Reads the split file of `split` and checks each clip's files. A missing split file or
+    /// folder is an error naming it ([`DataError::SplitRead`], [`DataError::MissingFolder`]).
+    /// Bad rows and clips are skipped and counted ([`Dataset::skipped`]), or returned as
+    /// [`DataError::Strict`] when `config.strict`; a split with no usable clip is
+    /// [`DataError::EmptySplit`].
+    pub fn open(
+        paths: &DataPaths,
+        split: Split,
+        config: DatasetConfig,
+    ) -> Result<Dataset, DataError> {
         config.validate()?;
-        let csv = root.join(split.file_name());
+        let csv = paths.csv(split).to_path_buf();
         let parsed = read_split(&csv, &config.labels)?;
+        let frame_root = paths.frame_dir(&config);
+        // A wrong folder would otherwise show up as every clip skipped, one message each.
+        for (what, dir) in [
+            ("audio folder (<clip>.wav files)", &paths.audio),
+            ("frame folder (<clip>/*.jpg directories)", &frame_root),
+        ] {
+            if !dir.is_dir() {
+                return Err(DataError::MissingFolder {
+                    what,
+                    path: dir.clone(),
+                });
+            }
+        }
         let mut skipped = SkipSummary::default();
         let mut record = |e: SampleError| {
             if config.strict {
@@ -288,12 +355,11 @@ impl Dataset {
         // Report in file order: merge bad rows and bad clips by line number.
         let mut bad_rows = parsed.bad.into_iter().peekable();
         let mut clips = Vec::with_capacity(parsed.rows.len());
-        let frame_root = root.join(config.frame_dir_name());
         for row in parsed.rows {
             while let Some(e) = bad_rows.next_if(|e| line_of(e) < row.line) {
                 record(e)?;
             }
-            match check_clip(root, &frame_root, &row.clip, config.fps) {
+            match check_clip(&paths.audio, &frame_root, &row.clip, config.fps) {
                 Ok((audio, frames)) => clips.push(Clip {
                     id: row.clip,
                     label: row.label,
@@ -313,7 +379,7 @@ impl Dataset {
             });
         }
         Ok(Dataset {
-            root: root.to_path_buf(),
+            paths: paths.clone(),
             split,
             augment: split == Split::Train,
             config,
@@ -355,7 +421,7 @@ impl Dataset {
         }
         if keep.is_empty() {
             return Err(DataError::EmptySplit {
-                path: self.root.join(self.split.file_name()),
+                path: self.paths.csv(self.split).to_path_buf(),
                 skipped: self.skipped.len(),
             });
         }
@@ -441,9 +507,9 @@ impl Dataset {
         self.split
     }
 
-    /// The dataset's root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where the dataset's files are.
+    pub fn paths(&self) -> &DataPaths {
+        &self.paths
     }
 
     /// Number of classes.
@@ -486,12 +552,12 @@ fn line_of(e: &SampleError) -> usize {
 /// Checks one clip's files without decoding: its WAV exists and its frame directory holds at
 /// least `fps` `.jpg` files. Returns the WAV path and the sorted frame paths.
 fn check_clip(
-    root: &Path,
+    audio_dir: &Path,
     frame_root: &Path,
     clip: &str,
     fps: usize,
 ) -> Result<(PathBuf, Vec<PathBuf>), SampleError> {
-    let audio = root.join("AudioWAV").join(format!("{clip}.wav"));
+    let audio = audio_dir.join(format!("{clip}.wav"));
     if !audio.is_file() {
         return Err(SampleError::MissingAudio { path: audio });
     }

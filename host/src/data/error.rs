@@ -208,6 +208,14 @@ pub enum DataError {
         /// The split file.
         path: PathBuf,
     },
+    /// A folder of the dataset does not exist (or is not a folder).
+    #[error("{}: {what} does not exist", .path.display())]
+    MissingFolder {
+        /// Which folder: audio or frames.
+        what: &'static str,
+        /// The folder as configured.
+        path: PathBuf,
+    },
     /// No usable sample is left in a split.
     #[error("{}: the split has no usable samples ({skipped} skipped)", .path.display())]
     EmptySplit {

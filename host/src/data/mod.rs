@@ -1,9 +1,10 @@
 //! Data: the CREMA-D layout, the official audio and image pipelines, synthetic datasets,
 //! background loading.
 //!
-//! Layout (as the official `CramedDataset`): `<root>/train.csv`, `<root>/test.csv` with rows
-//! `clip_id,LABEL`; `<root>/AudioWAV/<clip>.wav`; `<root>/Image-XX-FPS/<clip>/*.jpg` where `XX`
-//! is the frames-per-clip count, two digits (`Image-01-FPS`).
+//! Layout (as the official `CramedDataset`): split files `train.csv`, `test.csv` with rows
+//! `clip_id,LABEL`; `<audio>/<clip>.wav`; `<visual>/Image-XX-FPS/<clip>/*.jpg` where `XX` is
+//! the frames-per-clip count, two digits (`Image-01-FPS`). The four places are independent
+//! ([`DataPaths`]); the official single folder is [`DataPaths::under`].
 //!
 //! - [`split`]: the CSV split files and the label set.
 //! - [`audio`]: WAV decoding, mono mixdown, resampling.
@@ -23,7 +24,9 @@ pub mod spectrogram;
 pub mod split;
 pub mod synth;
 
-pub use dataset::{Dataset, DatasetConfig, FramePick, Pipeline, Sample, SkipSummary, Split};
+pub use dataset::{
+    DataPaths, Dataset, DatasetConfig, FramePick, Pipeline, Sample, SkipSummary, Split,
+};
 pub use error::{DataError, SampleError, SkipReason};
 pub use image::ImageConfig;
 pub use loader::{Batch, Epoch, Loader, LoaderConfig, LoaderStats};

@@ -1,10 +1,14 @@
-//! `ogm demo`: writes a small synthetic audio-visual dataset whose audio is much more
-//! informative than its frames, trains `Normal` and `OGM_GE` on it on the CPU with the same
-//! seed, and compares them (table and plots). The effect to look for: OGM-GE slows the
-//! dominant audio encoder, so the visual branch learns more (higher `acc_v`) and the ratio
-//! `r_v = s_v / s_a` moves towards 1.
+//! `ogm demo`: writes a small synthetic audio-visual dataset whose audio is learnt much faster
+//! than its frames, trains `Normal` and `OGM_GE` on it on the CPU with the same seed, and
+//! compares them (table and plots). The effect to look for: under `Normal` the audio is learnt
+//! within a few epochs, the fused loss vanishes and the visual branch stops learning; OGM-GE
+//! slows the dominant audio encoder, so the visual branch keeps learning (higher `acc_v`) and
+//! the ratio `r_v = s_v / s_a` moves towards 1. The frames are faint but clean (grey clutter,
+//! see `data::synth`): trained alone, the visual branch reaches a high accuracy, so what
+//! `Normal` leaves unlearnt is starvation, not missing information.
+//! `host/tests/train_effect.rs` checks this configuration on three seeds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -31,13 +35,18 @@ pub struct DemoRow {
     pub run_dir: PathBuf,
 }
 
-/// The demo's dataset.
+/// Epochs of the demo (`ogm demo --epochs` defaults to it), also those of the effect test.
+pub const DEMO_EPOCHS: u32 = 10;
+
+/// The demo's dataset: audio informative (0.8), frames faint but clean (0.15, grey clutter);
+/// 40 training and 30 test clips per class (8 and 4 with `quick`).
 pub fn demo_data(quick: bool, seed: u64) -> SynthConfig {
     SynthConfig {
         train_per_class: if quick { 8 } else { 40 },
-        test_per_class: if quick { 4 } else { 10 },
+        test_per_class: if quick { 4 } else { 30 },
         audio_signal: 0.8,
-        visual_signal: 0.5,
+        visual_signal: 0.15,
+        clutter_colour: 0.0,
         audio_seconds: 1.0,
         width: 40,
         height: 40,
@@ -46,8 +55,9 @@ pub fn demo_data(quick: bool, seed: u64) -> SynthConfig {
     }
 }
 
-/// The demo's training configuration for `mode` (everything else equal between modes).
-pub fn demo_config(root: &std::path::Path, mode: Mode, epochs: u32, seed: u64) -> TrainConfig {
+/// The demo's training configuration for `mode` (everything else equal between modes): data
+/// in the single-folder layout under `data`, run folders under `runs`.
+pub fn demo_config(data: &Path, runs: &Path, mode: Mode, epochs: u32, seed: u64) -> TrainConfig {
     TrainConfig {
         modulation: mode,
         alpha: 1.0,
@@ -57,11 +67,11 @@ pub fn demo_config(root: &std::path::Path, mode: Mode, epochs: u32, seed: u64) -
         epochs,
         learning_rate: 1e-2,
         lr_decay_step: 70,
-        train_csv: root.join("train.csv"),
-        test_csv: root.join("test.csv"),
-        audio_path: root.join("AudioWAV"),
-        visual_path: root.to_path_buf(),
-        ckpt_path: root.join("..").join("runs"),
+        train_csv: data.join("train.csv"),
+        test_csv: data.join("test.csv"),
+        audio_path: data.join("AudioWAV"),
+        visual_path: data.to_path_buf(),
+        ckpt_path: runs.to_path_buf(),
         random_seed: seed,
         model: ModelSize {
             width: 8,
@@ -95,6 +105,9 @@ pub fn run(args: &DemoArgs, stop: Arc<AtomicBool>) -> Result<Vec<DemoRow>, Train
         None => std::env::temp_dir().join(format!("ogm-demo-{}", std::process::id())),
     };
     let epochs = if args.quick { 2 } else { args.epochs };
+    // An absolute, simplified folder, so that the paths printed at the end can be pasted.
+    std::fs::create_dir_all(&out).map_err(|e| TrainError::io(&out, e))?;
+    let out = std::fs::canonicalize(&out).map_err(|e| TrainError::io(&out, e))?;
     let root = out.join("data");
     if !root.join("train.csv").exists() {
         let s = write_dataset(&demo_data(args.quick, args.seed), &root)?;
@@ -107,7 +120,7 @@ pub fn run(args: &DemoArgs, stop: Arc<AtomicBool>) -> Result<Vec<DemoRow>, Train
     }
     let mut rows = Vec::new();
     for mode in [Mode::Normal, Mode::OgmGe] {
-        let config = demo_config(&root, mode, epochs, args.seed);
+        let config = demo_config(&root, &out.join("runs"), mode, epochs, args.seed);
         let run_name = format!("{}_seed{}", mode.as_str(), args.seed);
         let run_dir = config.ckpt_path.join(&run_name);
         if run_dir.exists() {
@@ -155,7 +168,7 @@ pub fn table(rows: &[DemoRow]) -> String {
         let e = r.summary.final_eval;
         let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
         s += &format!(
-            "| {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {:.1} |\n",
             r.mode.as_str(),
             f(e.map(|e| e.acc)),
             f(e.map(|e| e.acc_a)),
@@ -167,7 +180,7 @@ pub fn table(rows: &[DemoRow]) -> String {
     s
 }
 
-fn compare_plots(out: &std::path::Path, rows: &[DemoRow]) -> Result<(), TrainError> {
+fn compare_plots(out: &Path, rows: &[DemoRow]) -> Result<(), TrainError> {
     let mut acc_v: Vec<Series> = vec![];
     let mut ratio: Vec<Series> = vec![];
     for r in rows {

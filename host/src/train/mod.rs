@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{dataset_classes, ConfigError, TrainConfig};
-use crate::data::dataset::{Dataset, DatasetConfig, Split};
+use crate::data::dataset::{DataPaths, Dataset, DatasetConfig, Split};
 use crate::data::image::ImageConfig;
 use crate::data::loader::{Loader, LoaderConfig};
 use crate::data::spectrogram::SpectrogramConfig;
@@ -207,35 +207,20 @@ pub fn dataset_config(c: &TrainConfig) -> Result<DatasetConfig, TrainError> {
     })
 }
 
-/// Opens one split. The data layer reads the CREMA-D layout under one folder; the official
-/// flags must describe that layout (`--train_csv <root>/train.csv`, `--test_csv
-/// <root>/test.csv`, `--audio_path <root>/AudioWAV`, `--visual_path <root>`).
-pub fn open_split(c: &TrainConfig, split: Split) -> Result<Dataset, TrainError> {
-    let root = c
-        .train_csv
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let same = |a: &Path, b: &Path| {
-        a == b
-            || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
-    };
-    let checks = [
-        ("--test_csv", &c.test_csv, root.join("test.csv")),
-        ("--audio_path", &c.audio_path, root.join("AudioWAV")),
-        ("--visual_path", &c.visual_path, root.clone()),
-    ];
-    for (flag, given, expected) in checks {
-        if !same(given, &expected) {
-            return Err(ConfigError::Invalid(format!(
-                "{flag} {} must be {} (the CREMA-D layout under the folder of --train_csv)",
-                given.display(),
-                expected.display()
-            ))
-            .into());
-        }
+/// Where the data is: the four path flags, each independent (`--audio_path`, `--visual_path`,
+/// `--train_csv`, `--test_csv`); the defaults are the official `./data/CREMAD` layout.
+pub fn data_paths(c: &TrainConfig) -> DataPaths {
+    DataPaths {
+        audio: c.audio_path.clone(),
+        visual: c.visual_path.clone(),
+        train_csv: c.train_csv.clone(),
+        test_csv: c.test_csv.clone(),
     }
-    Ok(Dataset::open(&root, split, dataset_config(c)?)?)
+}
+
+/// Opens one split (errors name the missing file or folder).
+pub fn open_split(c: &TrainConfig, split: Split) -> Result<Dataset, TrainError> {
+    Ok(Dataset::open(&data_paths(c), split, dataset_config(c)?)?)
 }
 
 fn write_text(path: &Path, text: &str) -> Result<(), TrainError> {
