@@ -87,13 +87,19 @@ pub struct TrainArgs {
         help = "Frames per clip (1; 3 for Kinetics-Sounds / AVE style data)"
     )]
     pub fps: Option<usize>,
-    #[arg(long, help = "Folder of <clip>.wav files")]
+    #[arg(long, help = "Folder of <clip>.wav files (./data/CREMAD/AudioWAV)")]
     pub audio_path: Option<PathBuf>,
-    #[arg(long, help = "Folder holding Image-XX-FPS/<clip>/*.jpg")]
+    #[arg(
+        long,
+        help = "Folder holding Image-XX-FPS/<clip>/*.jpg (./data/CREMAD)"
+    )]
     pub visual_path: Option<PathBuf>,
-    #[arg(long, help = "Training split CSV (clip_id,LABEL)")]
+    #[arg(
+        long,
+        help = "Training split CSV, rows clip_id,LABEL (./data/CREMAD/train.csv)"
+    )]
     pub train_csv: Option<PathBuf>,
-    #[arg(long, help = "Test split CSV")]
+    #[arg(long, help = "Test split CSV (./data/CREMAD/test.csv)")]
     pub test_csv: Option<PathBuf>,
     #[arg(long, help = "Seed of everything random (0)")]
     pub random_seed: Option<u64>,
