@@ -526,3 +526,54 @@ fn a_whole_training_step_matches_the_cpu_for_every_head() {
     }
     assert!(gpu.take_error().is_none());
 }
+
+#[test]
+fn softmax_cross_entropy_kernel_matches_the_cpu() {
+    // The fused kernel (loss and logit gradient in one pass, then the mean into an f64 slot),
+    // driven through ogm_gpu::engine::ops on the backend's device; large logits check the
+    // shift by the row maximum. A bad label is reported in the status word, not read.
+    let Some(gpu) = gpu() else { return };
+    let (rows, classes) = (5, 7);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+    let mut logits = rand_vec(&mut rng, rows * classes);
+    logits[3] = 80.0;
+    logits[10] = -90.0;
+    let labels: Vec<u32> = vec![0, 6, 3, 1, 2];
+    let (want_loss, want_grad) = softmax_cross_entropy(&logits, &labels, classes).unwrap();
+    let as_f32 = |v: &[u32]| v.iter().map(|&u| f32::from_bits(u)).collect::<Vec<f32>>();
+    let run = |labels: &[u32]| {
+        let lb = upload(&gpu, &logits);
+        let yb = upload(&gpu, &as_f32(labels));
+        let db = gpu.zeros(rows * classes);
+        // f64 losses and the mean, and the u32 status word, in f32-sized slots.
+        let losses = gpu.zeros(2 * rows);
+        let status = gpu.zeros(1);
+        let out = gpu.zeros(2);
+        // SAFETY: every buffer has the length the kernel reads or writes.
+        unsafe {
+            ogm_gpu::engine::ops::softmax_xent(
+                &**gpu.device(),
+                lb.ptr(),
+                yb.ptr(),
+                rows,
+                classes,
+                db.ptr(),
+                losses.ptr(),
+                status.ptr(),
+                out.ptr(),
+            )
+            .unwrap()
+        };
+        let o = all(&gpu, &out);
+        let loss = f64::from_bits(u64::from(o[0].to_bits()) | (u64::from(o[1].to_bits()) << 32));
+        (loss, all(&gpu, &db), all(&gpu, &status)[0].to_bits())
+    };
+    let (loss, grad, status) = run(&labels);
+    assert_eq!(status, 0);
+    assert!((loss - want_loss).abs() <= 1e-12 * want_loss.abs(), "loss {loss} vs {want_loss}");
+    close("dlogits", &grad, &want_grad, 1e-6);
+    let (loss, _, status) = run(&[0, 6, 7, 1, 2]);
+    assert_eq!(status, 1, "a label out of range is reported");
+    assert!(loss.is_nan(), "and the loss is NaN, which stops training");
+    assert!(gpu.take_error().is_none());
+}
