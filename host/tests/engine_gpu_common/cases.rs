@@ -570,7 +570,10 @@ fn softmax_cross_entropy_kernel_matches_the_cpu() {
     };
     let (loss, grad, status) = run(&labels);
     assert_eq!(status, 0);
-    assert!((loss - want_loss).abs() <= 1e-12 * want_loss.abs(), "loss {loss} vs {want_loss}");
+    assert!(
+        (loss - want_loss).abs() <= 1e-12 * want_loss.abs(),
+        "loss {loss} vs {want_loss}"
+    );
     close("dlogits", &grad, &want_grad, 1e-6);
     let (loss, _, status) = run(&[0, 6, 7, 1, 2]);
     assert_eq!(status, 1, "a label out of range is reported");
