@@ -330,11 +330,7 @@ fn run<B: StepBackend>(
         &toml::to_string(config).map_err(|e| ConfigError::Invalid(e.to_string()))?,
     )?;
 
-    let mut model = AvModel::new(
-        backend,
-        model_config(config, classes),
-        config.random_seed,
-    )?;
+    let mut model = AvModel::new(backend, model_config(config, classes), config.random_seed)?;
     let mut opt = Optimizer::new(config);
     let lr_sched = StepLr {
         base_lr: config.learning_rate,
