@@ -112,7 +112,7 @@ pub fn run(args: &DemoArgs, stop: Arc<AtomicBool>) -> Result<Vec<DemoRow>, Train
     if !root.join("train.csv").exists() {
         let s = write_dataset(&demo_data(args.quick, args.seed), &root)?;
         eprintln!(
-            "demo: wrote a synthetic dataset to {} ({} train / {} test clips; audio informative, frames weakly)",
+            "demo: wrote a synthetic dataset to {} ({} train / {} test clips; audio learnt fast, frames faint but clean)",
             s.root.display(),
             s.train,
             s.test
