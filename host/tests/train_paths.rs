@@ -52,6 +52,37 @@ fn a_dataset_in_four_folders_trains() {
     assert_eq!(s.epochs, 1);
     assert_eq!((s.skipped.train, s.skipped.test), (0, 0));
     assert_eq!(s.final_eval.unwrap().samples, 12);
+
+    // `ogm eval` takes the run's paths, or the ones given: the test split moved once more.
+    let ckpt = runs.join("scattered/checkpoints/best.safetensors");
+    let moved = tmp.path().join("moved_test.csv");
+    std::fs::rename(&c.test_csv, &moved).unwrap();
+    let eval = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_ogm"))
+            .arg("eval")
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = eval(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&c.test_csv.display().to_string()),
+        "{err}"
+    );
+    let out = eval(&["--test_csv".as_ref(), moved.as_os_str()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("samples 12") && text.contains("acc_v"),
+        "{text}"
+    );
 }
 
 #[test]
