@@ -14,6 +14,7 @@ use ogm_gpu::{step_key, BalanceState, Modality as GpuModality, TensorList, Tenso
 use crate::engine::gpu::GpuBackend;
 use crate::engine::{AvModel, Modality};
 
+use super::step::modulation_targets;
 use super::{StepBackend, TrainError};
 
 /// The CUDA backend the trainer uses.
@@ -56,17 +57,7 @@ impl StepBackend for CudaBackend {
         }
         let mode = if plan.noise { Mode::OgmGe } else { Mode::Ogm };
         // The CPU trainer's targets (modulate_encoders), keyed by their parameter index.
-        let specs: Vec<TensorSpec> = model
-            .params_table()
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| {
-                if all_weights {
-                    t.modality != Modality::Fusion
-                } else {
-                    t.is_modulation_target()
-                }
-            })
+        let specs: Vec<TensorSpec> = modulation_targets(model.params_table(), all_weights)
             .map(|(i, t)| {
                 let m = match t.modality {
                     Modality::Audio => GpuModality::Audio,

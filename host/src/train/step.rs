@@ -10,6 +10,7 @@ use crate::config::TrainConfig;
 use crate::data::loader::{Batch, Loader};
 use crate::engine::{
     softmax_cross_entropy, AvModel, Backend, CpuBackend, Input, Modality, Mode as EngineMode,
+    TensorInfo, TensorTable,
 };
 use crate::run::metrics::StepRecord;
 
@@ -84,6 +85,22 @@ impl StepBackend for CpuBackend<f32> {
     }
 }
 
+/// The tensors a step modulates, with their index in the parameter table (the last word of
+/// their noise key): the official targets (4-D encoder weights) or, with `all_weights`, every
+/// encoder parameter. The CPU and the GPU trainers both select through this.
+pub(crate) fn modulation_targets(
+    table: &TensorTable,
+    all_weights: bool,
+) -> impl Iterator<Item = (usize, &TensorInfo)> {
+    table.iter().enumerate().filter(move |(_, t)| {
+        if all_weights {
+            t.modality != Modality::Fusion
+        } else {
+            t.is_modulation_target()
+        }
+    })
+}
+
 /// Applies a step's plan to the encoders' gradients: the official targets (4-D encoder
 /// weights) or, with `all_weights`, every encoder parameter. Each tensor's noise key is
 /// `NoiseKey::new(seed).derive(step).derive(parameter_index)` (the index in the parameter
@@ -100,25 +117,16 @@ pub fn modulate_encoders(
         return Ok(());
     }
     let mode = if plan.noise { Mode::OgmGe } else { Mode::Ogm };
-    let targets: Vec<(usize, std::ops::Range<usize>, f64, String)> = model
-        .params_table()
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| {
-            if all_weights {
-                t.modality != Modality::Fusion
-            } else {
-                t.is_modulation_target()
-            }
-        })
-        .map(|(i, t)| {
-            let k = match t.modality {
-                Modality::Audio => plan.coeff_audio,
-                _ => plan.coeff_visual,
-            };
-            (i, t.region.range(), k, t.name.clone())
-        })
-        .collect();
+    let targets: Vec<(usize, std::ops::Range<usize>, f64, String)> =
+        modulation_targets(model.params_table(), all_weights)
+            .map(|(i, t)| {
+                let k = match t.modality {
+                    Modality::Audio => plan.coeff_audio,
+                    _ => plan.coeff_visual,
+                };
+                (i, t.region.range(), k, t.name.clone())
+            })
+            .collect();
     let step_key = NoiseKey::new(seed).derive(step);
     let grads = model.grads_mut();
     for (index, range, coeff, name) in targets {
