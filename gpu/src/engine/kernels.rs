@@ -1,7 +1,8 @@
 //! The parameter list of every engine kernel, in the order and types of its `extern "C"`
-//! definition in `kernels/engine_*.cu` (and of `ogm_sgd` in `kernels/sgd.cu`, which the engine
-//! reuses). A test compares each list with the kernel's `.entry` in the PTX (feature `cuda`),
-//! and the emulator compares it with the C++ function type, so a mismatch cannot go unnoticed.
+//! definition in `kernels/engine_*.cu` (and of part 1's OGM-GE kernels, `ogm_sgd` and the
+//! scores, balance, statistics and modulation kernels, which the engine reuses). A test
+//! compares each list with the kernel's `.entry` in the PTX (feature `cuda`), and the emulator
+//! compares it with the C++ function type, so a mismatch cannot go unnoticed.
 
 use super::KernelSpec;
 use super::ParamTy::{Ptr, F32, F64, U32, U64};
@@ -98,4 +99,16 @@ kernels! {
     /// SGD with momentum and weight decay (part 1's kernel, kernels/sgd.cu).
     SGD = "sgd".ogm_sgd(params: Ptr, grads: Ptr, momentum_buf: Ptr, n: U64, lr: F32,
         momentum: F32, weight_decay: F32, first_step: U32);
+    /// OGM-GE's per-modality true-class scores into a `BalanceState` (part 1's kernel,
+    /// kernels/scores.cu): grid 2 (audio, visual), block `SCORES_BLOCK`.
+    SCORES = "scores".ogm_batch_scores(logits_audio: Ptr, logits_visual: Ptr, labels: Ptr,
+        batch: U32, classes: U32, state: Ptr, status: Ptr);
+    /// Ratios and coefficients from the scores (kernels/balance.cu): one thread.
+    BALANCE = "balance".ogm_balance(st: Ptr, alpha: F64, active: U32);
+    /// Per-tensor gradient statistics (kernels/stats.cu): one warp per chunk.
+    TENSOR_STATS = "stats".ogm_tensor_stats(grads: Ptr, tensors: Ptr, num_tensors: U32,
+        total_chunks: U64, partials: Ptr, counters: Ptr, out: Ptr, status: Ptr);
+    /// Scale and Gaussian noise in place (kernels/modulate.cu).
+    MODULATE = "modulate".ogm_modulate(grads: Ptr, tensors: Ptr, num_tensors: U32, stats: Ptr,
+        state: Ptr, step_key: U64, total_chunks: U64, noise: U32, max_z: F32, status: Ptr);
 }

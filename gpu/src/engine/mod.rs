@@ -14,6 +14,7 @@
 
 pub mod emu;
 pub mod kernels;
+pub mod ogm;
 pub mod ops;
 
 use crate::error::{GpuError, Result};

@@ -1,7 +1,8 @@
-// The engine's kernels (gpu/kernels/engine_*.cu and sgd.cu) compiled for the CPU as a shared
-// library, with the CUDA stand-in of cuda_shim.h (force-included) and the fiber scheduler of
-// fibers.h. ogm_gpu::engine::emu::EmuDevice loads it and calls emu_launch with the same
-// kernel names and argument lists as a CUDA launch; device pointers are host addresses.
+// The engine's kernels (gpu/kernels/engine_*.cu, and part 1's sgd, scores, balance, stats and
+// modulate kernels) compiled for the CPU as a shared library, with the CUDA stand-in of
+// cuda_shim.h (force-included) and the fiber scheduler of fibers.h.
+// ogm_gpu::engine::emu::EmuDevice loads it and calls emu_launch with the same kernel names and
+// argument lists as a CUDA launch; device pointers are host addresses.
 //
 // emu_launch checks the argument count and each argument's kind against the C++ parameter
 // types of the kernel (deduced from its definition below), so the Rust declarations in
@@ -28,6 +29,10 @@ uint3 blockDim, gridDim;
 #include "engine_norm.cu"
 #include "engine_ew.cu"
 #include "sgd.cu"
+#include "scores.cu"
+#include "balance.cu"
+#include "stats.cu"
+#include "modulate.cu"
 
 namespace {
 // Argument kinds, as ogm_gpu::engine::ParamTy: 0 pointer, 1 u32, 2 u64, 3 f32, 4 f64.
@@ -89,6 +94,7 @@ const std::map<std::string, Entry>& table() {
         K(eng_gate_forward),  K(eng_gate_backward),    K(eng_film_forward),
         K(eng_film_backward), K(eng_softmax_xent),     K(eng_sum_losses),
         K(eng_adam),          K(ogm_sgd),
+        K(ogm_batch_scores),  K(ogm_balance),          K(ogm_tensor_stats),     K(ogm_modulate),
 #undef K
     };
     return t;

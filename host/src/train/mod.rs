@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod demo;
+pub mod device;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod optimizer;
@@ -25,13 +26,13 @@ use crate::data::split::LabelSet;
 use crate::data::{DataError, SampleError};
 use crate::engine::{AvModel, CpuBackend, EngineError, FusionKind, ModelConfig, StepLr};
 use crate::run::fsio::write_atomic;
-use crate::run::metrics::{self, EpochRecord, MetricsWriter, Record};
+use crate::run::metrics::{self, EpochRecord, MetricsWriter, Record, StepRecord};
 use crate::run::plots::{self, PlotError};
 use crate::run::progress::Progress;
 
 use checkpoint::{Best, RngState, Sidecar};
 use optimizer::Optimizer;
-pub use step::{evaluate, modulate_encoders, train_step, EvalResult, StepBackend};
+pub use step::{evaluate, modulate_encoders, train_step, EvalResult, StepArgs, StepBackend};
 
 /// Why training stopped early; each variant names what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +263,26 @@ pub fn train(
     }
 }
 
+/// Logs finished steps' records (progress, metrics file) and adds their losses to the
+/// epoch's sum and count.
+fn log_steps(
+    done: &mut Vec<StepRecord>,
+    (loss_sum, loss_n): (&mut f64, &mut u64),
+    progress: &mut Progress,
+    metrics_out: &mut MetricsWriter,
+    metrics_path: &Path,
+) -> Result<(), TrainError> {
+    for rec in done.drain(..) {
+        *loss_sum += rec.loss;
+        *loss_n += 1;
+        progress.step(rec.epoch, rec.step, rec.loss, rec.ratio_v);
+        metrics_out
+            .write(&Record::Step(rec))
+            .map_err(|e| TrainError::io(metrics_path, e))?;
+    }
+    Ok(())
+}
+
 /// [`train`] on `backend`.
 fn run<B: StepBackend>(
     config: &TrainConfig,
@@ -387,12 +408,16 @@ fn run<B: StepBackend>(
         rng: RngState::new(config.random_seed),
     };
 
+    // Records of finished steps, logged as they arrive: at once on the CPU, in batches from a
+    // GPU's queue (see StepBackend).
+    let mut done: Vec<StepRecord> = Vec::new();
     while epoch < config.epochs {
         let lr = lr_sched.lr_at(epoch);
         opt.set_lr(lr);
         let mut loss_sum = 0.0;
         let mut loss_n = 0u64;
         let mut batch_in_epoch = 0u64;
+
         for batch in train_loader.epoch(epoch as u64) {
             let batch = batch?;
             if batch_in_epoch < skip_batches {
@@ -402,20 +427,38 @@ fn run<B: StepBackend>(
             }
             step += 1;
             batch_in_epoch += 1;
-            let rec = train_step(
-                &mut model, &mut opt, &schedule, config, &batch, epoch, step, lr,
+            let args = StepArgs {
+                schedule: &schedule,
+                config,
+                epoch,
+                step,
+                lr,
+            };
+            let queued = B::queue_step(&mut model, &mut opt, &args, &batch, &mut done);
+            log_steps(
+                &mut done,
+                (&mut loss_sum, &mut loss_n),
+                &mut progress,
+                &mut metrics_out,
+                &metrics_path,
             )?;
-            loss_sum += rec.loss;
-            loss_n += 1;
-            progress.step(epoch, step, rec.loss, rec.ratio_v);
-            metrics_out
-                .write(&Record::Step(rec))
-                .map_err(|e| TrainError::io(&metrics_path, e))?;
+            queued?;
             let interrupted = stop.load(Ordering::SeqCst)
                 || (opts.stop_after_steps > 0 && step >= opts.stop_after_steps);
             let periodic =
                 config.checkpoint_every_steps > 0 && step % config.checkpoint_every_steps == 0;
             if interrupted || periodic {
+                // The queued steps' records first: a step that diverged stops the run before
+                // a checkpoint could keep its state.
+                let finished = B::finish_steps(&mut model, &mut done);
+                log_steps(
+                    &mut done,
+                    (&mut loss_sum, &mut loss_n),
+                    &mut progress,
+                    &mut metrics_out,
+                    &metrics_path,
+                )?;
+                finished?;
                 metrics_out
                     .flush()
                     .map_err(|e| TrainError::io(&metrics_path, e))?;
@@ -432,6 +475,15 @@ fn run<B: StepBackend>(
             }
         }
         skip_batches = 0;
+        let finished = B::finish_steps(&mut model, &mut done);
+        log_steps(
+            &mut done,
+            (&mut loss_sum, &mut loss_n),
+            &mut progress,
+            &mut metrics_out,
+            &metrics_path,
+        )?;
+        finished?;
 
         let eval = evaluate(&mut model, &test_loader, classes)?;
         let rec = EpochRecord {

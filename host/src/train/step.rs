@@ -32,7 +32,7 @@ pub struct EvalResult {
     pub samples: usize,
 }
 
-fn input(b: &Batch) -> Input<'_, f32> {
+pub(crate) fn input(b: &Batch) -> Input<'_, f32> {
     Input {
         batch: b.len(),
         audio: &b.audio,
@@ -53,20 +53,51 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// What training needs from a backend beyond [`Backend`]: OGM-GE's modulation of the
-/// encoders' gradients where they live, and a check for errors the backend could not return
-/// from its operations (a GPU's asynchronous failures). The CPU backend implements it with
-/// [`modulate_encoders`]; the CUDA backend with the part-1 kernels (`train::gpu`).
+/// What one training step needs besides the model, the optimiser and the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct StepArgs<'a> {
+    /// OGM-GE's mode, alpha and window.
+    pub schedule: &'a Schedule,
+    /// The run's configuration (seed, modulation targets).
+    pub config: &'a TrainConfig,
+    /// The epoch (decides whether the step modulates).
+    pub epoch: u32,
+    /// The global step (1 for the first; the noise key's step word).
+    pub step: u64,
+    /// The learning rate of this epoch (logged).
+    pub lr: f64,
+}
+
+/// How a backend runs training steps. The CPU runs each at once; a GPU queues them and the
+/// host reads their logged scalars in batches, so the steady-state step never waits for the
+/// device (`train::device`).
+///
+/// Both methods push the records of the steps that finished into `done`, oldest first, even
+/// when they then return an error (the records of the steps before a divergence are kept).
 pub trait StepBackend: Backend<Elem = f32> + Sized {
-    /// Applies a step's plan to the encoders' gradients, with [`modulate_encoders`]'
-    /// targets, noise keys and errors.
-    fn modulate(
+    /// Runs one training step on `batch` (forward, cross-entropy, backward, scores, OGM-GE,
+    /// optimiser update), or queues it. Its record is pushed now (CPU) or by a later call.
+    ///
+    /// Errors: invalid input, a device failure, a diverged step (non-finite loss, logits or
+    /// modulated gradients), named with its epoch and step.
+    fn queue_step(
         model: &mut AvModel<Self>,
-        plan: &StepPlan,
-        all_weights: bool,
-        seed: u64,
-        step: u64,
+        opt: &mut Optimizer<Self>,
+        args: &StepArgs<'_>,
+        batch: &Batch,
+        done: &mut Vec<StepRecord>,
     ) -> Result<(), TrainError>;
+
+    /// Waits for every queued step and pushes their records (nothing to do on the CPU).
+    ///
+    /// Errors: as [`StepBackend::queue_step`], for the first queued step that failed.
+    fn finish_steps(
+        _model: &mut AvModel<Self>,
+        _done: &mut Vec<StepRecord>,
+    ) -> Result<(), TrainError> {
+        Ok(())
+    }
+
     /// The first error the backend met since the last call (none on the CPU).
     fn check(&self) -> Result<(), TrainError> {
         Ok(())
@@ -74,14 +105,15 @@ pub trait StepBackend: Backend<Elem = f32> + Sized {
 }
 
 impl StepBackend for CpuBackend<f32> {
-    fn modulate(
+    fn queue_step(
         model: &mut AvModel<Self>,
-        plan: &StepPlan,
-        all_weights: bool,
-        seed: u64,
-        step: u64,
+        opt: &mut Optimizer<Self>,
+        args: &StepArgs<'_>,
+        batch: &Batch,
+        done: &mut Vec<StepRecord>,
     ) -> Result<(), TrainError> {
-        modulate_encoders(model, plan, all_weights, seed, step)
+        done.push(host_step(model, opt, args, batch)?);
+        Ok(())
     }
 }
 
@@ -106,11 +138,13 @@ pub(crate) fn modulation_targets(
 /// `NoiseKey::new(seed).derive(step).derive(parameter_index)` (the index in the parameter
 /// table), the convention the GPU kernels share; chunks run in parallel with the same result
 /// as serially.
+#[allow(clippy::too_many_arguments)]
 pub fn modulate_encoders(
     model: &mut AvModel<CpuBackend<f32>>,
     plan: &StepPlan,
     all_weights: bool,
     seed: u64,
+    epoch: u32,
     step: u64,
 ) -> Result<(), TrainError> {
     if !plan.active {
@@ -139,7 +173,7 @@ pub fn modulate_encoders(
             .into_iter()
             .fold(GradStats::EMPTY, GradStats::merge);
         let p = NoiseParams::new(&stats, coeff, mode).map_err(|e| TrainError::Diverged {
-            epoch: 0,
+            epoch,
             step,
             what: format!("gradient of {name}: {e}"),
         })?;
@@ -151,8 +185,10 @@ pub fn modulate_encoders(
     Ok(())
 }
 
-/// One official training step on `batch`: forward, cross-entropy, backward, scores, OGM-GE,
-/// optimiser update. Returns the step's log record.
+/// One official training step on `batch`, run to the end on any backend: forward,
+/// cross-entropy, backward, scores, OGM-GE, optimiser update. Returns the step's log record.
+/// (The training loop queues steps instead, see [`StepBackend`]; on a GPU this call waits for
+/// the device.)
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: StepBackend>(
     model: &mut AvModel<B>,
@@ -164,11 +200,38 @@ pub fn train_step<B: StepBackend>(
     step: u64,
     lr: f64,
 ) -> Result<StepRecord, TrainError> {
+    let args = StepArgs {
+        schedule,
+        config,
+        epoch,
+        step,
+        lr,
+    };
+    let mut done = Vec::new();
+    B::queue_step(model, opt, &args, batch, &mut done)?;
+    B::finish_steps(model, &mut done)?;
+    done.pop()
+        .ok_or_else(|| TrainError::Device(format!("step {step} finished without a record")))
+}
+
+/// The CPU's step, with the official semantics on the host.
+fn host_step(
+    model: &mut AvModel<CpuBackend<f32>>,
+    opt: &mut Optimizer<CpuBackend<f32>>,
+    args: &StepArgs<'_>,
+    batch: &Batch,
+) -> Result<StepRecord, TrainError> {
+    let StepArgs {
+        schedule,
+        config,
+        epoch,
+        step,
+        lr,
+    } = *args;
     let classes = model.config().classes;
     let diverged = |what: String| TrainError::Diverged { epoch, step, what };
     model.zero_grads();
     let out = model.forward(&input(batch), EngineMode::Train)?;
-    model.backend().check()?;
     let (loss, dlogits) = softmax_cross_entropy(&out.logits, &batch.labels, classes)?;
     if !loss.is_finite() {
         return Err(diverged(format!("loss is {loss}")));
@@ -184,19 +247,15 @@ pub fn train_step<B: StepBackend>(
     let plan = schedule
         .plan(epoch, score_a, score_v)
         .map_err(|e| diverged(e.to_string()))?;
-    B::modulate(
+    modulate_encoders(
         model,
         &plan,
         config.modulate_all_encoder_weights,
         config.random_seed,
+        epoch,
         step,
-    )
-    .map_err(|e| match e {
-        TrainError::Diverged { what, .. } => diverged(what),
-        other => other,
-    })?;
+    )?;
     opt.step(model);
-    model.backend().check()?;
     Ok(StepRecord {
         epoch,
         step,

@@ -287,6 +287,24 @@ impl<B: Backend> AvModel<B> {
     /// Forward pass. In [`Mode::Train`] batch statistics are used, running statistics and
     /// `num_batches_tracked` are updated, and what [`AvModel::backward`] needs is kept.
     pub fn forward(&mut self, x: &Input<'_, B::Elem>, mode: Mode) -> Result<Outputs<B::Elem>> {
+        self.forward_queued(x, mode)?;
+        let b = &self.backend;
+        let n = x.batch * self.config.classes;
+        let d = x.batch * self.config.feature_dim();
+        Ok(Outputs {
+            batch: x.batch,
+            classes: self.config.classes,
+            logits: b.read(&self.head.logits, 0..n),
+            out_a: b.read(&self.head.out_a, 0..n),
+            out_v: b.read(&self.head.out_v, 0..n),
+            feat_a: b.read(&self.audio.feat, 0..d),
+            feat_v: b.read(&self.visual.feat, 0..d),
+        })
+    }
+
+    /// [`AvModel::forward`] without reading anything back: the outputs stay in the backend's
+    /// buffers ([`AvModel::logit_buffers`]), so a device runs the pass without waiting for it.
+    pub fn forward_queued(&mut self, x: &Input<'_, B::Elem>, mode: Mode) -> Result<()> {
         self.validate(x)?;
         self.trained_batch = None;
         let b = &self.backend;
@@ -329,17 +347,13 @@ impl<B: Backend> AvModel<B> {
         if mode == Mode::Train {
             self.trained_batch = Some(x.batch);
         }
-        let n = x.batch * self.config.classes;
-        let d = x.batch * self.config.feature_dim();
-        Ok(Outputs {
-            batch: x.batch,
-            classes: self.config.classes,
-            logits: b.read(&self.head.logits, 0..n),
-            out_a: b.read(&self.head.out_a, 0..n),
-            out_v: b.read(&self.head.out_v, 0..n),
-            feat_a: b.read(&self.audio.feat, 0..d),
-            feat_v: b.read(&self.visual.feat, 0..d),
-        })
+        Ok(())
+    }
+
+    /// The last forward pass's fused, audio-only and visual-only logits, in the backend's
+    /// buffers (`[batch][classes]` at the front of each; a buffer may be longer).
+    pub fn logit_buffers(&self) -> (&B::Buf, &B::Buf, &B::Buf) {
+        (&self.head.logits, &self.head.out_a, &self.head.out_v)
     }
 
     /// Backward pass from the gradient of the loss with respect to the fused logits
@@ -354,9 +368,22 @@ impl<B: Backend> AvModel<B> {
                 index: i,
             });
         }
+        self.backward_with(|b, _, d| b.write(d, 0, dlogits))
+    }
+
+    /// Backward pass from a logit gradient that `grad` writes into the model's buffer
+    /// (`[batch][classes]`, sized), given the backend and the fused logits: a device computes
+    /// it where the logits are (a fused cross-entropy kernel) and nothing waits for it. Unlike
+    /// [`AvModel::backward`] the gradient is not checked for non-finite values: that is
+    /// `grad`'s to report.
+    pub fn backward_with<R>(
+        &mut self,
+        grad: impl FnOnce(&B, &B::Buf, &mut B::Buf) -> R,
+    ) -> Result<R> {
+        let batch = self.trained_batch.ok_or(EngineError::NoForward)?;
         let b = &self.backend;
-        exact(b, &mut self.dlogits, dlogits.len());
-        b.write(&mut self.dlogits, 0, dlogits);
+        exact(b, &mut self.dlogits, batch * self.config.classes);
+        let r = grad(b, &self.head.logits, &mut self.dlogits);
         self.head.backward(
             b,
             &self.audio.feat,
@@ -380,6 +407,6 @@ impl<B: Backend> AvModel<B> {
             &mut self.grads,
             &mut self.scratch,
         );
-        Ok(())
+        Ok(r)
     }
 }
