@@ -251,9 +251,9 @@ pub fn train(
 ) -> Result<Summary, TrainError> {
     config.validate()?;
     match config.device {
-        crate::config::Device::Cpu => run(config, opts, stop, CpuBackend::<f32>::new()),
+        crate::config::Device::Cpu => train_on(config, opts, stop, CpuBackend::<f32>::new()),
         #[cfg(feature = "cuda")]
-        crate::config::Device::Cuda => run(config, opts, stop, gpu::open()?),
+        crate::config::Device::Cuda => train_on(config, opts, stop, gpu::open()?),
         // validate() refuses --device cuda in a build without the `cuda` feature.
         #[cfg(not(feature = "cuda"))]
         crate::config::Device::Cuda => Err(ConfigError::Invalid(
@@ -283,13 +283,17 @@ fn log_steps(
     Ok(())
 }
 
-/// [`train`] on `backend`.
-fn run<B: StepBackend>(
+/// [`train`] on a backend of the caller's choice (`config.device` is not consulted): the
+/// tests run the whole loop on the GPU backend over the kernel emulator with it.
+///
+/// Errors: as [`train`].
+pub fn train_on<B: StepBackend>(
     config: &TrainConfig,
     opts: &RunOptions,
     stop: Arc<AtomicBool>,
     backend: B,
 ) -> Result<Summary, TrainError> {
+    config.validate()?;
     let run_dir = config.ckpt_path.join(
         opts.run_name
             .clone()
