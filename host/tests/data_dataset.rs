@@ -4,63 +4,23 @@
 
 mod data_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use data_common::{write_synth, TempDir};
 use ogm_host::data::dataset::{sample_seed, Pipeline};
 use ogm_host::data::synth::{write_dataset, SynthConfig};
 use ogm_host::data::{
-    DataError, DataPaths, Dataset, DatasetConfig, ImageConfig, SampleError, SkipReason,
-    SpectrogramConfig, Split,
+    DataError, DataPaths, Dataset, DatasetConfig, SampleError, SkipReason, Split,
 };
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "ogm-data-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// 12 training and 6 test clips of 0.3 s, three 24x20 frames each.
 fn small_synth() -> SynthConfig {
-    SynthConfig {
-        train_per_class: 2,
-        test_per_class: 1,
-        audio_seconds: 0.3,
-        width: 24,
-        height: 20,
-        frames_per_clip: 3,
-        ..SynthConfig::default()
-    }
+    data_common::small_synth(0.3, 24, 20)
 }
 
 /// Small shapes: 0.5 s of audio, n_fft 128 (65 bins), hop 64 (ceil: 173 frames), 16x16 frames.
 fn small_config() -> DatasetConfig {
-    DatasetConfig {
-        spectrogram: SpectrogramConfig {
-            clip_samples: 11025,
-            n_fft: 128,
-            hop: 64,
-            ..SpectrogramConfig::default()
-        },
-        image: ImageConfig::with_size(16, 16),
-        ..DatasetConfig::default()
-    }
+    data_common::small_config(11025, 128, 64, 16)
 }
 
 fn strict() -> DatasetConfig {
@@ -71,9 +31,7 @@ fn strict() -> DatasetConfig {
 }
 
 fn make(tag: &str) -> TempDir {
-    let d = TempDir::new(tag);
-    write_dataset(&small_synth(), &d.0).unwrap();
-    d
+    write_synth(tag, &small_synth())
 }
 
 fn first_clip(root: &Path, split: Split) -> String {
@@ -141,15 +99,13 @@ fn training_randomness_is_seeded_and_evaluation_has_none() {
 
 #[test]
 fn three_frames_per_clip_stack_as_channels_time_height_width() {
-    let d = TempDir::new("fps3");
-    write_dataset(
+    let d = write_synth(
+        "fps3",
         &SynthConfig {
             fps: 3,
             ..small_synth()
         },
-        &d.0,
-    )
-    .unwrap();
+    );
     let cfg = DatasetConfig {
         fps: 3,
         ..small_config()

@@ -3,55 +3,25 @@
 
 mod data_common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use data_common::{small_config, small_synth, write_synth, TempDir};
 use ogm_host::data::loader::{Batch, Loader, LoaderConfig};
-use ogm_host::data::synth::{write_dataset, SynthConfig};
-use ogm_host::data::{
-    DataError, DataPaths, Dataset, DatasetConfig, ImageConfig, SkipReason, SpectrogramConfig, Split,
-};
+use ogm_host::data::synth::SynthConfig;
+use ogm_host::data::{DataError, DataPaths, Dataset, DatasetConfig, SkipReason, Split};
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("ogm-loader-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// 12 training and 6 test clips of 0.2 s with `fps` in the frame folder's name, three 20x16
+/// frames each; read as 0.2 s of audio, n_fft 64 (33 bins), hop 49 (91 frames), 12x12 frames.
 fn dataset(tag: &str, fps: usize) -> (TempDir, DatasetConfig) {
-    let d = TempDir::new(tag);
     let synth = SynthConfig {
-        train_per_class: 2,
-        test_per_class: 1,
-        audio_seconds: 0.2,
-        width: 20,
-        height: 16,
         fps,
-        ..SynthConfig::default()
+        ..small_synth(0.2, 20, 16)
     };
-    write_dataset(&synth, &d.0).unwrap();
+    let d = write_synth(tag, &synth);
     let cfg = DatasetConfig {
         fps,
-        spectrogram: SpectrogramConfig {
-            clip_samples: 4410,
-            n_fft: 64,
-            hop: 49,
-            ..SpectrogramConfig::default()
-        },
-        image: ImageConfig::with_size(12, 12),
-        ..DatasetConfig::default()
+        ..small_config(4410, 64, 49, 12)
     };
     (d, cfg)
 }

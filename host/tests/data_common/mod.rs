@@ -1,9 +1,74 @@
 //! Shared helpers of the data tests: reading the committed fixtures of
-//! `scripts/data_fixtures.py` (raw little-endian arrays described by `manifest.json`).
+//! `scripts/data_fixtures.py` (raw little-endian arrays described by `manifest.json`), and
+//! writing small synthetic datasets (`data::synth`) into temporary directories.
 
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::path::PathBuf;
+
+use ogm_host::data::synth::{write_dataset, SynthConfig};
+use ogm_host::data::{DatasetConfig, ImageConfig, SpectrogramConfig};
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// An empty directory named after `tag`, the process and a per-process counter.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "ogm-data-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A small synthetic dataset: 2 training and 1 test clip per class (12 and 6 clips), three
+/// frames per clip, `audio_seconds` of audio and `width` x `height` frames.
+pub fn small_synth(audio_seconds: f32, width: u32, height: u32) -> SynthConfig {
+    SynthConfig {
+        train_per_class: 2,
+        test_per_class: 1,
+        audio_seconds,
+        width,
+        height,
+        frames_per_clip: 3,
+        ..SynthConfig::default()
+    }
+}
+
+/// A fresh temp directory (see [`TempDir::new`]) holding the dataset `synth` describes.
+pub fn write_synth(tag: &str, synth: &SynthConfig) -> TempDir {
+    let d = TempDir::new(tag);
+    write_dataset(synth, &d.0).unwrap();
+    d
+}
+
+/// A dataset configuration with small shapes: clips of `clip_samples` samples, an `n_fft`
+/// window moved by `hop`, and `side` x `side` frames; the rest is the default.
+pub fn small_config(clip_samples: usize, n_fft: usize, hop: usize, side: u32) -> DatasetConfig {
+    DatasetConfig {
+        spectrogram: SpectrogramConfig {
+            clip_samples,
+            n_fft,
+            hop,
+            ..SpectrogramConfig::default()
+        },
+        image: ImageConfig::with_size(side, side),
+        ..DatasetConfig::default()
+    }
+}
 
 /// The fixture directory.
 pub fn fixture_dir() -> PathBuf {
