@@ -83,6 +83,16 @@ pub struct AdamStep {
 /// The operations of the engine. Buffers are opaque to the model; lengths are given by the
 /// geometry arguments and checked by the caller (the model validates user input first, so a
 /// mismatch here is an engine bug and may panic).
+///
+/// # Conventions
+/// Parameters of the same name mean the same in every method:
+/// - `params`, `grads` and `state` are the arenas of the parameters, of their gradients and
+///   of the running statistics; a [`Region`] argument (`w`, `gb`, `rs`, `bias`) locates a
+///   tensor in them. A backward method writes a parameter's gradient at the parameter's place
+///   in `grads`.
+/// - An optional `dx` (the gradient of the input) is written only when given.
+/// - `len` is, for batch norm, the number of values per channel and, for the element-wise
+///   methods, the number of elements they touch, from the start of each buffer.
 #[allow(clippy::too_many_arguments)]
 pub trait Backend: Send + Sync {
     /// The element type.
@@ -113,7 +123,7 @@ pub trait Backend: Send + Sync {
 
     /// `y[b][a][inner] = x[a][b][inner]` (input layout to CNHW).
     fn swap_outer(&self, a: usize, b: usize, inner: usize, x: &Self::Buf, y: &mut Self::Buf);
-    /// Convolution forward; the weight is `w` in `params`.
+    /// Convolution forward with the weight at `w`.
     fn conv2d_forward(
         &self,
         g: &ConvGeom,
@@ -122,7 +132,7 @@ pub trait Backend: Send + Sync {
         w: Region,
         y: &mut Self::Buf,
     );
-    /// Convolution backward: writes `dw` in `grads` and, when given, `dx`.
+    /// Convolution backward: the weight gradient (at `w`) and `dx`.
     fn conv2d_backward(
         &self,
         g: &ConvGeom,
@@ -133,9 +143,8 @@ pub trait Backend: Send + Sync {
         grads: &mut Self::Buf,
         dx: Option<&mut Self::Buf>,
     );
-    /// Batch norm, training mode, over `len` values per channel. `gb` is weight then bias in
-    /// `params`, `rs` is running mean then variance in `state`; `saved` receives the batch
-    /// mean then `1/sqrt(var+eps)`.
+    /// Batch norm, training mode. `gb` is weight then bias, `rs` running mean then variance;
+    /// `saved` receives the batch mean then `1/sqrt(var+eps)`.
     fn bn_forward_train(
         &self,
         len: usize,
@@ -164,7 +173,7 @@ pub trait Backend: Send + Sync {
         y: &mut Self::Buf,
     );
     /// Batch norm backward (training mode). `relu_out`: mask `dy` by `relu_out > 0` first.
-    /// Writes weight and bias gradients at `gb` in `grads`, and `dx`.
+    /// Writes the weight and bias gradients (at `gb`) and `dx`.
     fn bn_backward(
         &self,
         len: usize,
@@ -204,14 +213,14 @@ pub trait Backend: Send + Sync {
         dfeat: &Self::Buf,
         dx: &mut Self::Buf,
     );
-    /// `y = relu(y + identity)` over the first `len` elements.
+    /// `y = relu(y + identity)`.
     fn add_relu(&self, len: usize, y: &mut Self::Buf, identity: &Self::Buf);
-    /// `dy = 0` where `out <= 0`, over the first `len` elements.
+    /// `dy = 0` where `out <= 0`.
     fn relu_backward(&self, len: usize, out: &Self::Buf, dy: &mut Self::Buf);
-    /// `y += x` over the first `len` elements.
+    /// `y += x`.
     fn add_assign(&self, len: usize, y: &mut Self::Buf, x: &Self::Buf);
-    /// Linear forward `y = x W^T + bias_scale * b`; `spec.off` is the weight's offset in
-    /// `params`, `bias` the bias region (if any).
+    /// Linear forward `y = x W^T + bias_scale * b`, with the weight at offset `spec.off` and
+    /// the bias (if any) at `bias`.
     fn linear_forward(
         &self,
         spec: &LinearSpec,
@@ -223,8 +232,8 @@ pub trait Backend: Send + Sync {
         y: &mut Self::Buf,
         accumulate: bool,
     );
-    /// Linear backward: weight gradient at `spec.off` in `grads`, bias gradient at `bias`,
-    /// and `dx` when given.
+    /// Linear backward: the weight gradient (at `spec.off`), the bias gradient (at `bias`)
+    /// and `dx`.
     fn linear_backward(
         &self,
         spec: &LinearSpec,
