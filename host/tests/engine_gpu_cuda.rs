@@ -5,9 +5,8 @@
 //! it).
 #![cfg(feature = "cuda")]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use ogm_gpu::cuda::CudaDevice;
 use ogm_host::engine::backend::{AdamStep, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep};
 use ogm_host::engine::gpu::GpuBackend;
 use ogm_host::engine::{
@@ -16,28 +15,7 @@ use ogm_host::engine::{
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-type Gpu = GpuBackend<CudaDevice>;
-
-/// The CUDA backend, or None (with the reason printed) where there is no device.
-fn gpu() -> Option<Gpu> {
-    static DEV: OnceLock<Result<Arc<CudaDevice>, String>> = OnceLock::new();
-    let dev = DEV.get_or_init(|| match CudaDevice::probe() {
-        Ok(Ok(d)) => Ok(Arc::new(d)),
-        Ok(Err(why)) => Err(why),
-        Err(e) => panic!("CUDA device present but unusable: {e}"),
-    });
-    match dev {
-        Ok(d) => Some(GpuBackend::new(d.clone())),
-        Err(why) => {
-            assert!(
-                std::env::var_os("OGM_GPU_REQUIRED").is_none_or(|v| v != "1"),
-                "OGM_GPU_REQUIRED=1 but {why}"
-            );
-            eprintln!("skipping: {why}");
-            None
-        }
-    }
-}
+include!("gpu_backend/cuda.rs");
 
 include!("engine_gpu_common/cases.rs");
 

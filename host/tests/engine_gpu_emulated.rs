@@ -9,10 +9,8 @@
 //! asserted so); the whole model 1e-3 for outputs and 2e-3 for gradients and updated
 //! parameters (the f32 engine's tolerance against PyTorch in engine_torch.rs).
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use ogm_gpu::engine::emu::EmuDevice;
 use ogm_host::engine::backend::{AdamStep, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep};
 use ogm_host::engine::gpu::GpuBackend;
 use ogm_host::engine::{
@@ -21,25 +19,6 @@ use ogm_host::engine::{
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-type Gpu = GpuBackend<EmuDevice>;
-
-/// The emulated backend, or the reason to skip.
-fn gpu() -> Option<Gpu> {
-    static DEV: OnceLock<Result<Arc<EmuDevice>, String>> = OnceLock::new();
-    let dev = DEV.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ogm-engine-emulator");
-        EmuDevice::build(&dir)
-            .map(Arc::new)
-            .map_err(|e| e.to_string())
-    });
-    match dev {
-        Ok(d) => Some(GpuBackend::new(d.clone())),
-        Err(e) if e.contains("SKIP ") => {
-            eprintln!("skipping: {e}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
+include!("gpu_backend/emulated.rs");
 
 include!("engine_gpu_common/cases.rs");

@@ -13,29 +13,6 @@
 
 mod train_common;
 
-use std::sync::OnceLock;
-
-use ogm_gpu::engine::emu::EmuDevice;
-
-type Gpu = GpuBackend<EmuDevice>;
-
-/// The emulated backend, or the reason to skip.
-fn gpu() -> Option<Gpu> {
-    static DEV: OnceLock<Result<Arc<EmuDevice>, String>> = OnceLock::new();
-    let dev = DEV.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ogm-engine-emulator");
-        EmuDevice::build(&dir)
-            .map(Arc::new)
-            .map_err(|e| e.to_string())
-    });
-    match dev {
-        Ok(d) => Some(GpuBackend::new(d.clone())),
-        Err(e) if e.contains("SKIP ") => {
-            eprintln!("skipping: {e}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
+include!("gpu_backend/emulated.rs");
 
 include!("train_gpu_common/cases.rs");

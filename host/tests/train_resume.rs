@@ -3,20 +3,11 @@
 
 mod train_common;
 
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use ogm_host::train::{checkpoint, train, TrainError};
-use train_common::{config, dataset, opts};
-
-fn final_model(runs: &Path, name: &str) -> Vec<u8> {
-    let dir = runs.join(name).join("checkpoints");
-    let s = checkpoint::read_sidecar(&dir)
-        .unwrap()
-        .expect("a checkpoint");
-    std::fs::read(dir.join(s.model_file)).unwrap()
-}
+use ogm_host::train::{train, TrainError};
+use train_common::{config, dataset, final_model, opts};
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {

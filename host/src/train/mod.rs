@@ -421,7 +421,21 @@ pub fn train_on<B: StepBackend>(
         let mut loss_sum = 0.0;
         let mut loss_n = 0u64;
         let mut batch_in_epoch = 0u64;
-
+        // Runs a step call, logs the records it finished (those before a failed step too),
+        // then returns its error, if any.
+        macro_rules! logged {
+            ($call:expr) => {{
+                let result = $call;
+                log_steps(
+                    &mut done,
+                    (&mut loss_sum, &mut loss_n),
+                    &mut progress,
+                    &mut metrics_out,
+                    &metrics_path,
+                )?;
+                result?
+            }};
+        }
         for batch in train_loader.epoch(epoch as u64) {
             let batch = batch?;
             if batch_in_epoch < skip_batches {
@@ -438,15 +452,9 @@ pub fn train_on<B: StepBackend>(
                 step,
                 lr,
             };
-            let queued = B::queue_step(&mut model, &mut opt, &args, &batch, &mut done);
-            log_steps(
-                &mut done,
-                (&mut loss_sum, &mut loss_n),
-                &mut progress,
-                &mut metrics_out,
-                &metrics_path,
-            )?;
-            queued?;
+            logged!(B::queue_step(
+                &mut model, &mut opt, &args, &batch, &mut done
+            ));
             let interrupted = stop.load(Ordering::SeqCst)
                 || (opts.stop_after_steps > 0 && step >= opts.stop_after_steps);
             let periodic =
@@ -454,15 +462,7 @@ pub fn train_on<B: StepBackend>(
             if interrupted || periodic {
                 // The queued steps' records first: a step that diverged stops the run before
                 // a checkpoint could keep its state.
-                let finished = B::finish_steps(&mut model, &mut done);
-                log_steps(
-                    &mut done,
-                    (&mut loss_sum, &mut loss_n),
-                    &mut progress,
-                    &mut metrics_out,
-                    &metrics_path,
-                )?;
-                finished?;
+                logged!(B::finish_steps(&mut model, &mut done));
                 metrics_out
                     .flush()
                     .map_err(|e| TrainError::io(&metrics_path, e))?;
@@ -479,15 +479,7 @@ pub fn train_on<B: StepBackend>(
             }
         }
         skip_batches = 0;
-        let finished = B::finish_steps(&mut model, &mut done);
-        log_steps(
-            &mut done,
-            (&mut loss_sum, &mut loss_n),
-            &mut progress,
-            &mut metrics_out,
-            &metrics_path,
-        )?;
-        finished?;
+        logged!(B::finish_steps(&mut model, &mut done));
 
         let eval = evaluate(&mut model, &test_loader, classes)?;
         let rec = EpochRecord {

@@ -49,3 +49,13 @@ pub fn opts(name: &str, resume: bool, stop_after: u64) -> RunOptions {
         stop_after_steps: stop_after,
     }
 }
+
+/// The model file of run `name`'s last checkpoint, as bytes.
+#[allow(dead_code)] // not every test binary that includes this module compares models
+pub fn final_model(runs: &Path, name: &str) -> Vec<u8> {
+    let dir = runs.join(name).join("checkpoints");
+    let s = ogm_host::train::checkpoint::read_sidecar(&dir)
+        .unwrap()
+        .expect("a checkpoint");
+    std::fs::read(dir.join(s.model_file)).unwrap()
+}

@@ -13,7 +13,7 @@ use ogm_host::engine::{AvModel, CpuBackend, FusionKind, ModelConfig};
 use ogm_host::run::metrics::{read_records, Record, StepRecord};
 use ogm_host::train::device::LOG_SLOTS;
 use ogm_host::train::optimizer::Optimizer;
-use ogm_host::train::{checkpoint, train_on, train_step, StepArgs, StepBackend, TrainError};
+use ogm_host::train::{train_on, train_step, StepArgs, StepBackend, TrainError};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -236,14 +236,6 @@ fn a_bad_label_stops_at_its_step_and_keeps_the_records_before_it() {
     assert!(matches!(err, TrainError::Diverged { step: 4, .. }), "{err}");
 }
 
-fn final_model(runs: &Path, name: &str) -> Vec<u8> {
-    let dir = runs.join(name).join("checkpoints");
-    let s = checkpoint::read_sidecar(&dir)
-        .unwrap()
-        .expect("a checkpoint");
-    std::fs::read(dir.join(s.model_file)).unwrap()
-}
-
 fn step_records(runs: &Path, name: &str) -> (Vec<StepRecord>, usize) {
     let recs = read_records(&runs.join(name).join("metrics.jsonl")).unwrap();
     let epochs = recs
@@ -297,7 +289,10 @@ fn the_training_loop_on_the_gpu_backend_resumes_exactly_and_logs_as_the_cpu() {
     )
     .unwrap();
     assert_eq!(resumed.steps, full.steps);
-    assert_eq!(final_model(&runs, "full"), final_model(&runs, "split"));
+    assert_eq!(
+        train_common::final_model(&runs, "full"),
+        train_common::final_model(&runs, "split")
+    );
     assert_eq!(resumed.final_eval, full.final_eval);
 
     // Every step logged once, in order, with the CPU's values (2e-3 of the loss: the sums run
