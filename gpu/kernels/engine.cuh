@@ -24,6 +24,15 @@
 #define BIG_BN 128
 #define BIG_BK 8
 
+// The TF32 tensor-core GEMM (eng_gemm_tf32): TC_BM x TC_BN outputs per block of TC_THREADS
+// threads (8 warps as 2 x 4, each computing 64 x 32 with 4 x 4 mma.m16n8k8 tiles), TC_BK values
+// of the shared dimension per shared-memory stage (two stages in flight). Split-K slices are
+// whole GEMM_BK stages, so TC_BK must divide GEMM_BK.
+#define TC_BM 128
+#define TC_BN 128
+#define TC_BK 16
+#define TC_THREADS 256
+
 // Grid-stride loop over n elements.
 #define ENG_FOR(i, n)                                                                    \
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; \

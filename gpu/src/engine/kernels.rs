@@ -111,4 +111,9 @@ kernels! {
     /// Scale and Gaussian noise in place (kernels/modulate.cu).
     MODULATE = "modulate".ogm_modulate(grads: Ptr, tensors: Ptr, num_tensors: U32, stats: Ptr,
         state: Ptr, step_key: U64, total_chunks: U64, noise: U32, max_z: F32, status: Ptr);
+    /// `GEMM` with TF32 tensor cores (`mma.sync` m16n8k8, f32 accumulation), 128 x 128 tiles;
+    /// same parameters and split-K convention.
+    GEMM_TF32 = "engine_gemm".eng_gemm_tf32(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
+        csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
+        split_stride: U64);
 }

@@ -28,10 +28,90 @@ pub const BIG_BM: u32 = 128;
 /// Large-tile GEMM columns (`BIG_BN`).
 pub const BIG_BN: u32 = 128;
 
-/// The GEMM kernel for an `m x n` output and its tile: the large tile when both dimensions
-/// fill one, the 64 x 64 tile otherwise.
-fn gemm_kernel(m: usize, n: usize) -> (&'static super::KernelSpec, usize, usize) {
-    if m >= BIG_BM as usize && n >= BIG_BN as usize {
+/// TF32 GEMM tile rows (`TC_BM`).
+pub const TC_BM: u32 = 128;
+/// TF32 GEMM tile columns (`TC_BN`).
+pub const TC_BN: u32 = 128;
+/// TF32 GEMM shared-dimension stage (`TC_BK`).
+pub const TC_BK: u32 = 16;
+/// TF32 GEMM threads per block (`TC_THREADS`).
+pub const TC_THREADS: u32 = 256;
+
+/// The smallest `m`, `n` and `k` a product must all reach for [`Precision::Tf32`] to run it on
+/// the tensor cores. Below it the product is a sliver (a classifier head's handful of classes,
+/// a batch of a few rows): the 128 x 128 tensor-core tile would be mostly padding, the work is
+/// bound by memory and launch latency rather than by multiply-adds, and the FP32 kernels (the
+/// reference) are as fast. A guess from the tile shapes, not yet measured on a device.
+pub const TF32_MIN_DIM: usize = 32;
+
+/// The arithmetic of the engine's matrix products (convolutions and linear layers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// FP32 SIMT kernels: every multiply-add an IEEE f32 `fmaf`. The reference, and the
+    /// default.
+    #[default]
+    Fp32,
+    /// TF32 tensor cores (`mma.sync` m16n8k8) where every dimension of the product is at least
+    /// [`TF32_MIN_DIM`], FP32 elsewhere: operands rounded to TF32 (10 explicit mantissa bits,
+    /// a relative error of at most 2^-11 each), products accumulated in f32.
+    Tf32,
+}
+
+impl Precision {
+    /// The name on the command line and in reports: `fp32` or `tf32`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+        }
+    }
+
+    /// The precision named `s` (`fp32` or `tf32`, any case).
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" => Some(Precision::Fp32),
+            "tf32" => Some(Precision::Tf32),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether [`gemm`] runs an `m x n x kk` product at `precision` on the tensor cores.
+pub fn gemm_uses_tensor_cores(precision: Precision, m: usize, n: usize, kk: usize) -> bool {
+    precision == Precision::Tf32 && m.min(n).min(kk) >= TF32_MIN_DIM
+}
+
+/// The TF32 value nearest to `x`, ties away from zero (`cvt.rna.tf32.f32`, which rounds the
+/// tensor-core GEMM's operands): `x` with its 23-bit mantissa rounded to 10 bits, as an `f32`.
+/// Infinities and NaNs are returned unchanged; a value past the largest finite TF32 becomes an
+/// infinity.
+pub fn round_tf32(x: f32) -> f32 {
+    let u = x.to_bits();
+    if u & 0x7f80_0000 == 0x7f80_0000 {
+        return x;
+    }
+    // Half a TF32 unit added to the magnitude, then truncated: nearest, ties away from zero.
+    f32::from_bits(u.wrapping_add(0x1000) & 0xffff_e000)
+}
+
+/// The GEMM kernel for an `m x n x kk` product at `precision`, and its tile: the tensor-core
+/// kernel where [`gemm_uses_tensor_cores`], else the large FP32 tile when both output
+/// dimensions fill one, the 64 x 64 tile otherwise.
+fn gemm_kernel(
+    precision: Precision,
+    m: usize,
+    n: usize,
+    kk: usize,
+) -> (&'static super::KernelSpec, usize, usize) {
+    if gemm_uses_tensor_cores(precision, m, n, kk) {
+        (&k::GEMM_TF32, TC_BM as usize, TC_BN as usize)
+    } else if m >= BIG_BM as usize && n >= BIG_BN as usize {
         (&k::GEMM_BIG, BIG_BM as usize, BIG_BN as usize)
     } else {
         (&k::GEMM, GEMM_BM as usize, GEMM_BN as usize)
@@ -93,11 +173,22 @@ impl MatRef {
     }
 }
 
-/// Split-K plan for an `m x n x kk` product: how many slices and how long each is. Splits
-/// only when the output tiles alone leave most of the device idle and the shared dimension is
-/// long; the slices are summed afterwards in a fixed order.
+/// Split-K plan for an FP32 `m x n x kk` product: how many slices and how long each is.
+/// Splits only when the output tiles alone leave most of the device idle and the shared
+/// dimension is long; the slices are summed afterwards in a fixed order.
 pub fn split_plan(multiprocessors: u32, m: usize, n: usize, kk: usize) -> (usize, usize) {
-    let (_, bm, bn) = gemm_kernel(m, n);
+    split_plan_at(Precision::Fp32, multiprocessors, m, n, kk)
+}
+
+/// [`split_plan`] for a product at `precision` (the tensor-core kernel's tiles are larger).
+pub fn split_plan_at(
+    precision: Precision,
+    multiprocessors: u32,
+    m: usize,
+    n: usize,
+    kk: usize,
+) -> (usize, usize) {
+    let (_, bm, bn) = gemm_kernel(precision, m, n, kk);
     let tiles = m.div_ceil(bm) * n.div_ceil(bn);
     let target = 2 * multiprocessors as usize;
     if tiles >= target || kk < 4096 {
@@ -108,9 +199,16 @@ pub fn split_plan(multiprocessors: u32, m: usize, n: usize, kk: usize) -> (usize
     (kk.div_ceil(len), len)
 }
 
-/// Scratch elements [`gemm`] needs for a split-K product of this shape (0: none).
-pub fn gemm_scratch_len(multiprocessors: u32, m: usize, n: usize, kk: usize) -> usize {
-    let (splits, _) = split_plan(multiprocessors, m, n, kk);
+/// Scratch elements [`gemm`] needs for a split-K product of this shape at `precision` (0:
+/// none).
+pub fn gemm_scratch_len(
+    precision: Precision,
+    multiprocessors: u32,
+    m: usize,
+    n: usize,
+    kk: usize,
+) -> usize {
+    let (splits, _) = split_plan_at(precision, multiprocessors, m, n, kk);
     if splits > 1 {
         splits * m * n
     } else {
@@ -118,14 +216,16 @@ pub fn gemm_scratch_len(multiprocessors: u32, m: usize, n: usize, kk: usize) -> 
     }
 }
 
-/// `C = alpha A B + beta C` with `A` `m x kk`, `B` `kk x n`, `C` row-major (`ldc`). `scratch`
-/// must hold [`gemm_scratch_len`] elements when that is non-zero.
+/// `C = alpha A B + beta C` with `A` `m x kk`, `B` `kk x n`, `C` row-major (`ldc`), at
+/// `precision` (the tensor cores only where [`gemm_uses_tensor_cores`]). `scratch` must hold
+/// [`gemm_scratch_len`] elements (for the same precision) when that is non-zero.
 ///
 /// # Safety
 /// See the module documentation.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm<D: Device + ?Sized>(
     dev: &D,
+    precision: Precision,
     m: usize,
     n: usize,
     kk: usize,
@@ -140,8 +240,10 @@ pub unsafe fn gemm<D: Device + ?Sized>(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let (splits, len) = split_plan(dev.multiprocessors(), m, n, kk);
-    let (spec, bm, bn) = gemm_kernel(m, n);
+    let (splits, len) = split_plan_at(precision, dev.multiprocessors(), m, n, kk);
+    let (spec, bm, bn) = gemm_kernel(precision, m, n, kk);
+    // Both kernel families run GEMM_THREADS-thread blocks (TC_THREADS is the same).
+    const _: () = assert!(TC_THREADS == GEMM_THREADS);
     let grid = |z: usize| -> Result<Grid> {
         Ok(Grid {
             blocks: [
@@ -431,11 +533,90 @@ mod tests {
         assert_eq!(define("GEMM_THREADS"), GEMM_THREADS);
         assert_eq!(define("BIG_BM"), BIG_BM);
         assert_eq!(define("BIG_BN"), BIG_BN);
+        assert_eq!(define("TC_BM"), TC_BM);
+        assert_eq!(define("TC_BN"), TC_BN);
+        assert_eq!(define("TC_BK"), TC_BK);
+        assert_eq!(define("TC_THREADS"), TC_THREADS);
         assert_eq!(
             GEMM_BK % define("BIG_BK"),
             0,
             "split-K slices must be whole stages of both kernels"
         );
+        assert_eq!(
+            GEMM_BK % TC_BK,
+            0,
+            "split-K slices must be whole stages of the TF32 kernel"
+        );
+    }
+
+    #[test]
+    fn tf32_rounding_is_nearest_with_ties_away_from_zero() {
+        let p = |e: i32| 2f32.powi(e);
+        // Below, at and above half a TF32 unit (2^-11 at 1).
+        assert_eq!(round_tf32(1.0 + p(-12)), 1.0);
+        assert_eq!(
+            round_tf32(1.0 + p(-11)),
+            1.0 + p(-10),
+            "a tie rounds away from zero"
+        );
+        assert_eq!(round_tf32(-(1.0 + p(-11))), -(1.0 + p(-10)));
+        assert_eq!(round_tf32(1.0 + p(-11) + p(-20)), 1.0 + p(-10));
+        assert_eq!(round_tf32(1.0 + p(-11) - p(-20)), 1.0);
+        // An odd last TF32 bit: ties still go away from zero, not to even.
+        assert_eq!(round_tf32(1.0 + p(-10) + p(-11)), 1.0 + p(-9));
+        // A carry into the exponent.
+        assert_eq!(round_tf32(2.0 - p(-22)), 2.0);
+        // TF32 values are fixed points; the low 13 bits always end up zero.
+        for x in [
+            0.0f32,
+            -0.0,
+            1.0,
+            3.0,
+            1.0 + p(-10),
+            -7.5,
+            p(-126),
+            p(-149) * 8192.0,
+        ] {
+            assert_eq!(round_tf32(x).to_bits(), x.to_bits(), "{x:e}");
+        }
+        for x in [0.1f32, -3.7, 1e-30, 123_456.79, p(-120) * 1.3] {
+            let r = round_tf32(x);
+            assert_eq!(r.to_bits() & 0x1fff, 0, "{x:e}");
+            assert!((r - x).abs() <= x.abs() * p(-11), "{x:e} -> {r:e}");
+        }
+        // Subnormals round like any other magnitude: 2^-149 is below half of 2^-136.
+        assert_eq!(round_tf32(p(-149)), 0.0);
+        assert_eq!(
+            round_tf32(p(-137)),
+            p(-136),
+            "half a unit of the subnormal range"
+        );
+        // Special values, and overflow past the largest finite TF32.
+        assert_eq!(round_tf32(f32::INFINITY), f32::INFINITY);
+        assert_eq!(round_tf32(f32::NEG_INFINITY), f32::NEG_INFINITY);
+        assert!(round_tf32(f32::NAN).is_nan());
+        assert_eq!(round_tf32(f32::MAX), f32::INFINITY);
+        assert_eq!(round_tf32(-f32::MAX), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn tf32_runs_only_where_it_pays() {
+        use Precision::{Fp32, Tf32};
+        assert!(gemm_uses_tensor_cores(Tf32, 32, 32, 32));
+        assert!(gemm_uses_tensor_cores(Tf32, 512, 802_816, 4608));
+        assert!(!gemm_uses_tensor_cores(Fp32, 512, 4096, 4608), "FP32 never");
+        for (m, n, kk) in [(31, 512, 512), (512, 6, 512), (512, 512, 16)] {
+            assert!(!gemm_uses_tensor_cores(Tf32, m, n, kk), "{m}x{n}x{kk}");
+        }
+        assert_eq!(gemm_kernel(Tf32, 64, 64, 64).0.name, "eng_gemm_tf32");
+        assert_eq!(gemm_kernel(Tf32, 6, 64, 64).0.name, "eng_gemm");
+        assert_eq!(gemm_kernel(Fp32, 256, 256, 64).0.name, "eng_gemm_big");
+        assert_eq!(Precision::default(), Fp32);
+        for p in [Fp32, Tf32] {
+            assert_eq!(Precision::parse(p.name()), Some(p));
+        }
+        assert_eq!(Precision::parse("TF32"), Some(Tf32));
+        assert_eq!(Precision::parse("bf16"), None);
     }
 
     #[test]
@@ -457,5 +638,8 @@ mod tests {
         }
         // Big outputs are never split.
         assert_eq!(split_plan(132, 512, 100_000, 4608).0, 1);
+        // The TF32 kernel's slices are whole stages too.
+        let (splits, len) = split_plan_at(Precision::Tf32, 132, 64, 576, 200_704);
+        assert!(splits > 1 && len % TC_BK as usize == 0 && splits * len >= 200_704);
     }
 }

@@ -7,7 +7,9 @@
 //!
 //! Convolutions are im2col + GEMM (the CPU engine's algorithm, on the whole batch at once);
 //! weight gradients use a split-K GEMM whose slices are summed in a fixed order. FP32
-//! throughout (the reference precision); results are reproducible run to run.
+//! throughout by default (the reference precision); [`GpuBackend::set_precision`] with
+//! [`Precision::Tf32`] runs the large matrix products on TF32 tensor cores instead. Either way
+//! results are reproducible run to run.
 //!
 //! Errors: the [`Backend`] methods cannot return errors (the CPU ones cannot fail). A device
 //! error (a failed launch, memory exhausted) is kept (the first one) and the following
@@ -18,6 +20,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ogm_gpu::engine::kernels as k;
+pub use ogm_gpu::engine::ops::Precision;
 use ogm_gpu::engine::ops::{self, at, u32_of, Conv, MatRef};
 use ogm_gpu::engine::{Arg, DevPtr, Device};
 use ogm_gpu::GpuError;
@@ -72,6 +75,7 @@ pub struct GpuBackend<D: Device> {
     error: Mutex<Option<GpuError>>,
     scratch: Mutex<Scratch>,
     ext: Mutex<Extension>,
+    precision: Precision,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,7 +90,20 @@ impl<D: Device> GpuBackend<D> {
             error: Mutex::new(None),
             scratch: Mutex::new(Scratch::default()),
             ext: Mutex::new(None),
+            precision: Precision::Fp32,
         }
+    }
+
+    /// Sets the arithmetic of the matrix products (convolutions, linear layers) from now on:
+    /// [`Precision::Fp32`] (the default, the reference) or [`Precision::Tf32`] (tensor cores
+    /// for the products where `ogm_gpu::engine::ops::gemm_uses_tensor_cores`).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// The arithmetic of the matrix products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The extension slot: state that lives as long as the backend (the trainer keeps its
@@ -165,7 +182,7 @@ impl<D: Device> GpuBackend<D> {
         Ok(slot.0)
     }
 
-    /// `C = A B (+ C)` with the split-K scratch managed here.
+    /// `C = A B (+ C)` at the backend's precision, with the split-K scratch managed here.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
@@ -178,14 +195,15 @@ impl<D: Device> GpuBackend<D> {
         c: DevPtr,
         ldc: usize,
     ) -> Result<(), GpuError> {
-        let need = ops::gemm_scratch_len(self.dev.multiprocessors(), m, n, kk);
+        let p = self.precision;
+        let need = ops::gemm_scratch_len(p, self.dev.multiprocessors(), m, n, kk);
         let scratch = if need > 0 {
             self.grow(&mut lock(&self.scratch).split, need)?
         } else {
             0
         };
         // SAFETY: operands are the backend's buffers at the sizes the callers checked.
-        unsafe { ops::gemm(&*self.dev, m, n, kk, 1.0, a, b, beta, c, ldc, scratch) }
+        unsafe { ops::gemm(&*self.dev, p, m, n, kk, 1.0, a, b, beta, c, ldc, scratch) }
     }
 
     /// The lowered input of a convolution: `x` itself for 1x1 stride-1 convolutions, else
