@@ -455,7 +455,11 @@ fn input_data(batch: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
 /// One training step (forward, cross-entropy, backward, two SGD steps' worth of updates)
 /// and an evaluation forward; returns everything to compare.
 fn model_step<B: Backend<Elem = f32>>(b: B, fusion: FusionKind) -> Vec<(String, Vec<f32>)> {
-    let cfg = ModelConfig::small(6, fusion).with_frames(2);
+    model_step_with(b, ModelConfig::small(6, fusion).with_frames(2))
+}
+
+/// [`model_step`] for any model configuration.
+fn model_step_with<B: Backend<Elem = f32>>(b: B, cfg: ModelConfig) -> Vec<(String, Vec<f32>)> {
     let mut model = AvModel::new(b, cfg, 7).unwrap();
     let batch = 3;
     let (audio, visual, labels) = input_data(batch, 11);
@@ -578,5 +582,413 @@ fn softmax_cross_entropy_kernel_matches_the_cpu() {
     let (loss, _, status) = run(&[0, 6, 7, 1, 2]);
     assert_eq!(status, 1, "a label out of range is reported");
     assert!(loss.is_nan(), "and the loss is NaN, which stops training");
+    assert!(gpu.take_error().is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// TF32 tensor-core GEMM (ogm_gpu::engine::ops::Precision::Tf32).
+
+/// A device that counts the GEMM launches of each precision and forwards everything to `D`.
+struct Counting<D: ogm_gpu::engine::Device> {
+    dev: Arc<D>,
+    tf32: std::sync::atomic::AtomicUsize,
+    fp32: std::sync::atomic::AtomicUsize,
+}
+
+impl<D: ogm_gpu::engine::Device> Counting<D> {
+    fn new(dev: Arc<D>) -> Self {
+        Counting {
+            dev,
+            tf32: Default::default(),
+            fp32: Default::default(),
+        }
+    }
+    /// (TF32 GEMM launches, FP32 GEMM launches) so far.
+    fn counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.tf32.load(Relaxed), self.fp32.load(Relaxed))
+    }
+}
+
+impl<D: ogm_gpu::engine::Device> ogm_gpu::engine::Device for Counting<D> {
+    fn alloc(&self, bytes: usize) -> Result<ogm_gpu::engine::DevPtr, ogm_gpu::GpuError> {
+        self.dev.alloc(bytes)
+    }
+    unsafe fn free(&self, ptr: ogm_gpu::engine::DevPtr) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dev.free(ptr) }
+    }
+    unsafe fn upload(
+        &self,
+        dst: ogm_gpu::engine::DevPtr,
+        src: &[u8],
+    ) -> Result<(), ogm_gpu::GpuError> {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dev.upload(dst, src) }
+    }
+    unsafe fn download(
+        &self,
+        src: ogm_gpu::engine::DevPtr,
+        dst: &mut [u8],
+    ) -> Result<(), ogm_gpu::GpuError> {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dev.download(src, dst) }
+    }
+    unsafe fn launch(
+        &self,
+        spec: &ogm_gpu::engine::KernelSpec,
+        grid: ogm_gpu::engine::Grid,
+        args: &[ogm_gpu::engine::Arg],
+    ) -> Result<(), ogm_gpu::GpuError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if spec.name == ogm_gpu::engine::kernels::GEMM_TF32.name {
+            self.tf32.fetch_add(1, Relaxed);
+        } else if spec.name.starts_with("eng_gemm") {
+            self.fp32.fetch_add(1, Relaxed);
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dev.launch(spec, grid, args) }
+    }
+    fn synchronize(&self) -> Result<(), ogm_gpu::GpuError> {
+        self.dev.synchronize()
+    }
+    fn multiprocessors(&self) -> u32 {
+        self.dev.multiprocessors()
+    }
+}
+
+/// `alpha A B + beta C` through `ogm_gpu::engine::ops::gemm` on the backend's device, with
+/// `A` (`m x kk`) and `B` (`kk x n`) given row-major and stored transposed when asked (so the
+/// kernel reads them with unit stride along m, or along k); `C` has leading dimension
+/// `n + 3`. Returns the `m x (n + 3)` result.
+#[allow(clippy::too_many_arguments)]
+fn ops_gemm<D: ogm_gpu::engine::Device + 'static>(
+    gpu: &GpuBackend<D>,
+    precision: ogm_gpu::engine::ops::Precision,
+    (m, n, kk): (usize, usize, usize),
+    a: &[f32],
+    a_transposed: bool,
+    b: &[f32],
+    b_transposed: bool,
+    (alpha, beta): (f32, f32),
+    c: &[f32],
+) -> Vec<f32> {
+    use ogm_gpu::engine::ops::{self, MatRef};
+    let transpose = |v: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| v[(i % rows) * cols + i / rows])
+            .collect()
+    };
+    let (a_store, b_store) = (
+        if a_transposed {
+            transpose(a, m, kk)
+        } else {
+            a.to_vec()
+        },
+        if b_transposed {
+            transpose(b, kk, n)
+        } else {
+            b.to_vec()
+        },
+    );
+    let (ab, bb, cb) = (upload(gpu, &a_store), upload(gpu, &b_store), upload(gpu, c));
+    let am = if a_transposed {
+        MatRef::tr(ab.ptr(), m)
+    } else {
+        MatRef::rm(ab.ptr(), kk)
+    };
+    let bm = if b_transposed {
+        MatRef::tr(bb.ptr(), kk)
+    } else {
+        MatRef::rm(bb.ptr(), n)
+    };
+    let dev = gpu.device();
+    let scratch =
+        gpu.zeros(ops::gemm_scratch_len(precision, dev.multiprocessors(), m, n, kk).max(1));
+    // SAFETY: A holds m kk values, B kk n, C m (n + 3), the scratch what gemm_scratch_len
+    // asks for.
+    unsafe {
+        ops::gemm(
+            &**dev,
+            precision,
+            m,
+            n,
+            kk,
+            alpha,
+            am,
+            bm,
+            beta,
+            cb.ptr(),
+            n + 3,
+            scratch.ptr(),
+        )
+        .unwrap()
+    };
+    all(gpu, &cb)
+}
+
+#[test]
+fn tf32_gemm_matches_the_fp32_reference_within_tf32_rounding() {
+    // Tolerance, element by element: with S = sum_k |a_ik b_kj|, the tensor cores compute
+    // sum_k a~ b~ where a~ = a (1 + d), |d| <= 2^-11 (TF32 rounding to nearest), so each product
+    // is off by at most (2^-10 + 2^-22) |a b|; the f32 accumulation of k terms adds at most
+    // k 2^-23 S (one rounding or truncation per addition, the split-K sum included), and alpha
+    // and beta one rounding each:
+    //   |gpu - exact| <= |alpha| S (2^-10 + (k + 4) 2^-23) + 2^-22 |beta c|.
+    // A worst-case bound, linear in k through S; the typical error grows like 2^-11 sqrt(k).
+    // Shapes: odd sizes (partial tiles), two row tiles, more than one column tile, A and B
+    // transposed, beta != 0 with alpha != 1, and split-K (k >= 4096 with one output tile).
+    use ogm_gpu::engine::ops::{gemm_uses_tensor_cores, split_plan_at, Precision};
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(21);
+    let cases = [
+        ((37, 45, 33), false, false, (1.0f32, 0.0f32)),
+        ((130, 70, 50), true, false, (1.5, 0.5)),
+        ((40, 150, 40), false, true, (1.0, -1.0)),
+        ((33, 36, 4100), true, true, (0.5, 0.25)),
+    ];
+    let multiprocessors = ogm_gpu::engine::Device::multiprocessors(&**gpu.device());
+    assert!(
+        split_plan_at(Precision::Tf32, multiprocessors, 33, 36, 4100).0 > 1,
+        "the last case must split"
+    );
+    for ((m, n, kk), at, bt, (alpha, beta)) in cases {
+        assert!(gemm_uses_tensor_cores(Precision::Tf32, m, n, kk));
+        let a = rand_vec(&mut rng, m * kk);
+        let b = rand_vec(&mut rng, kk * n);
+        let c = rand_vec(&mut rng, m * (n + 3));
+        let got = ops_gemm(
+            &gpu,
+            Precision::Tf32,
+            (m, n, kk),
+            &a,
+            at,
+            &b,
+            bt,
+            (alpha, beta),
+            &c,
+        );
+        let what = format!("{m}x{n}x{kk} A^T {at} B^T {bt} alpha {alpha} beta {beta}");
+        let (mut worst, mut rounded) = (0.0f64, 0.0f64);
+        for i in 0..m {
+            for j in 0..n + 3 {
+                let at_ij = i * (n + 3) + j;
+                if j >= n {
+                    assert_eq!(
+                        got[at_ij], c[at_ij],
+                        "{what}: ({i}, {j}) past n was written"
+                    );
+                    continue;
+                }
+                let (mut exact, mut s, mut l2) = (0.0f64, 0.0f64, 0.0f64);
+                for k in 0..kk {
+                    let p = f64::from(a[i * kk + k]) * f64::from(b[k * n + j]);
+                    exact += p;
+                    s += p.abs();
+                    l2 += p * p;
+                }
+                let l2 = l2.sqrt();
+                let want = f64::from(alpha) * exact + f64::from(beta) * f64::from(c[at_ij]);
+                let tol = f64::from(alpha.abs())
+                    * s
+                    * (2f64.powi(-10) + (kk as f64 + 4.0) * 2f64.powi(-23))
+                    + 2f64.powi(-22) * f64::from((beta * c[at_ij]).abs());
+                let err = (f64::from(got[at_ij]) - want).abs();
+                assert!(
+                    err <= tol,
+                    "{what}: ({i}, {j}): gpu {} exact {want} error {err:e} > {tol:e}",
+                    got[at_ij]
+                );
+                worst = worst.max(err / tol);
+                rounded = rounded.max(err / (f64::from(alpha.abs()) * l2));
+            }
+        }
+        // The operands really were rounded. Measured against P = sqrt(sum_k (a_ik b_kj)^2),
+        // the TF32 error is a sum of k product errors of up to 2^-10 |a b| with random signs,
+        // about 2^-11 P, and its largest over the matrix above 2^-12 P; an FP32 GEMM's error
+        // is the accumulation's, about 2^-24 sqrt(k) times the partial sums (~P), below 2^-17 P
+        // here (k <= 4100). 2^-14 P separates the two.
+        assert!(
+            rounded > 2f64.powi(-14),
+            "{what}: largest error {rounded:e} P: no TF32 rounding visible"
+        );
+        eprintln!("{what}: largest error {worst:.3} of the bound, {rounded:e} P");
+    }
+    assert!(gpu.take_error().is_none());
+}
+
+#[test]
+fn tf32_gemm_rounds_operands_to_nearest_ties_away() {
+    // 32 x 32 x 32 (the smallest product Precision::Tf32 runs on the tensor cores) with
+    // constant rows of A and constant columns of B, one operand chosen to need rounding and
+    // the other exactly representable with a few bits: every partial sum of the TF32 products
+    // (at most 11 + 2 + 5 significant bits) is then exact in f32, whatever the order, and the
+    // result is exactly 32 round(x) y. The values to round sit
+    // below, at and above half a TF32 unit, at ties with an even and an odd last bit, and carry
+    // into the exponent, so truncation or ties-to-even would give other results; the FP32 path
+    // must give yet others (32 fmaf steps of x y, in k order, as eng_gemm adds them).
+    use ogm_gpu::engine::ops::{round_tf32, Precision};
+    let Some(gpu) = gpu() else { return };
+    let p = |e: i32| 2f32.powi(e);
+    let to_round = [
+        1.0 + p(-11),
+        -(1.0 + p(-11)),
+        1.0 + p(-10) + p(-11),
+        1.0 + p(-12),
+        3.0 - p(-22),
+        0.1,
+        -1.0 - p(-11) - p(-13),
+    ];
+    let simple = [1.0f32, 0.5, -2.0, 0.75];
+    let (m, n, kk) = (32, 32, 32);
+    // Run 0 rounds A (row i: to_round[i % 7]), run 1 rounds B (column j: to_round[j % 7]).
+    for run in 0..2 {
+        // (the value to round, the simple one) of output (i, j).
+        let xy = |i: usize, j: usize| -> (f32, f32) {
+            if run == 0 {
+                (to_round[i % to_round.len()], simple[j % simple.len()])
+            } else {
+                (to_round[j % to_round.len()], simple[i % simple.len()])
+            }
+        };
+        // A's row i and B's column j are constant: A(i, k) x B(k, j) = x y for every k.
+        let a: Vec<f32> = (0..m * kk)
+            .map(|e| {
+                let (x, y) = xy(e / kk, 0);
+                if run == 0 {
+                    x
+                } else {
+                    y
+                }
+            })
+            .collect();
+        let b: Vec<f32> = (0..kk * n)
+            .map(|e| {
+                let (x, y) = xy(0, e % n);
+                if run == 0 {
+                    y
+                } else {
+                    x
+                }
+            })
+            .collect();
+        let c = vec![f32::NAN; m * (n + 3)];
+        for precision in [Precision::Tf32, Precision::Fp32] {
+            let got = ops_gemm(
+                &gpu,
+                precision,
+                (m, n, kk),
+                &a,
+                false,
+                &b,
+                false,
+                (1.0, 0.0),
+                &c,
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let (x, y) = xy(i, j);
+                    let tf32 = 32.0 * round_tf32(x) * y;
+                    // The FP32 kernel adds the products in k order with fmaf.
+                    let fp32 = (0..kk).fold(0.0f32, |acc, _| x.mul_add(y, acc));
+                    assert_ne!(tf32, fp32, "test data: {x:e} needs rounding");
+                    let want = if precision == Precision::Tf32 {
+                        tf32
+                    } else {
+                        fp32
+                    };
+                    assert_eq!(
+                        got[i * (n + 3) + j],
+                        want,
+                        "run {run} {precision}: ({i}, {j}) = 32 x {x:e} x {y}: tf32 {tf32}, fp32 {fp32}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(gpu.take_error().is_none());
+}
+
+#[test]
+fn a_whole_training_step_in_tf32_matches_the_cpu_loosely() {
+    // The training step of a_whole_training_step_matches_the_cpu_for_every_head (two SGD steps,
+    // then an evaluation forward) on a model wide enough (32 channels in every stage) for most
+    // convolution products to reach TF32_MIN_DIM and run on the tensor cores (counted); the
+    // classifier head and the products of the smallest feature maps stay FP32.
+    //
+    // Measure: each tensor's relative L2 difference |gpu - cpu| / |cpu|. One TF32 product is
+    // off by about 2^-11 relatively (random operand roundings of up to 2^-11 each, averaging
+    // over k terms); that compounds through the layers, forward and backward, and batch norm
+    // amplifies it where its statistics come from a handful of values (the audio encoder's
+    // last stage sees 1 x 1 maps of 3 samples). Measured on the emulator: outputs up to
+    // 1.1e-2, running statistics 3e-3, gradients 4.2e-2 (median 1.1e-2), parameters 0.12
+    // (batch-norm biases, which start at zero, so they hold nothing but two gradient steps;
+    // median 4e-5). Tolerances, about 2.5 times those: outputs 3e-2, running statistics 1e-2,
+    // every gradient 1e-1 and their median 3e-2, every parameter 0.25 and their median 1e-3.
+    // A wrong TF32 product (a misplaced operand, a lost split-K slice, a wrong beta) gives
+    // differences of order 1.
+    use ogm_gpu::engine::ops::Precision;
+    let Some(gpu) = gpu() else { return };
+    let cfg = ModelConfig {
+        widths: [32, 32, 32, 32],
+        blocks: [1, 1, 1, 1],
+        ..ModelConfig::small(6, FusionKind::Concat).with_frames(2)
+    };
+    let counting = Arc::new(Counting::new(gpu.device().clone()));
+    let mut backend = GpuBackend::new(counting.clone());
+    assert_eq!(backend.precision(), Precision::Fp32, "FP32 is the default");
+    backend.set_precision(Precision::Tf32);
+    let g = model_step_with(backend, cfg);
+    let (tf32, fp32) = counting.counts();
+    assert!(
+        tf32 > 0 && fp32 > 0,
+        "expected both TF32 and FP32 products: {tf32} TF32, {fp32} FP32 GEMM launches"
+    );
+    let c = model_step_with(CpuBackend::<f32>::new(), cfg);
+    assert_eq!(g.len(), c.len());
+    let mut by_kind: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for ((name, a), (cname, b)) in g.iter().zip(&c) {
+        assert_eq!(name, cname);
+        assert_eq!(a.len(), b.len(), "{name}: length");
+        let norm = b.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let rel = diff / norm.max(1e-30);
+        let kind = name.split(' ').next().unwrap_or("");
+        let (kind, tol) = match kind {
+            "grad" => ("grad", 1e-1),
+            "param" => ("param", 0.25),
+            "state" => ("state", 1e-2),
+            _ => ("output", 3e-2),
+        };
+        assert!(
+            rel <= tol,
+            "TF32 {name}: relative L2 difference {rel:e} > {tol:e}"
+        );
+        by_kind.entry(kind).or_default().push(rel);
+    }
+    for (kind, tol) in [("grad", 3e-2), ("param", 1e-3)] {
+        let v = by_kind
+            .get_mut(kind)
+            .expect("the step has gradients and parameters");
+        v.sort_by(f64::total_cmp);
+        let median = v[v.len() / 2];
+        assert!(
+            median <= tol,
+            "TF32 {kind}: median relative L2 difference {median:e} > {tol:e}"
+        );
+    }
+    for (kind, v) in &by_kind {
+        let worst = v.iter().copied().fold(0.0f64, f64::max);
+        eprintln!(
+            "TF32 step, {kind}: {} tensors, largest relative L2 difference {worst:e}",
+            v.len()
+        );
+    }
+    eprintln!("TF32 step: {tf32} TF32 and {fp32} FP32 GEMM launches");
     assert!(gpu.take_error().is_none());
 }
