@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConfigError, Device, Fusion, OptimizerKind, TrainConfig};
+use crate::config::{ConfigError, Device, Fusion, OptimizerKind, Precision, TrainConfig};
 
 /// Balanced audio-visual training with OGM-GE (CVPR 2022).
 #[derive(Debug, Parser)]
@@ -107,6 +107,13 @@ pub struct TrainArgs {
     pub ckpt_path: Option<PathBuf>,
     #[arg(long, value_enum, help = "cpu or cuda")]
     pub device: Option<Device>,
+    #[arg(
+        long,
+        value_enum,
+        help = "GPU matrix products: fp32 (the reference, default) or tf32 (tensor cores, \
+                --device cuda only)"
+    )]
+    pub precision: Option<Precision>,
     #[arg(long, help = "Engine threads (0: all cores)")]
     pub threads: Option<usize>,
     #[arg(
@@ -162,6 +169,7 @@ impl TrainArgs {
             random_seed,
             ckpt_path,
             device,
+            precision,
             threads,
             image_size,
             audio_seconds,
@@ -314,5 +322,16 @@ mod tests {
             panic!("not train")
         };
         assert!(args.to_config().unwrap_err().to_string().contains("OGMGE"));
+        // TF32 is a GPU mode: refused with the CPU engine, naming the flag.
+        let cli = Cli::try_parse_from(["ogm", "train", "--precision", "tf32"]).unwrap();
+        let Command::Train(args) = cli.command else {
+            panic!("not train")
+        };
+        assert!(args
+            .to_config()
+            .unwrap_err()
+            .to_string()
+            .contains("--precision tf32"));
+        assert!(Cli::try_parse_from(["ogm", "train", "--precision", "bf16"]).is_err());
     }
 }

@@ -64,6 +64,28 @@ pub enum Device {
     Cuda,
 }
 
+/// The arithmetic of the GPU's matrix products (`--precision`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// FP32 SIMT kernels: the reference (default).
+    #[default]
+    Fp32,
+    /// TF32 tensor cores for the large convolution products (operands rounded to 10 mantissa
+    /// bits, f32 accumulation); `--device cuda` only.
+    Tf32,
+}
+
+impl Precision {
+    /// The GPU engine's precision.
+    pub fn engine(self) -> ogm_gpu::engine::ops::Precision {
+        match self {
+            Precision::Fp32 => ogm_gpu::engine::ops::Precision::Fp32,
+            Precision::Tf32 => ogm_gpu::engine::ops::Precision::Tf32,
+        }
+    }
+}
+
 /// The size of the two ResNet encoders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSize {
@@ -128,6 +150,9 @@ pub struct TrainConfig {
     pub ckpt_path: PathBuf,
     /// Where the step runs.
     pub device: Device,
+    /// The GPU's matrix-product arithmetic (FP32 unless `tf32` is asked for, with
+    /// `--device cuda`).
+    pub precision: Precision,
     /// Worker threads for the engine (0: all cores).
     pub threads: usize,
     /// Stop before training on any bad sample instead of skipping it.
@@ -169,6 +194,7 @@ impl Default for TrainConfig {
             random_seed: 0,
             ckpt_path: "./ckpt".into(),
             device: Device::Cpu,
+            precision: Precision::Fp32,
             threads: 0,
             strict: false,
             modulate_all_encoder_weights: false,
@@ -289,6 +315,13 @@ impl TrainConfig {
                 "--modulate_all_encoder_weights has no effect with --modulation Normal".into(),
             );
         }
+        if self.precision == Precision::Tf32 && self.device == Device::Cpu {
+            return bad(
+                "--precision tf32 runs on the GPU's tensor cores: it needs --device cuda (the \
+                 CPU engine computes in FP32 only)"
+                    .into(),
+            );
+        }
         if self.device == Device::Cuda && !ogm_gpu::CUDA_ENABLED {
             return bad(
                 "--device cuda needs a build with CUDA: cargo build --release --features cuda"
@@ -342,6 +375,28 @@ mod tests {
         c.modulation = Mode::Normal;
         c.modulate_all_encoder_weights = true;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn tf32_on_the_cpu_is_refused_naming_the_flags() {
+        let c = TrainConfig {
+            precision: Precision::Tf32,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--precision tf32") && e.contains("--device cuda"),
+            "{e}"
+        );
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("precision = \"tf32\""), "{text}");
+        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+        // Config files written before the key existed read as FP32.
+        assert_eq!(TrainConfig::default().precision, Precision::Fp32);
+        assert_eq!(
+            Precision::Tf32.engine(),
+            ogm_gpu::engine::ops::Precision::Tf32
+        );
     }
 
     #[test]

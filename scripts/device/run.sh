@@ -42,14 +42,20 @@ main() {
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
   echo
-  echo "== PyTorch full-step baseline (same step, same GPU)"
+  echo "== ogm-step-bench --precision tf32 (the same step with the TF32 tensor-core GEMMs)"
+  "$HERE/ogm-step-bench" --precision tf32 --steps 20 --warmup 3 --profile-steps 3 2>&1 |
+    tee "$OUT_DIR/step_ours_tf32.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+
+  echo
+  echo "== PyTorch full-step baseline (same step, same GPU; eager_tf32 is the TF32 baseline)"
   "$PYTHON" "$HERE/bench_torch_step_gpu.py" --device cuda --alpha 0.8 --iters 20 --warmup 5 2>&1 |
     tee "$OUT_DIR/step_torch.txt"
 
   echo
   echo "== summary"
   "$PYTHON" "$HERE/summary.py" "$OUT_DIR/bench.txt" "$OUT_DIR/torch.txt" "$OUT_DIR/results.json" \
-    "$OUT_DIR/step_ours.txt" "$OUT_DIR/step_torch.txt" || status=1
+    "$OUT_DIR/step_ours.txt" "$OUT_DIR/step_torch.txt" "$OUT_DIR/step_ours_tf32.txt" || status=1
   echo "device check exit status: $status"
   return $status
 }

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Sets the benchmark's figures next to the PyTorch baseline's from the same run.
 
-Usage: summary.py BENCH_OUTPUT TORCH_OUTPUT RESULTS_JSON [STEP_OURS STEP_TORCH]
+Usage: summary.py BENCH_OUTPUT TORCH_OUTPUT RESULTS_JSON [STEP_OURS STEP_TORCH [STEP_OURS_TF32]]
 Reads the `BENCH_JSON` and `TORCH_JSON` lines, prints the speed-ups against the targets of
 issue 5 (at least 20x faster than the official code path; modulation kernel at 70% or more of
 the copy bandwidth) and writes everything to RESULTS_JSON. With the two optional files (issue
 6), also reads the `STEP_JSON` lines of ogm-step-bench and bench_torch_step_gpu.py (full
 training steps of the paper model, same GPU, same run) and prints steps per second, the ratio
 to each PyTorch variant (target: at least 0.5x PyTorch eager) and each kernel's share of our
-step.
+step. With STEP_OURS_TF32 (ogm-step-bench --precision tf32), also our TF32 step against
+PyTorch's `eager_tf32` variant (TF32 allowed in cuDNN and matmul) and against our FP32 step.
 """
 import json
 import sys
@@ -60,6 +61,34 @@ def step_summary(ours_path, torch_path, results):
               f"{k['launches_per_step']:9.0f}")
 
 
+def step_tf32_summary(ours_tf32_path, results):
+    ours = last_json(ours_tf32_path, "STEP_JSON")
+    step = results.setdefault("step", {})
+    step["ours_tf32"] = ours
+    if ours is None:
+        print("no ogm-step-bench --precision tf32 figures")
+        return
+    print(f"ogm-rs full step, TF32: {ours['steps_per_s']:.2f} steps/s "
+          f"({ours['ms_per_step']:.1f} ms, precision {ours.get('precision', '?')})")
+    ratios = step.setdefault("ratios_tf32", {})
+    fp32 = step.get("ours")
+    if fp32:
+        ratios["ours_fp32"] = ours["steps_per_s"] / fp32["steps_per_s"]
+        print(f"  vs ours FP32              {fp32['steps_per_s']:8.2f} steps/s: "
+              f"{ratios['ours_fp32']:.2f}x")
+    for t in step.get("torch", []):
+        if t["impl"] in ("torch_eager_tf32", "torch_eager_fp32"):
+            ratios[t["impl"]] = ours["steps_per_s"] / t["steps_per_s"]
+            print(f"  vs {t['impl']:<22} {t['steps_per_s']:8.2f} steps/s: "
+                  f"{ratios[t['impl']]:.2f}x")
+    if "torch_eager_tf32" not in ratios:
+        print("  no PyTorch eager_tf32 figures")
+    print(f"{'TF32 kernel':<24} {'ms/step':>9} {'share':>7} {'launches':>9}")
+    for k in ours.get("kernels", [])[:10]:
+        print(f"{k['name']:<24} {k['ms_per_step']:9.3f} {100 * k['share']:6.1f}% "
+              f"{k['launches_per_step']:9.0f}")
+
+
 def main():
     bench = last_json(sys.argv[1], "BENCH_JSON")
     torch = last_json(sys.argv[2], "TORCH_JSON")
@@ -95,6 +124,8 @@ def main():
                   f"host waited inside a step: {'no' if r['host_waits'] == 0 else 'YES'}")
     if len(sys.argv) >= 6:
         step_summary(sys.argv[4], sys.argv[5], results)
+    if len(sys.argv) >= 7:
+        step_tf32_summary(sys.argv[6], results)
     json.dump(results, open(sys.argv[3], "w"), indent=2)
     print(f"kernels agree with the CPU reference: {'yes' if ok else 'NO'}")
     return 0 if ok else 1

@@ -1,10 +1,13 @@
 //! `ogm-step-bench`: full training steps per second of the paper model on the GPU (feature
 //! `cuda`), the step the trainer runs with `--device cuda` (forward, cross-entropy, backward,
 //! per-modality scores, OGM-GE with alpha 0.8 inside its window, SGD lr 1e-3 momentum 0.9
-//! weight decay 1e-4), FP32. Batch 64 by default, CREMA-D shapes (audio 1x257x188, visual
-//! 3x1x224x224), concat fusion, 6 classes: the same step as scripts/bench_torch_step_gpu.py.
+//! weight decay 1e-4), FP32 by default, `--precision tf32` for the TF32 tensor-core GEMMs
+//! (`ogm_gpu::engine::ops::Precision`). Batch 64 by default, CREMA-D shapes (audio
+//! 1x257x188, visual 3x1x224x224), concat fusion, 6 classes: the same step as
+//! scripts/bench_torch_step_gpu.py (whose `eager_tf32` variant is the TF32 baseline).
 //!
-//! Prints one line `STEP_JSON {"impl":"ogm_fp32",...,"steps_per_s":..,"kernels":[...]}`: the
+//! Prints one line `STEP_JSON {"impl":"ogm_fp32",...,"steps_per_s":..,"kernels":[...]}`
+//! (`ogm_tf32` with `--precision tf32`; the `precision` key names it too): the
 //! throughput over `--steps` steps after `--warmup`, and each kernel's time per step and share
 //! of the step, measured with CUDA events over `--profile-steps` further steps (events around
 //! every launch slow those steps a little; the throughput is measured without them).
@@ -19,7 +22,7 @@ use ogm_gpu::cuda::CudaDevice;
 use ogm_gpu::engine::Device;
 use ogm_host::config::TrainConfig;
 use ogm_host::data::loader::Batch;
-use ogm_host::engine::gpu::GpuBackend;
+use ogm_host::engine::gpu::{GpuBackend, Precision};
 use ogm_host::engine::{AvModel, FusionKind, ModelConfig};
 use ogm_host::train::optimizer::Optimizer;
 use ogm_host::train::train_step;
@@ -31,6 +34,7 @@ struct Args {
     steps: usize,
     warmup: usize,
     profile_steps: usize,
+    precision: Precision,
 }
 
 fn parse() -> Result<Args, String> {
@@ -39,14 +43,17 @@ fn parse() -> Result<Args, String> {
         steps: 20,
         warmup: 3,
         profile_steps: 3,
+        precision: Precision::Fp32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?
-            .parse::<usize>()
-            .map_err(|e| format!("{flag}: {e}"))?;
+        let text = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--precision" {
+            a.precision = Precision::parse(&text)
+                .ok_or_else(|| format!("--precision: `{text}` is not fp32 or tf32"))?;
+            continue;
+        }
+        let value = text.parse::<usize>().map_err(|e| format!("{flag}: {e}"))?;
         match flag.as_str() {
             "--batch" => a.batch = value,
             "--steps" => a.steps = value,
@@ -82,11 +89,9 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let name = dev.name().to_string();
     let classes = 6;
-    let mut model = AvModel::new(
-        GpuBackend::new(dev.clone()),
-        ModelConfig::paper(classes, FusionKind::Concat),
-        0,
-    )?;
+    let mut backend = GpuBackend::new(dev.clone());
+    backend.set_precision(args.precision);
+    let mut model = AvModel::new(backend, ModelConfig::paper(classes, FusionKind::Concat), 0)?;
     let config = TrainConfig {
         modulation: Mode::OgmGe,
         alpha: 0.8,
@@ -149,7 +154,8 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     }
     let line = serde_json::json!({
-        "impl": "ogm_fp32",
+        "impl": format!("ogm_{}", args.precision),
+        "precision": args.precision.name(),
         "batch": b,
         "classes": classes,
         "fusion": "concat",
