@@ -53,6 +53,8 @@
 
 pub mod engine;
 pub mod error;
+#[cfg(test)]
+mod kernel_source;
 pub mod layout;
 pub mod reference;
 pub mod sgd;

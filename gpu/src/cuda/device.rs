@@ -268,18 +268,7 @@ impl Drop for CudaDevice {
 mod tests {
     use crate::engine::kernels::ALL;
 
-    /// The PTX parameter types of `.entry kernel(...)`.
-    fn ptx_params(ptx: &str, kernel: &str) -> Vec<String> {
-        let start = ptx
-            .find(&format!(".entry {kernel}("))
-            .unwrap_or_else(|| panic!("no .entry {kernel} in its PTX"));
-        let body = &ptx[start..];
-        let body = &body[..body.find(')').unwrap()];
-        body.lines()
-            .filter_map(|l| l.trim().strip_prefix(".param "))
-            .map(|l| l.split_whitespace().next().unwrap().to_string())
-            .collect()
-    }
+    use crate::kernel_source::ptx_params;
 
     /// Every engine kernel's declared parameter list equals its PTX entry's, type for type.
     #[test]

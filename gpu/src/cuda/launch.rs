@@ -20,17 +20,11 @@ use crate::layout::TensorDesc;
 use crate::state::{BalanceState, DeviceStatus, Stats};
 
 // Launch geometry: the values of kernels/common.cuh, which the kernels are compiled with (the
-// test below reads them from there, so the two cannot drift apart).
-/// Threads per block of `ogm_batch_scores` (`SCORES_BLOCK`).
-const SCORES_BLOCK: u32 = 256;
-/// Threads per block of `ogm_tensor_stats` (`STATS_BLOCK`).
-const STATS_BLOCK: u32 = 256;
-/// Chunks per block of `ogm_tensor_stats` (`STATS_CHUNKS_PER_BLOCK`, one per warp).
-const STATS_CHUNKS_PER_BLOCK: u64 = 8;
-/// Threads per block of `ogm_modulate` (`MOD_BLOCK`).
-const MOD_BLOCK: u32 = 64;
-/// Chunks per block of `ogm_modulate` (`MOD_CHUNKS_PER_BLOCK`).
-const MOD_CHUNKS_PER_BLOCK: u64 = 16;
+// tests read them from there, so the two cannot drift apart). The OGM-GE kernels' sizes are
+// the engine's (`crate::engine::ogm`), which launches the same kernels on any device.
+use crate::engine::ogm::{
+    MOD_BLOCK, MOD_CHUNKS_PER_BLOCK, SCORES_BLOCK, STATS_BLOCK, STATS_CHUNKS_PER_BLOCK,
+};
 /// Threads per block of `ogm_sgd` (`SGD_BLOCK`).
 const SGD_BLOCK: u32 = 256;
 
@@ -184,45 +178,10 @@ pub(crate) fn sgd_blocks(n: u64, multiprocessors: u32) -> u32 {
 mod tests {
     use super::*;
 
-    /// The value of `#define NAME <expression>` in kernels/common.cuh, for the simple integer
-    /// expressions used there (a literal, or `(A * B)` of other defines).
-    fn define(name: &str) -> u64 {
-        let src = include_str!("../../kernels/common.cuh");
-        let line = src
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("#define ")?
-                    .strip_prefix(name)?
-                    .strip_prefix(' ')
-            })
-            .unwrap_or_else(|| panic!("no #define {name} in common.cuh"));
-        let expr = line.split("//").next().unwrap().trim();
-        let expr = expr.trim_start_matches('(').trim_end_matches(')');
-        // `A * B / C ...`, left to right.
-        let mut tokens = expr.split_whitespace();
-        let value = |f: &str| f.parse().unwrap_or_else(|_| define(f));
-        let mut acc = value(tokens.next().unwrap());
-        while let (Some(op), Some(f)) = (tokens.next(), tokens.next()) {
-            match op {
-                "*" => acc *= value(f),
-                "/" => acc /= value(f),
-                _ => panic!("unsupported operator {op} in #define {name}"),
-            }
-        }
-        acc
-    }
+    use crate::kernel_source::ptx_params;
 
-    /// The PTX parameter types of `.entry kernel(...)` in `ptx`.
-    fn ptx_params(ptx: &str, kernel: &str) -> Vec<String> {
-        let start = ptx
-            .find(&format!(".entry {kernel}("))
-            .unwrap_or_else(|| panic!("no .entry {kernel} in its PTX"));
-        let body = &ptx[start..];
-        let body = &body[..body.find(')').unwrap()];
-        body.lines()
-            .filter_map(|l| l.trim().strip_prefix(".param "))
-            .map(|l| l.split_whitespace().next().unwrap().to_string())
-            .collect()
+    fn define(name: &str) -> u64 {
+        crate::kernel_source::define(include_str!("../../kernels/common.cuh"), "common.cuh", name)
     }
 
     /// Each wrapper passes exactly the parameters its kernel declares, type for type (the
@@ -239,13 +198,9 @@ mod tests {
         }
     }
 
+    /// (The OGM-GE kernels' sizes are checked with `crate::engine::ogm`'s.)
     #[test]
     fn geometry_matches_the_kernels() {
-        assert_eq!(define("SCORES_BLOCK"), u64::from(SCORES_BLOCK));
-        assert_eq!(define("STATS_BLOCK"), u64::from(STATS_BLOCK));
-        assert_eq!(define("STATS_CHUNKS_PER_BLOCK"), STATS_CHUNKS_PER_BLOCK);
-        assert_eq!(define("MOD_BLOCK"), u64::from(MOD_BLOCK));
-        assert_eq!(define("MOD_CHUNKS_PER_BLOCK"), MOD_CHUNKS_PER_BLOCK);
         assert_eq!(define("SGD_BLOCK"), u64::from(SGD_BLOCK));
         assert_eq!(define("OGM_CHUNK") as usize, crate::KERNEL_CHUNK);
     }

@@ -399,31 +399,17 @@ impl<D: Device> DeviceOgm<D> {
 mod tests {
     use super::*;
 
-    /// The value of `#define NAME <integer>` in kernels/common.cuh.
     fn define(name: &str) -> u64 {
-        let src = include_str!("../../kernels/common.cuh");
-        src.lines()
-            .find_map(|l| {
-                let rest = l.strip_prefix("#define ")?.strip_prefix(name)?;
-                rest.strip_prefix(' ')?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no #define {name} in common.cuh"))
+        crate::kernel_source::define(include_str!("../../kernels/common.cuh"), "common.cuh", name)
     }
 
     #[test]
     fn geometry_matches_the_kernels() {
         assert_eq!(define("SCORES_BLOCK"), u64::from(SCORES_BLOCK));
         assert_eq!(define("STATS_BLOCK"), u64::from(STATS_BLOCK));
-        assert_eq!(STATS_CHUNKS_PER_BLOCK, u64::from(STATS_BLOCK / 32));
-        assert_eq!(define("MOD_WARPS") * 32, u64::from(MOD_BLOCK));
-        assert_eq!(
-            define("MOD_WARPS") * define("CHUNKS_PER_WARP"),
-            MOD_CHUNKS_PER_BLOCK
-        );
+        assert_eq!(define("STATS_CHUNKS_PER_BLOCK"), STATS_CHUNKS_PER_BLOCK);
+        assert_eq!(define("MOD_BLOCK"), u64::from(MOD_BLOCK));
+        assert_eq!(define("MOD_CHUNKS_PER_BLOCK"), MOD_CHUNKS_PER_BLOCK);
     }
 
     #[test]
