@@ -25,7 +25,7 @@ use ogm_host::data::loader::Batch;
 use ogm_host::engine::gpu::{GpuBackend, Precision};
 use ogm_host::engine::{AvModel, FusionKind, ModelConfig};
 use ogm_host::train::optimizer::Optimizer;
-use ogm_host::train::train_step;
+use ogm_host::train::{StepArgs, StepBackend};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -114,29 +114,42 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let lr = config.learning_rate;
     let mut step = 0u64;
-    let mut one = |model: &mut AvModel<_>, opt: &mut Optimizer<_>| {
+    // Steps are queued as the trainer queues them (no wait per step; the host reads the
+    // device's log ring every LOG_SLOTS steps), and their records kept for the last loss.
+    let mut done = Vec::new();
+    let mut one = |model: &mut AvModel<_>, opt: &mut Optimizer<_>, done: &mut Vec<_>| {
         step += 1;
-        train_step(model, opt, &schedule, &config, &batch, 0, step, lr)
+        let args = StepArgs {
+            schedule: &schedule,
+            config: &config,
+            epoch: 0,
+            step,
+            lr,
+        };
+        GpuBackend::queue_step(model, opt, &args, &batch, done)
     };
     for _ in 0..args.warmup {
-        one(&mut model, &mut opt)?;
+        one(&mut model, &mut opt, &mut done)?;
     }
+    GpuBackend::finish_steps(&mut model, &mut done)?;
     dev.synchronize()?;
     let t = Instant::now();
-    let mut loss = 0.0;
     for _ in 0..args.steps {
-        loss = one(&mut model, &mut opt)?.loss;
+        one(&mut model, &mut opt, &mut done)?;
     }
+    GpuBackend::finish_steps(&mut model, &mut done)?;
     dev.synchronize()?;
     let ms = t.elapsed().as_secs_f64() * 1e3 / args.steps as f64;
+    let loss = done.last().map_or(f64::NAN, |r| r.loss);
 
     let mut kernels = Vec::new();
     if args.profile_steps > 0 {
         dev.set_profiling(true)?;
         let t = Instant::now();
         for _ in 0..args.profile_steps {
-            one(&mut model, &mut opt)?;
+            one(&mut model, &mut opt, &mut done)?;
         }
+        GpuBackend::finish_steps(&mut model, &mut done)?;
         dev.synchronize()?;
         let prof_ms = t.elapsed().as_secs_f64() * 1e3 / args.profile_steps as f64;
         let profile = dev.take_profile()?;
