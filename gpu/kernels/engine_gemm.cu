@@ -17,77 +17,121 @@
 // Launch: grid (ceil(N / GEMM_BN), ceil(M / GEMM_BM), splits), block GEMM_THREADS.
 #include "engine.cuh"
 
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-eng_gemm(unsigned int M, unsigned int N, unsigned int K, float alpha,
-         const float* __restrict__ A, unsigned int rsa, unsigned int csa,
-         const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
-         float* __restrict__ C, unsigned int ldc, unsigned int k_split,
-         unsigned long long split_stride) {
+// One block's BM x BN tile of C, for both SIMT kernels below. Each of the GEMM_THREADS threads
+// computes TM x TN outputs: rows (i / 4) * (BM / 2) + ty * 4 + i % 4 and columns
+// (j / 4) * (BN / 2) + tx * 4 + j % 4 (ty = t / 16, tx = t % 16), so the inner loop reads runs
+// of four consecutive values of each shared tile. Every output is the same fmaf chain over k in
+// increasing order, whatever the tile shape.
+//
+// The shared-dimension loop is double-buffered: while the block multiplies stage s, each
+// thread already holds the next stage's values in registers (their global loads were issued
+// before the multiply-adds, so their latency is hidden behind them) and stores them into the
+// other shared buffer afterwards: one __syncthreads per stage. The buffer written at stage i
+// was last read at stage i - 1, before the barrier that ended it.
+template <int BM, int BN, int BK, int TM, int TN>
+__device__ __forceinline__ void gemm_tile(unsigned int M, unsigned int N, unsigned int K,
+                                          float alpha, const float* __restrict__ A,
+                                          unsigned int rsa, unsigned int csa,
+                                          const float* __restrict__ B, unsigned int rsb,
+                                          unsigned int csb, float beta, float* __restrict__ C,
+                                          unsigned int ldc, unsigned int k_split,
+                                          unsigned long long split_stride) {
+    static_assert(BM * BK == 4 * GEMM_THREADS && BN * BK == 4 * GEMM_THREADS,
+                  "each thread loads four values of each tile");
+    static_assert(TM * 16 == BM && TN * 16 == BN, "16 x 16 threads cover the tile");
     // Stored k-major so that the inner loop reads a row of each tile; +4 keeps rows 16-byte
     // aligned while breaking the power-of-two bank pattern of the transposed stores.
-    __shared__ float As[GEMM_BK][GEMM_BM + 4];
-    __shared__ float Bs[GEMM_BK][GEMM_BN + 4];
+    __shared__ float As[2][BK][BM + 4];
+    __shared__ float Bs[2][BK][BN + 4];
     const unsigned t = threadIdx.x;
-    const unsigned tx = t % 16, ty = t / 16;  // this thread's outputs: rows ty + 16 i, cols tx + 16 j
-    const unsigned m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
+    const unsigned tx = t % 16, ty = t / 16;
+    const unsigned m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const unsigned kbeg = blockIdx.z * k_split;
     const unsigned kend = kbeg + k_split < K ? kbeg + k_split : K;
     if (gridDim.z > 1) C += (unsigned long long)blockIdx.z * split_stride;
 
-    float acc[4][4];
-    for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    // Which unit-stride direction the loads follow (coalesced global reads).
+    // Which unit-stride direction the loads follow (coalesced global reads). Each thread loads
+    // four values of each tile: (mm, kk) of A and (kk, nn) of B, r = 0..3.
     const bool a_k_contig = csa == 1;
     const bool b_n_contig = csb == 1 || rsb != 1;
-    for (unsigned k0 = kbeg; k0 < kend; k0 += GEMM_BK) {
-        // A tile: GEMM_BM x GEMM_BK = 1024 values, 4 per thread.
-        for (int r = 0; r < 4; ++r) {
-            unsigned mm, kk;
-            if (a_k_contig) {
-                kk = t % GEMM_BK;
-                mm = t / GEMM_BK + 16 * r;
-            } else {
-                mm = t % GEMM_BM;
-                kk = t / GEMM_BM + 4 * r;
-            }
-            const unsigned gm = m0 + mm, gk = k0 + kk;
-            As[kk][mm] = gm < M && gk < kend
-                             ? A[(unsigned long long)gm * rsa + (unsigned long long)gk * csa]
-                             : 0.0f;
-        }
-        // B tile: GEMM_BK x GEMM_BN = 1024 values, 4 per thread.
-        for (int r = 0; r < 4; ++r) {
-            unsigned nn, kk;
-            if (b_n_contig) {
-                nn = t % GEMM_BN;
-                kk = t / GEMM_BN + 4 * r;
-            } else {
-                kk = t % GEMM_BK;
-                nn = t / GEMM_BK + 16 * r;
-            }
-            const unsigned gn = n0 + nn, gk = k0 + kk;
-            Bs[kk][nn] = gn < N && gk < kend
-                             ? B[(unsigned long long)gk * rsb + (unsigned long long)gn * csb]
-                             : 0.0f;
-        }
-        __syncthreads();
+    unsigned a_m[4], a_k[4], b_k[4], b_n[4];
 #pragma unroll
-        for (int kk = 0; kk < GEMM_BK; ++kk) {
-            float a[4], b[4];
-            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
-            for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    for (int r = 0; r < 4; ++r) {
+        if (a_k_contig) {
+            a_k[r] = t % BK;
+            a_m[r] = t / BK + (GEMM_THREADS / BK) * r;
+        } else {
+            a_m[r] = t % BM;
+            a_k[r] = t / BM + (GEMM_THREADS / BM) * r;
         }
-        __syncthreads();
+        if (b_n_contig) {
+            b_n[r] = t % BN;
+            b_k[r] = t / BN + (GEMM_THREADS / BN) * r;
+        } else {
+            b_k[r] = t % BK;
+            b_n[r] = t / BK + (GEMM_THREADS / BK) * r;
+        }
     }
-    for (int i = 0; i < 4; ++i) {
-        const unsigned gm = m0 + ty + 16 * i;
+    float ra[4], rb[4];
+    auto load = [&](unsigned k0) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const unsigned gm = m0 + a_m[r], gka = k0 + a_k[r];
+            ra[r] = gm < M && gka < kend
+                        ? A[(unsigned long long)gm * rsa + (unsigned long long)gka * csa]
+                        : 0.0f;
+            const unsigned gn = n0 + b_n[r], gkb = k0 + b_k[r];
+            rb[r] = gn < N && gkb < kend
+                        ? B[(unsigned long long)gkb * rsb + (unsigned long long)gn * csb]
+                        : 0.0f;
+        }
+    };
+    auto store = [&](int s) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            As[s][a_k[r]][a_m[r]] = ra[r];
+            Bs[s][b_k[r]][b_n[r]] = rb[r];
+        }
+    };
+
+    int s = 0;
+    if (kbeg < kend) {
+        load(kbeg);
+        store(0);
+    }
+    __syncthreads();
+    for (unsigned k0 = kbeg; k0 < kend; k0 += BK) {
+        const bool more = k0 + BK < kend;
+        if (more) load(k0 + BK);
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], b[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[s][kk][(i / 4) * (BM / 2) + ty * 4 + i % 4];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) b[j] = Bs[s][kk][(j / 4) * (BN / 2) + tx * 4 + j % 4];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        if (more) store(s ^ 1);
+        __syncthreads();
+        s ^= 1;
+    }
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const unsigned gm = m0 + (i / 4) * (BM / 2) + ty * 4 + i % 4;
         if (gm >= M) continue;
-        for (int j = 0; j < 4; ++j) {
-            const unsigned gn = n0 + tx + 16 * j;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const unsigned gn = n0 + (j / 4) * (BN / 2) + tx * 4 + j % 4;
             if (gn >= N) continue;
             float* c = C + (unsigned long long)gm * ldc + gn;
             // beta == 0 must not read C: it may hold anything (NaN included), as in BLAS.
@@ -96,87 +140,28 @@ eng_gemm(unsigned int M, unsigned int N, unsigned int K, float alpha,
     }
 }
 
-// The same product with BIG_BM x BIG_BN tiles and 8 x 8 outputs per thread: rows
-// ty * 4 + i and 64 + ty * 4 + i, columns tx * 4 + j and 64 + tx * 4 + j (i, j < 4), so the
-// inner loop reads two runs of four consecutive values of each tile. Same parameters, same
-// split-K convention. Launch: grid (ceil(N / BIG_BN), ceil(M / BIG_BM), splits), block
-// GEMM_THREADS.
+// GEMM_BM x GEMM_BN tiles, 4 x 4 outputs per thread (any shape).
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+eng_gemm(unsigned int M, unsigned int N, unsigned int K, float alpha,
+         const float* __restrict__ A, unsigned int rsa, unsigned int csa,
+         const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
+         float* __restrict__ C, unsigned int ldc, unsigned int k_split,
+         unsigned long long split_stride) {
+    gemm_tile<GEMM_BM, GEMM_BN, GEMM_BK, 4, 4>(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C,
+                                               ldc, k_split, split_stride);
+}
+
+// The same product with BIG_BM x BIG_BN tiles and 8 x 8 outputs per thread (a four times
+// higher ratio of multiply-adds to shared-memory reads). Same parameters, same split-K
+// convention. Launch: grid (ceil(N / BIG_BN), ceil(M / BIG_BM), splits), block GEMM_THREADS.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 eng_gemm_big(unsigned int M, unsigned int N, unsigned int K, float alpha,
              const float* __restrict__ A, unsigned int rsa, unsigned int csa,
              const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
              float* __restrict__ C, unsigned int ldc, unsigned int k_split,
              unsigned long long split_stride) {
-    __shared__ float As[BIG_BK][BIG_BM + 4];
-    __shared__ float Bs[BIG_BK][BIG_BN + 4];
-    const unsigned t = threadIdx.x;
-    const unsigned tx = t % 16, ty = t / 16;
-    const unsigned m0 = blockIdx.y * BIG_BM, n0 = blockIdx.x * BIG_BN;
-    const unsigned kbeg = blockIdx.z * k_split;
-    const unsigned kend = kbeg + k_split < K ? kbeg + k_split : K;
-    if (gridDim.z > 1) C += (unsigned long long)blockIdx.z * split_stride;
-
-    float acc[8][8];
-    for (int i = 0; i < 8; ++i)
-        for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
-
-    const bool a_k_contig = csa == 1;
-    const bool b_n_contig = csb == 1 || rsb != 1;
-    for (unsigned k0 = kbeg; k0 < kend; k0 += BIG_BK) {
-        // Each tile is 1024 values, 4 per thread.
-        for (int r = 0; r < 4; ++r) {
-            unsigned mm, kk;
-            if (a_k_contig) {
-                kk = t % BIG_BK;
-                mm = t / BIG_BK + 32 * r;
-            } else {
-                mm = t % BIG_BM;
-                kk = t / BIG_BM + 2 * r;
-            }
-            const unsigned gm = m0 + mm, gk = k0 + kk;
-            As[kk][mm] = gm < M && gk < kend
-                             ? A[(unsigned long long)gm * rsa + (unsigned long long)gk * csa]
-                             : 0.0f;
-        }
-        for (int r = 0; r < 4; ++r) {
-            unsigned nn, kk;
-            if (b_n_contig) {
-                nn = t % BIG_BN;
-                kk = t / BIG_BN + 2 * r;
-            } else {
-                kk = t % BIG_BK;
-                nn = t / BIG_BK + 32 * r;
-            }
-            const unsigned gn = n0 + nn, gk = k0 + kk;
-            Bs[kk][nn] = gn < N && gk < kend
-                             ? B[(unsigned long long)gk * rsb + (unsigned long long)gn * csb]
-                             : 0.0f;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < BIG_BK; ++kk) {
-            float a[8], b[8];
-            for (int i = 0; i < 4; ++i) {
-                a[i] = As[kk][ty * 4 + i];
-                a[4 + i] = As[kk][64 + ty * 4 + i];
-                b[i] = Bs[kk][tx * 4 + i];
-                b[4 + i] = Bs[kk][64 + tx * 4 + i];
-            }
-            for (int i = 0; i < 8; ++i)
-                for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
-        __syncthreads();
-    }
-    for (int i = 0; i < 8; ++i) {
-        const unsigned gm = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + (i - 4));
-        if (gm >= M) continue;
-        for (int j = 0; j < 8; ++j) {
-            const unsigned gn = n0 + (j < 4 ? tx * 4 + j : 64 + tx * 4 + (j - 4));
-            if (gn >= N) continue;
-            float* c = C + (unsigned long long)gm * ldc + gn;
-            *c = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * *c;
-        }
-    }
+    gemm_tile<BIG_BM, BIG_BN, BIG_BK, 8, 8>(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C,
+                                            ldc, k_split, split_stride);
 }
 
 // C (rows x cols, leading dimension ldc) = alpha * sum_z P_z + beta * C, where the slices P_z
