@@ -18,7 +18,7 @@
 //! before it are kept, and no checkpoint is written after it (the loop reads the ring before
 //! saving one).
 //!
-//! The semantics are the CPU step's ([`super::step`]): the same targets, noise keys
+//! The semantics are the CPU step's (`train::step`): the same targets, noise keys
 //! (`step_key(seed, step).derive(parameter index)`), window and coefficient rules.
 
 use ogm_gpu::engine::ogm::{DeviceOgm, LossSlot, StepLog};

@@ -253,7 +253,11 @@ pub fn train(
     match config.device {
         crate::config::Device::Cpu => train_on(config, opts, stop, CpuBackend::<f32>::new()),
         #[cfg(feature = "cuda")]
-        crate::config::Device::Cuda => train_on(config, opts, stop, gpu::open()?),
+        crate::config::Device::Cuda => {
+            let mut backend = gpu::open()?;
+            backend.set_precision(config.precision.engine());
+            train_on(config, opts, stop, backend)
+        }
         // validate() refuses --device cuda in a build without the `cuda` feature.
         #[cfg(not(feature = "cuda"))]
         crate::config::Device::Cuda => Err(ConfigError::Invalid(
