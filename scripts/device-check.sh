@@ -5,7 +5,10 @@
 #       Builds the release test executable `device` (tests/device.rs: every kernel against the
 #       CPU reference, and a full ResNet-18-sized step) and the benchmark `ogm-gpu-bench` with
 #       `--features cuda`, the engine's device test `engine-device` (host/tests/engine_gpu_cuda.rs:
-#       every operation of the GPU backend and a whole training step against the CPU engine)
+#       every operation of the GPU backend and a whole training step against the CPU engine),
+#       the trainer's device test `train-device` (host/tests/train_gpu_cuda.rs: queued OGM-GE
+#       steps against the CPU steps, the log ring, a bad label's report, the whole loop with an
+#       exact resume, and that the steady state waits only to read the log ring)
 #       and the training-step benchmark `ogm-step-bench` (the paper model, batch 64; run twice,
 #       FP32 and `--precision tf32`), strips them and copies them, the PyTorch baseline
 #       (scripts/torch_official_modulation.py) and scripts/device/run.sh into ./device-bundle/
@@ -48,12 +51,14 @@ build() {
   echo "== building the engine's device test and the training-step benchmark (release, --features cuda)"
   cargo test -p ogm-host --features cuda --release --test engine_gpu_cuda --no-run \
     --message-format=json-render-diagnostics >>"$json"
+  cargo test -p ogm-host --features cuda --release --test train_gpu_cuda --no-run \
+    --message-format=json-render-diagnostics >>"$json"
   cargo build -p ogm-host --features cuda --release --bin ogm-step-bench \
     --message-format=json-render-diagnostics >>"$json"
-  local test_exe bench_exe engine_exe step_exe
-  read -r test_exe bench_exe engine_exe step_exe < <(python3 - "$json" <<'PY'
+  local test_exe bench_exe engine_exe step_exe train_exe
+  read -r test_exe bench_exe engine_exe step_exe train_exe < <(python3 - "$json" <<'PY'
 import json, sys
-test = bench = engine = step = ""
+test = bench = engine = step = train = ""
 for line in open(sys.argv[1]):
     m = json.loads(line)
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
@@ -66,11 +71,13 @@ for line in open(sys.argv[1]):
         engine = m["executable"]
     if m["target"]["name"] == "ogm-step-bench":
         step = m["executable"]
-print(test, bench, engine, step)
+    if m["target"]["name"] == "train_gpu_cuda" and m["profile"]["test"]:
+        train = m["executable"]
+print(test, bench, engine, step, train)
 PY
 )
   rm -f "$json"
-  [[ -x "$test_exe" && -x "$bench_exe" && -x "$engine_exe" && -x "$step_exe" ]] || {
+  [[ -x "$test_exe" && -x "$bench_exe" && -x "$engine_exe" && -x "$step_exe" && -x "$train_exe" ]] || {
     echo "device-check: could not find the built executables" >&2
     exit 1
   }
@@ -80,16 +87,18 @@ PY
   cp "$bench_exe" "$BUNDLE/ogm-gpu-bench"
   cp "$engine_exe" "$BUNDLE/engine-device"
   cp "$step_exe" "$BUNDLE/ogm-step-bench"
-  strip "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" "$BUNDLE/engine-device" "$BUNDLE/ogm-step-bench"
+  cp "$train_exe" "$BUNDLE/train-device"
+  strip "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" "$BUNDLE/engine-device" "$BUNDLE/ogm-step-bench" \
+    "$BUNDLE/train-device"
   cp scripts/torch_official_modulation.py scripts/device/run.sh scripts/device/summary.py "$BUNDLE/"
   cp scripts/bench_torch_step_gpu.py scripts/torch_engine_fixtures.py "$BUNDLE/"
   chmod +x "$BUNDLE/run.sh"
   {
     echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD -- gpu scripts || echo ' (with local changes)')"
     echo "built  $(date -u +%Y-%m-%dT%H:%M:%SZ) with $(rustc --version) and $("$NVCC" --version | tail -n2 | head -n1)"
-    echo "glibc  the binaries need at most GLIBC_$(objdump -T "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" "$BUNDLE/engine-device" "$BUNDLE/ogm-step-bench" |
+    echo "glibc  the binaries need at most GLIBC_$(objdump -T "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" "$BUNDLE/engine-device" "$BUNDLE/ogm-step-bench" "$BUNDLE/train-device" |
       grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n1)"
-    (cd "$BUNDLE" && sha256sum device ogm-gpu-bench engine-device ogm-step-bench \
+    (cd "$BUNDLE" && sha256sum device ogm-gpu-bench engine-device ogm-step-bench train-device \
       torch_official_modulation.py bench_torch_step_gpu.py torch_engine_fixtures.py run.sh summary.py)
   } >"$BUNDLE/MANIFEST"
   local size

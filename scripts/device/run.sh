@@ -37,6 +37,10 @@ main() {
   OGM_GPU_REQUIRED=1 "$HERE/engine-device" --test-threads=1 2>&1 || status=1
 
   echo
+  echo "== trainer device tests (queued steps against the CPU steps, the log ring, resume)"
+  OGM_GPU_REQUIRED=1 "$HERE/train-device" --test-threads=1 2>&1 || status=1
+
+  echo
   echo "== ogm-step-bench (full training step of the paper model, batch 64)"
   "$HERE/ogm-step-bench" --steps 20 --warmup 3 --profile-steps 3 2>&1 | tee "$OUT_DIR/step_ours.txt"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
