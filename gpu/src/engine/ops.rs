@@ -508,19 +508,14 @@ pub unsafe fn softmax_xent<D: Device + ?Sized>(
 mod tests {
     use super::*;
 
-    /// The value of `#define NAME <integer>` in kernels/engine.cuh.
+    /// The value of `#define NAME` in kernels/engine.cuh.
     fn define(name: &str) -> u32 {
-        let src = include_str!("../../kernels/engine.cuh");
-        src.lines()
-            .find_map(|l| {
-                let rest = l.strip_prefix("#define ")?.strip_prefix(name)?;
-                rest.strip_prefix(' ')?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no #define {name} in engine.cuh"))
+        let v = crate::kernel_source::define(
+            include_str!("../../kernels/engine.cuh"),
+            "engine.cuh",
+            name,
+        );
+        u32::try_from(v).unwrap()
     }
 
     #[test]
