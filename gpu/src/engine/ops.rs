@@ -308,20 +308,22 @@ pub unsafe fn gemm<D: Device + ?Sized>(
     )
 }
 
-/// A convolution's shape (the host engine's `ConvGeom`, in the kernels' terms).
+/// The shape of one convolution (square kernel, stride, zero padding, no bias) over a CNHW
+/// batch. The host engine uses this type for its CPU and GPU backends alike (re-exported there
+/// as `ConvGeom`); it has no CUDA dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv {
     /// Input channels.
     pub cin: usize,
     /// Output channels.
     pub cout: usize,
-    /// Kernel size.
+    /// Kernel height and width.
     pub k: usize,
     /// Stride.
     pub stride: usize,
-    /// Zero padding.
+    /// Zero padding on every side.
     pub pad: usize,
-    /// Samples.
+    /// Samples in the batch.
     pub n: usize,
     /// Input height.
     pub h: usize,
@@ -338,9 +340,31 @@ impl Conv {
     pub fn ow(&self) -> usize {
         (self.w + 2 * self.pad - self.k) / self.stride + 1
     }
-    /// `cin * k * k`.
+    /// Rows of the lowered matrix: `cin * k * k`.
     pub fn kdim(&self) -> usize {
         self.cin * self.k * self.k
+    }
+    /// Input length.
+    pub fn in_len(&self) -> usize {
+        self.cin * self.n * self.h * self.w
+    }
+    /// Output length.
+    pub fn out_len(&self) -> usize {
+        self.cout * self.n * self.oh() * self.ow()
+    }
+    /// Weight length.
+    pub fn w_len(&self) -> usize {
+        self.cout * self.kdim()
+    }
+    /// Whether the geometry is usable (non-zero sizes, kernel fits the padded input).
+    pub fn is_valid(&self) -> bool {
+        self.cin > 0
+            && self.cout > 0
+            && self.k > 0
+            && self.stride > 0
+            && self.n > 0
+            && self.h + 2 * self.pad >= self.k
+            && self.w + 2 * self.pad >= self.k
     }
     /// `n * oh * ow`.
     pub fn cols(&self) -> usize {

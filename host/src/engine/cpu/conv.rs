@@ -10,68 +10,15 @@ use rayon::prelude::*;
 use super::{gemm, gemm_raw, partition, threads, Mat, SendPtr};
 use crate::engine::scalar::Scalar;
 
-/// The shape of one convolution over a CNHW batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeom {
-    /// Input channels.
-    pub cin: usize,
-    /// Output channels.
-    pub cout: usize,
-    /// Kernel height and width.
-    pub k: usize,
-    /// Stride.
-    pub stride: usize,
-    /// Zero padding on every side.
-    pub pad: usize,
-    /// Samples in the batch.
-    pub n: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-}
+/// The shape of one convolution over a CNHW batch (the GPU kernels' type, shared by both
+/// backends).
+pub use ogm_gpu::engine::ops::Conv as ConvGeom;
 
-impl ConvGeom {
-    /// Output height.
-    pub fn oh(&self) -> usize {
-        (self.h + 2 * self.pad - self.k) / self.stride + 1
-    }
-    /// Output width.
-    pub fn ow(&self) -> usize {
-        (self.w + 2 * self.pad - self.k) / self.stride + 1
-    }
-    /// Rows of the lowered matrix: `cin * k * k`.
-    pub fn kdim(&self) -> usize {
-        self.cin * self.k * self.k
-    }
-    /// Input length.
-    pub fn in_len(&self) -> usize {
-        self.cin * self.n * self.h * self.w
-    }
-    /// Output length.
-    pub fn out_len(&self) -> usize {
-        self.cout * self.n * self.oh() * self.ow()
-    }
-    /// Weight length.
-    pub fn w_len(&self) -> usize {
-        self.cout * self.kdim()
-    }
-    /// Whether the geometry is usable (non-zero sizes, kernel fits the padded input).
-    pub fn is_valid(&self) -> bool {
-        self.cin > 0
-            && self.cout > 0
-            && self.k > 0
-            && self.stride > 0
-            && self.n > 0
-            && self.h + 2 * self.pad >= self.k
-            && self.w + 2 * self.pad >= self.k
-    }
-    /// Samples lowered at once: enough for a few hundred columns, so that small late-stage
-    /// planes still give the GEMM a wide right-hand side.
-    fn samples_per_chunk(&self) -> usize {
-        let plane = self.oh() * self.ow();
-        512usize.div_ceil(plane).max(1)
-    }
+/// Samples lowered at once: enough for a few hundred columns, so that small late-stage planes
+/// still give the GEMM a wide right-hand side.
+fn samples_per_chunk(g: &ConvGeom) -> usize {
+    let plane = g.oh() * g.ow();
+    512usize.div_ceil(plane).max(1)
 }
 
 /// Lowers samples `n0..n1` of the CNHW input `x` into `col` (`kdim x cols`, row-major).
@@ -175,7 +122,7 @@ fn valid_range(kx: usize, pad: usize, stride: usize, w: usize, ow: usize) -> (us
 /// How a convolution's samples are cut into parallel parts, and each part into chunks of
 /// `per` samples lowered at once. Depends only on the sizes and the thread count.
 fn plan(g: &ConvGeom) -> (Vec<std::ops::Range<usize>>, usize) {
-    let per = g.samples_per_chunk();
+    let per = samples_per_chunk(g);
     let chunks = g.n.div_ceil(per);
     // Up to two parts per thread: some slack for the scheduler without many small GEMMs.
     (partition(g.n, chunks.min(2 * threads())), per)

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ogm_gpu::engine::kernels as k;
 pub use ogm_gpu::engine::ops::Precision;
-use ogm_gpu::engine::ops::{self, at, u32_of, Conv, MatRef};
+use ogm_gpu::engine::ops::{self, at, u32_of, MatRef};
 use ogm_gpu::engine::{Arg, DevPtr, Device};
 use ogm_gpu::GpuError;
 
@@ -208,7 +208,7 @@ impl<D: Device> GpuBackend<D> {
 
     /// The lowered input of a convolution: `x` itself for 1x1 stride-1 convolutions, else
     /// the column scratch filled by im2col.
-    fn lowered(&self, g: &Conv, x: DevPtr) -> Result<DevPtr, GpuError> {
+    fn lowered(&self, g: &ConvGeom, x: DevPtr) -> Result<DevPtr, GpuError> {
         if g.is_identity_lowering() {
             return Ok(x);
         }
@@ -228,19 +228,6 @@ impl<D: Device> Drop for GpuBackend<D> {
                 unsafe { self.dev.free(slot.0) };
             }
         }
-    }
-}
-
-fn conv(g: &ConvGeom) -> Conv {
-    Conv {
-        cin: g.cin,
-        cout: g.cout,
-        k: g.k,
-        stride: g.stride,
-        pad: g.pad,
-        n: g.n,
-        h: g.h,
-        w: g.w,
     }
 }
 
@@ -371,17 +358,16 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         w: Region,
         y: &mut DevBuf<D>,
     ) {
-        let c = conv(g);
         let (xp, wp) = (need(x, g.in_len(), "conv x"), region(params, w));
         let yp = need(y, g.out_len(), "conv y");
         self.run(|| {
-            let col = self.lowered(&c, xp)?;
-            let cols = c.cols();
+            let col = self.lowered(g, xp)?;
+            let cols = g.cols();
             self.gemm(
-                c.cout,
+                g.cout,
                 cols,
-                c.kdim(),
-                MatRef::rm(wp, c.kdim()),
+                g.kdim(),
+                MatRef::rm(wp, g.kdim()),
                 MatRef::rm(col, cols),
                 0.0,
                 yp,
@@ -399,17 +385,16 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         grads: &mut DevBuf<D>,
         dx: Option<&mut DevBuf<D>>,
     ) {
-        let c = conv(g);
         let (xp, wp) = (need(x, g.in_len(), "conv x"), region(params, w));
         let dyp = need(dy, g.out_len(), "conv dy");
         let dwp = region(grads, w);
         let dxp = dx.map(|d| need(d, g.in_len(), "conv dx"));
         self.run(|| {
-            let (cols, kdim) = (c.cols(), c.kdim());
-            let col = self.lowered(&c, xp)?;
+            let (cols, kdim) = (g.cols(), g.kdim());
+            let col = self.lowered(g, xp)?;
             // dW[cout][kdim] = dy[cout][cols] col[kdim][cols]^T
             self.gemm(
-                c.cout,
+                g.cout,
                 kdim,
                 cols,
                 MatRef::rm(dyp, cols),
@@ -421,20 +406,20 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
             if let Some(dxp) = dxp {
                 // dcol = W^T dy, written over the lowered input (no longer needed: the
                 // weight gradient above was queued first).
-                let dcol = if c.is_identity_lowering() { dxp } else { col };
+                let dcol = if g.is_identity_lowering() { dxp } else { col };
                 self.gemm(
                     kdim,
                     cols,
-                    c.cout,
+                    g.cout,
                     MatRef::tr(wp, kdim),
                     MatRef::rm(dyp, cols),
                     0.0,
                     dcol,
                     cols,
                 )?;
-                if !c.is_identity_lowering() {
+                if !g.is_identity_lowering() {
                     // SAFETY: dcol holds col_len elements, dx the input's length.
-                    unsafe { ops::col2im(&*self.dev, &c, dcol, dxp)? };
+                    unsafe { ops::col2im(&*self.dev, g, dcol, dxp)? };
                 }
             }
             Ok(())
