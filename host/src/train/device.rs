@@ -134,8 +134,12 @@ fn record(log: &StepLog, p: Pending, names: &[String]) -> Result<StepRecord, Tra
                 .get(log.status.first_bad_tensor as usize)
                 .map_or("an encoder tensor", String::as_str);
             format!("gradient of {name}: the device reported {flags}")
-        } else {
+        } else if flags.contains(StatusFlags::NONFINITE_LOGIT) {
             format!("logits: the device reported {flags}")
+        } else {
+            format!(
+                "batch labels: the device reported {flags} (labels must be below the class count)"
+            )
         };
         return Err(diverged(what));
     }
@@ -355,7 +359,14 @@ mod tests {
         assert!(msg.contains("epoch 3, step 41"), "{msg}");
         assert!(msg.contains("visual.conv1.weight"), "{msg}");
         let e = record(&log(StatusFlags::BAD_LABEL, u32::MAX, f64::NAN), P, &names).unwrap_err();
+        assert!(e.to_string().contains("batch labels: "), "{e}");
         assert!(e.to_string().contains("label out of range"), "{e}");
+        let e = record(
+            &log(StatusFlags::NONFINITE_LOGIT, u32::MAX, f64::NAN),
+            P,
+            &names,
+        );
+        assert!(e.unwrap_err().to_string().contains("logits: "));
         let e = record(&log(0, u32::MAX, f64::INFINITY), P, &names).unwrap_err();
         assert!(e.to_string().contains("loss is inf"), "{e}");
     }
