@@ -59,23 +59,31 @@ fn device_error(e: GpuError) -> TrainError {
     TrainError::Device(e.to_string())
 }
 
-/// The modulated tensors of `model`, as part 1's specs keyed by parameter index.
-fn targets<D: Device + 'static>(
+/// The modulated tensors of `model`, as part 1's specs keyed by parameter index (computed
+/// every step to notice a changed model: no allocation beyond the list).
+fn target_specs<D: Device + 'static>(
     model: &AvModel<GpuBackend<D>>,
     all_weights: bool,
-) -> (Vec<TensorSpec>, Vec<String>) {
+) -> Vec<TensorSpec> {
     modulation_targets(model.params_table(), all_weights)
         .map(|(i, t)| {
             let m = match t.modality {
                 Modality::Audio => GpuModality::Audio,
                 _ => GpuModality::Visual,
             };
-            (
-                TensorSpec::new(t.region.offset, t.region.len, m, i as u64),
-                t.name.clone(),
-            )
+            TensorSpec::new(t.region.offset, t.region.len, m, i as u64)
         })
-        .unzip()
+        .collect()
+}
+
+/// The modulated tensors' names, in list order (for errors).
+fn target_names<D: Device + 'static>(
+    model: &AvModel<GpuBackend<D>>,
+    all_weights: bool,
+) -> Vec<String> {
+    modulation_targets(model.params_table(), all_weights)
+        .map(|(_, t)| t.name.clone())
+        .collect()
 }
 
 /// Takes the queue out of the backend (so that the model can be borrowed mutably while it is
@@ -244,7 +252,8 @@ impl<D: Device + 'static> StepBackend for GpuBackend<D> {
         batch: &Batch,
         done: &mut Vec<StepRecord>,
     ) -> Result<(), TrainError> {
-        let (specs, names) = targets(model, args.config.modulate_all_encoder_weights);
+        let all_weights = args.config.modulate_all_encoder_weights;
+        let specs = target_specs(model, all_weights);
         let mut q = match take_queue(model) {
             Some(q) if q.specs == specs && q.ogm.batch() >= batch.len() => q,
             old => {
@@ -259,7 +268,7 @@ impl<D: Device + 'static> StepBackend for GpuBackend<D> {
                     ogm: DeviceOgm::new(dev, list, LOG_SLOTS, batch.len().max(1))
                         .map_err(device_error)?,
                     specs,
-                    names,
+                    names: target_names(model, all_weights),
                     labels: model.backend().idx_empty(),
                     pending: Vec::with_capacity(LOG_SLOTS),
                 })
