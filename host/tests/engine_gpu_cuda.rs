@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 include!("gpu_backend/cuda.rs");
+include!("gpu_backend/recorder.rs");
 
 include!("engine_gpu_common/cases.rs");
 

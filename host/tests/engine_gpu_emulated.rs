@@ -20,5 +20,6 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 include!("gpu_backend/emulated.rs");
+include!("gpu_backend/recorder.rs");
 
 include!("engine_gpu_common/cases.rs");

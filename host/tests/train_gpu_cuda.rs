@@ -8,5 +8,6 @@
 mod train_common;
 
 include!("gpu_backend/cuda.rs");
+include!("gpu_backend/recorder.rs");
 
 include!("train_gpu_common/cases.rs");

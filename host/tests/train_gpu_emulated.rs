@@ -14,5 +14,6 @@
 mod train_common;
 
 include!("gpu_backend/emulated.rs");
+include!("gpu_backend/recorder.rs");
 
 include!("train_gpu_common/cases.rs");

@@ -588,75 +588,6 @@ fn softmax_cross_entropy_kernel_matches_the_cpu() {
 // ---------------------------------------------------------------------------------------------
 // TF32 tensor-core GEMM (ogm_gpu::engine::ops::Precision::Tf32).
 
-/// A device that counts the GEMM launches of each precision and forwards everything to `D`.
-struct Counting<D: ogm_gpu::engine::Device> {
-    dev: Arc<D>,
-    tf32: std::sync::atomic::AtomicUsize,
-    fp32: std::sync::atomic::AtomicUsize,
-}
-
-impl<D: ogm_gpu::engine::Device> Counting<D> {
-    fn new(dev: Arc<D>) -> Self {
-        Counting {
-            dev,
-            tf32: Default::default(),
-            fp32: Default::default(),
-        }
-    }
-    /// (TF32 GEMM launches, FP32 GEMM launches) so far.
-    fn counts(&self) -> (usize, usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.tf32.load(Relaxed), self.fp32.load(Relaxed))
-    }
-}
-
-impl<D: ogm_gpu::engine::Device> ogm_gpu::engine::Device for Counting<D> {
-    fn alloc(&self, bytes: usize) -> Result<ogm_gpu::engine::DevPtr, ogm_gpu::GpuError> {
-        self.dev.alloc(bytes)
-    }
-    unsafe fn free(&self, ptr: ogm_gpu::engine::DevPtr) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.dev.free(ptr) }
-    }
-    unsafe fn upload(
-        &self,
-        dst: ogm_gpu::engine::DevPtr,
-        src: &[u8],
-    ) -> Result<(), ogm_gpu::GpuError> {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.dev.upload(dst, src) }
-    }
-    unsafe fn download(
-        &self,
-        src: ogm_gpu::engine::DevPtr,
-        dst: &mut [u8],
-    ) -> Result<(), ogm_gpu::GpuError> {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.dev.download(src, dst) }
-    }
-    unsafe fn launch(
-        &self,
-        spec: &ogm_gpu::engine::KernelSpec,
-        grid: ogm_gpu::engine::Grid,
-        args: &[ogm_gpu::engine::Arg],
-    ) -> Result<(), ogm_gpu::GpuError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if spec.name == ogm_gpu::engine::kernels::GEMM_TF32.name {
-            self.tf32.fetch_add(1, Relaxed);
-        } else if spec.name.starts_with("eng_gemm") {
-            self.fp32.fetch_add(1, Relaxed);
-        }
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.dev.launch(spec, grid, args) }
-    }
-    fn synchronize(&self) -> Result<(), ogm_gpu::GpuError> {
-        self.dev.synchronize()
-    }
-    fn multiprocessors(&self) -> u32 {
-        self.dev.multiprocessors()
-    }
-}
-
 /// `alpha A B + beta C` through `ogm_gpu::engine::ops::gemm` on the backend's device, with
 /// `A` (`m x kk`) and `B` (`kk x n`) given row-major and stored transposed when asked (so the
 /// kernel reads them with unit stride along m, or along k); `C` has leading dimension
@@ -934,12 +865,18 @@ fn a_whole_training_step_in_tf32_matches_the_cpu_loosely() {
         blocks: [1, 1, 1, 1],
         ..ModelConfig::small(6, FusionKind::Concat).with_frames(2)
     };
-    let counting = Arc::new(Counting::new(gpu.device().clone()));
-    let mut backend = GpuBackend::new(counting.clone());
+    let recorder = Arc::new(Recorder::new(gpu.device().clone()));
+    let mut backend = GpuBackend::new(recorder.clone());
     assert_eq!(backend.precision(), Precision::Fp32, "FP32 is the default");
     backend.set_precision(Precision::Tf32);
     let g = model_step_with(backend, cfg);
-    let (tf32, fp32) = counting.counts();
+    let launches = recorder.take();
+    let tf32_name = ogm_gpu::engine::kernels::GEMM_TF32.name;
+    let tf32 = launches.iter().filter(|&&k| k == tf32_name).count();
+    let fp32 = launches
+        .iter()
+        .filter(|&&k| k != tf32_name && k.starts_with("eng_gemm"))
+        .count();
     assert!(
         tf32 > 0 && fp32 > 0,
         "expected both TF32 and FP32 products: {tf32} TF32, {fp32} FP32 GEMM launches"

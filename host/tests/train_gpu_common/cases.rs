@@ -331,76 +331,21 @@ fn the_training_loop_on_the_gpu_backend_resumes_exactly_and_logs_as_the_cpu() {
     }
 }
 
-/// A device that counts what makes the host wait (downloads, synchronisations, frees) and
-/// forwards everything to `D`.
-struct Watch<D: ogm_gpu::engine::Device> {
-    dev: Arc<D>,
-    waits: std::sync::Mutex<Vec<&'static str>>,
-}
-
-impl<D: ogm_gpu::engine::Device> Watch<D> {
-    fn waits(&self) -> Vec<&'static str> {
-        std::mem::take(&mut *self.waits.lock().unwrap())
-    }
-    fn note(&self, what: &'static str) {
-        self.waits.lock().unwrap().push(what);
-    }
-}
-
-impl<D: ogm_gpu::engine::Device> ogm_gpu::engine::Device for Watch<D> {
-    fn alloc(&self, bytes: usize) -> Result<ogm_gpu::engine::DevPtr, ogm_gpu::GpuError> {
-        self.dev.alloc(bytes)
-    }
-    unsafe fn free(&self, ptr: ogm_gpu::engine::DevPtr) {
-        self.note("free");
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.dev.free(ptr) }
-    }
-    unsafe fn upload(
-        &self,
-        dst: ogm_gpu::engine::DevPtr,
-        src: &[u8],
-    ) -> Result<(), ogm_gpu::GpuError> {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.dev.upload(dst, src) }
-    }
-    unsafe fn download(
-        &self,
-        src: ogm_gpu::engine::DevPtr,
-        dst: &mut [u8],
-    ) -> Result<(), ogm_gpu::GpuError> {
-        self.note("download");
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.dev.download(src, dst) }
-    }
-    unsafe fn launch(
-        &self,
-        spec: &ogm_gpu::engine::KernelSpec,
-        grid: ogm_gpu::engine::Grid,
-        args: &[ogm_gpu::engine::Arg],
-    ) -> Result<(), ogm_gpu::GpuError> {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.dev.launch(spec, grid, args) }
-    }
-    fn synchronize(&self) -> Result<(), ogm_gpu::GpuError> {
-        self.note("synchronize");
-        self.dev.synchronize()
-    }
-    fn multiprocessors(&self) -> u32 {
-        self.dev.multiprocessors()
-    }
-}
-
 /// The steady state waits for the device only to read the log ring: over `LOG_SLOTS + 1`
 /// queued steps after the first, one download (the ring, when it is full) and no
 /// synchronisation or free (no buffer is reallocated).
 #[test]
 fn queued_steps_wait_for_the_device_only_to_read_the_log_ring() {
     let Some(gpu) = gpu() else { return };
-    let watch = Arc::new(Watch {
-        dev: gpu.device().clone(),
-        waits: Default::default(),
-    });
+    let watch = Arc::new(Recorder::new(gpu.device().clone()));
+    let waits = || -> Vec<&str> {
+        let waits = ["download", "synchronize", "free"];
+        watch
+            .take()
+            .into_iter()
+            .filter(|e| waits.contains(e))
+            .collect()
+    };
     let cfg = config(Mode::OgmGe);
     let schedule = cfg.schedule().unwrap();
     let mut model = AvModel::new(GpuBackend::new(watch.clone()), model_config(), 3).unwrap();
@@ -419,11 +364,11 @@ fn queued_steps_wait_for_the_device_only_to_read_the_log_ring() {
     // The first step allocates the step's buffers and the optimiser's state.
     step(&mut model, &mut opt, 1, &mut done);
     GpuBackend::finish_steps(&mut model, &mut done).unwrap();
-    watch.waits();
+    waits();
     for s in 2..=LOG_SLOTS as u64 + 2 {
         step(&mut model, &mut opt, s, &mut done);
     }
-    assert_eq!(watch.waits(), ["download"], "the steady state's waits");
+    assert_eq!(waits(), ["download"], "the steady state's waits");
     assert_eq!(done.len(), 1 + LOG_SLOTS);
     GpuBackend::finish_steps(&mut model, &mut done).unwrap();
     assert_eq!(done.len(), 2 + LOG_SLOTS);

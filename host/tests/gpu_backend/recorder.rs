@@ -1,0 +1,71 @@
+// A forwarding device for the GPU tests (included by the engine and train GPU test files):
+// it records, in order, the kernels launched (by name) and the calls that make the host wait
+// for the device ("download", "synchronize", "free"), and passes everything on to the real
+// device.
+
+/// Forwards to `D`, recording launches and waits (see the module comment).
+struct Recorder<D: ogm_gpu::engine::Device> {
+    dev: std::sync::Arc<D>,
+    events: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl<D: ogm_gpu::engine::Device> Recorder<D> {
+    fn new(dev: std::sync::Arc<D>) -> Self {
+        Recorder {
+            dev,
+            events: Default::default(),
+        }
+    }
+    /// The events since the last call, oldest first.
+    fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+    fn note(&self, what: &'static str) {
+        self.events.lock().unwrap().push(what);
+    }
+}
+
+impl<D: ogm_gpu::engine::Device> ogm_gpu::engine::Device for Recorder<D> {
+    fn alloc(&self, bytes: usize) -> Result<ogm_gpu::engine::DevPtr, ogm_gpu::GpuError> {
+        self.dev.alloc(bytes)
+    }
+    unsafe fn free(&self, ptr: ogm_gpu::engine::DevPtr) {
+        self.note("free");
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dev.free(ptr) }
+    }
+    unsafe fn upload(
+        &self,
+        dst: ogm_gpu::engine::DevPtr,
+        src: &[u8],
+    ) -> Result<(), ogm_gpu::GpuError> {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dev.upload(dst, src) }
+    }
+    unsafe fn download(
+        &self,
+        src: ogm_gpu::engine::DevPtr,
+        dst: &mut [u8],
+    ) -> Result<(), ogm_gpu::GpuError> {
+        self.note("download");
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dev.download(src, dst) }
+    }
+    unsafe fn launch(
+        &self,
+        spec: &ogm_gpu::engine::KernelSpec,
+        grid: ogm_gpu::engine::Grid,
+        args: &[ogm_gpu::engine::Arg],
+    ) -> Result<(), ogm_gpu::GpuError> {
+        self.note(spec.name);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dev.launch(spec, grid, args) }
+    }
+    fn synchronize(&self) -> Result<(), ogm_gpu::GpuError> {
+        self.note("synchronize");
+        self.dev.synchronize()
+    }
+    fn multiprocessors(&self) -> u32 {
+        self.dev.multiprocessors()
+    }
+}
