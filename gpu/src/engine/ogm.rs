@@ -385,14 +385,6 @@ impl<D: Device> DeviceOgm<D> {
         }
         Ok(out)
     }
-
-    /// Waits for the queued work and returns the last statistics of every tensor.
-    pub fn read_stats(&self) -> Result<Vec<Stats>> {
-        let mut out = vec![Stats::default(); self.list.len()];
-        // SAFETY: stats holds one Stats per tensor.
-        unsafe { self.dev.download(self.stats.ptr, bytes_mut(&mut out))? };
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
