@@ -32,6 +32,7 @@ fn harness() -> Result<&'static Path, &'static str> {
             .collect();
         for extra in [
             "kernels/common.cuh",
+            "kernels/balance.cuh",
             "kernels/noise.cuh",
             "tests/emulator/cuda_shim.h",
             "tests/emulator/fibers.h",

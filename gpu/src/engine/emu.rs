@@ -60,6 +60,7 @@ const SOURCES: &[&str] = &[
     "kernels/sgd.cu",
     "kernels/scores.cu",
     "kernels/balance.cu",
+    "kernels/balance.cuh",
     "kernels/stats.cu",
     "kernels/modulate.cu",
     "kernels/noise.cuh",

@@ -103,6 +103,12 @@ kernels! {
     /// kernels/scores.cu): grid 2 (audio, visual), block `SCORES_BLOCK`.
     SCORES = "scores".ogm_batch_scores(logits_audio: Ptr, logits_visual: Ptr, labels: Ptr,
         batch: U32, classes: U32, state: Ptr, status: Ptr);
+    /// A step's loss stage in one pass (kernels/scores.cu): the fused, audio-only and
+    /// visual-only mean cross-entropies into `losses[0..3)`, the fused logits' gradient, the
+    /// scores and the balance; grid 1, block `SCORES_BLOCK`.
+    STEP_LOSSES = "scores".ogm_step_losses(logits: Ptr, logits_audio: Ptr, logits_visual: Ptr,
+        labels: Ptr, batch: U32, classes: U32, dlogits: Ptr, row_losses: Ptr, state: Ptr,
+        status: Ptr, losses: Ptr, alpha: F64, active: U32);
     /// Ratios and coefficients from the scores (kernels/balance.cu): one thread.
     BALANCE = "balance".ogm_balance(st: Ptr, alpha: F64, active: U32);
     /// Per-tensor gradient statistics (kernels/stats.cu): one warp per chunk.

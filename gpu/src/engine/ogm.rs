@@ -159,7 +159,8 @@ impl<D: Device> DeviceOgm<D> {
             stats: Alloc::with(&dev, &vec![Stats::default(); list.len()])?,
             logs: Alloc::with(&dev, &clear)?,
             slots,
-            losses: Alloc::new(&dev, 8 * batch)?,
+            // Per-row losses: one row of the scratch per loss (cross_entropy uses the first).
+            losses: Alloc::new(&dev, 8 * 3 * batch)?,
             batch,
             max_z: max_normal_magnitude(),
             list,
@@ -308,6 +309,62 @@ impl<D: Device> DeviceOgm<D> {
         }
     }
 
+    /// Queues a step's whole loss stage as one kernel (`ogm_step_losses`), the same values as
+    /// [`DeviceOgm::cross_entropy`] for the three losses (fused, audio, visual), then
+    /// [`DeviceOgm::scores_and_balance`], bit for bit, reading each logit row once: the
+    /// slot's three losses, the fused logits' gradient into `dlogits`, the scores, ratios and
+    /// coefficients (applied only when `active`), bad labels and non-finite logits into the
+    /// slot's status.
+    ///
+    /// Errors: as [`DeviceOgm::scores_and_balance`].
+    ///
+    /// # Safety
+    /// `logits`, `audio`, `visual` and `dlogits` hold `batch x classes` f32, `labels` `batch`
+    /// u32, on this device.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn step_losses(
+        &self,
+        slot: usize,
+        logits: DevPtr,
+        audio: DevPtr,
+        visual: DevPtr,
+        labels: DevPtr,
+        batch: usize,
+        classes: usize,
+        dlogits: DevPtr,
+        alpha: f64,
+        active: bool,
+    ) -> Result<()> {
+        self.check_batch(batch, classes)?;
+        ogm_core::balance::validate_alpha(alpha)?;
+        let state = self.log_ptr(slot, 0)?;
+        let status = self.log_ptr(slot, LOG_STATUS)?;
+        let losses = self.log_ptr(slot, LOG_LOSS)?;
+        // SAFETY: the caller's buffers; the scratch holds 3 x self.batch >= 3 x batch f64; the
+        // slot's state, status and three consecutive losses lie in the ring.
+        unsafe {
+            self.dev.launch(
+                &k::STEP_LOSSES,
+                Grid::linear(1, SCORES_BLOCK),
+                &[
+                    Arg::Ptr(logits),
+                    Arg::Ptr(audio),
+                    Arg::Ptr(visual),
+                    Arg::Ptr(labels),
+                    Arg::U32(u32_of("batch", batch)?),
+                    Arg::U32(u32_of("classes", classes)?),
+                    Arg::Ptr(dlogits),
+                    Arg::Ptr(self.losses.ptr),
+                    Arg::Ptr(state),
+                    Arg::Ptr(status),
+                    Arg::Ptr(losses),
+                    Arg::F64(alpha),
+                    Arg::U32(active as u32),
+                ],
+            )
+        }
+    }
+
     /// Queues the statistics and modulation kernels over the list's tensors of `grads` with
     /// the coefficients `slot`'s balance applies: scale (`Ogm`), scale and noise of `step_key`
     /// (`OgmGe`); `Normal` queues nothing.
@@ -409,5 +466,7 @@ mod tests {
         assert_eq!(LOG_STATUS, std::mem::size_of::<BalanceState>());
         assert_eq!(LOG_LOSS, LOG_STATUS + std::mem::size_of::<DeviceStatus>());
         assert_eq!(LOG_LOSS % 8, 0);
+        // ogm_step_losses writes the three losses as losses[0..3).
+        assert_eq!((LOG_LOSS_A, LOG_LOSS_V), (LOG_LOSS + 8, LOG_LOSS + 16));
     }
 }

@@ -95,6 +95,7 @@ const std::map<std::string, Entry>& table() {
         K(eng_film_backward), K(eng_softmax_xent),     K(eng_sum_losses),
         K(eng_adam),          K(ogm_sgd),
         K(ogm_batch_scores),  K(ogm_balance),          K(ogm_tensor_stats),     K(ogm_modulate),
+        K(ogm_step_losses),
         K(eng_gemm_tf32),
 #undef K
     };

@@ -2,10 +2,10 @@
 //! or the CPU emulator in the tests), with no host synchronisation in the steady state.
 //!
 //! A step queues everything on the device and returns: the forward pass (outputs stay on the
-//! device), the fused softmax cross-entropy (loss and logit gradient in one kernel), the
-//! backward pass, the audio- and visual-only losses, part 1's scores and balance kernels
-//! (coefficients computed on the device from the scores), the statistics and modulation
-//! kernels when the epoch modulates, and the optimiser update. The only per-step host work is
+//! device), the loss stage as one kernel (`ogm_step_losses`: the fused, audio-only and
+//! visual-only cross-entropies, the fused logits' gradient, part 1's scores and the balance's
+//! coefficients, reading each logit row once), the backward pass, the statistics and
+//! modulation kernels when the epoch modulates, and the optimiser update. The only per-step host work is
 //! staging the batch (`Device::upload` copies it into page-locked memory and returns, so the
 //! next batch is prepared while the device runs this one).
 //!
@@ -21,7 +21,7 @@
 //! The semantics are the CPU step's (`train::step`): the same targets, noise keys
 //! (`step_key(seed, step).derive(parameter index)`), window and coefficient rules.
 
-use ogm_gpu::engine::ogm::{DeviceOgm, LossSlot, StepLog};
+use ogm_gpu::engine::ogm::{DeviceOgm, StepLog};
 use ogm_gpu::engine::Device;
 use ogm_gpu::{step_key, GpuError, Modality as GpuModality, StatusFlags, TensorList, TensorSpec};
 
@@ -198,48 +198,34 @@ fn enqueue<D: Device + 'static>(
     let (_, out_a, out_v) = model.logit_buffers();
     let (out_a, out_v) = (out_a.ptr(), out_v.ptr());
     let ogm = &q.ogm;
-    // SAFETY (all the launches below): the model's logit buffers hold at least n x classes
-    // values after its forward pass, labels n, dlogits is sized by backward_with, and the
-    // gradient arena is the list's buffer.
-    unsafe {
-        ogm.cross_entropy(slot, LossSlot::Audio, out_a, labels, n, classes, 0)
-            .map_err(device_error)?;
-        ogm.cross_entropy(slot, LossSlot::Visual, out_v, labels, n, classes, 0)
-            .map_err(device_error)?;
-    }
+    let schedule = args.schedule;
+    let active = schedule.is_active(args.epoch);
+    // SAFETY (the launches below): the model's logit buffers hold at least n x classes values
+    // after its forward pass, labels n, dlogits is sized by backward_with, and the gradient
+    // arena is the list's buffer.
     model
         .backward_with(|_, logits, dlogits| unsafe {
-            ogm.cross_entropy(
+            // The loss stage in one kernel: the three losses, the logit gradient the backward
+            // pass starts from, the scores and the coefficients.
+            ogm.step_losses(
                 slot,
-                LossSlot::Fused,
                 logits.ptr(),
+                out_a,
+                out_v,
                 labels,
                 n,
                 classes,
                 dlogits.ptr(),
+                schedule.alpha(),
+                active,
             )
         })?
         .map_err(device_error)?;
-    let schedule = args.schedule;
-    let active = schedule.is_active(args.epoch);
-    unsafe {
-        ogm.scores_and_balance(
-            slot,
-            out_a,
-            out_v,
-            labels,
-            n,
-            classes,
-            schedule.alpha(),
-            active,
-        )
-        .map_err(device_error)?;
-        if active {
-            let grads = model.grads().ptr();
-            let key = step_key(args.config.random_seed, args.step);
-            ogm.modulate(slot, grads, schedule.mode(), key)
-                .map_err(device_error)?;
-        }
+    if active {
+        let grads = model.grads().ptr();
+        let key = step_key(args.config.random_seed, args.step);
+        // SAFETY: as above.
+        unsafe { ogm.modulate(slot, grads, schedule.mode(), key) }.map_err(device_error)?;
     }
     Ok(())
 }
