@@ -1,12 +1,20 @@
-//! [`CudaDevice`]: the engine's [`Device`] on a CUDA GPU (one context, one stream, every PTX
-//! module of `kernels/` loaded).
+//! [`CudaDevice`]: the engine's [`Device`] on a CUDA GPU (one context, a compute stream and a
+//! copy stream, every PTX module of `kernels/` loaded).
 //!
 //! Host-to-device copies go through a ring of page-locked staging buffers and
 //! `cuMemcpyHtoDAsync`: [`Device::upload`] returns as soon as the bytes are staged, so a batch
-//! upload does not wait for the previous step's kernels (the copy runs in stream order after
-//! them). A slot is reused only when its previous copy has completed (an event wait on a copy
-//! queued [`STAGING_SLOTS`] uploads earlier, normally long done). Only [`Device::download`]
-//! and [`Device::synchronize`] wait for the device.
+//! upload does not wait for the previous step's kernels. A slot is reused only when its
+//! previous copy has completed (an event wait on a copy queued [`STAGING_SLOTS`] uploads
+//! earlier, normally long done). Only [`Device::download`] and [`Device::synchronize`] wait for
+//! the device.
+//!
+//! [`Device::upload`] copies in compute-stream order. [`Device::upload_after`] copies on the
+//! copy stream instead, after an event the compute stream recorded at [`Device::mark`]: the
+//! copy engine moves the next batch while the previous step's kernels run, and the compute
+//! stream waits for the copy (another event) before the work queued after it. Marks are
+//! events in a small map, waited on in increasing order; waiting on a later point than asked
+//! is always allowed, so a mark that was dropped (more than [`MARKS`] outstanding) is served
+//! by a later one, or by an event recorded at once.
 //!
 //! Optional profiling ([`CudaDevice::set_profiling`]) brackets every launch with CUDA events
 //! and reports each kernel's total time.
@@ -20,9 +28,10 @@ use cust::memory::{
     cuda_free, cuda_free_locked, cuda_malloc, cuda_malloc_locked, AsyncCopyDestination,
     DevicePointer, DeviceSlice,
 };
+use cust::stream::{Stream, StreamFlags, StreamWaitEventFlags};
 
 use super::{Gpu, Probe};
-use crate::engine::{check_args, Arg, DevPtr, Device, Grid, KernelSpec};
+use crate::engine::{check_args, Arg, DevPtr, Device, Grid, KernelSpec, Mark};
 use crate::error::{GpuError, Result};
 
 /// Page-locked staging buffers for uploads. A training step uploads three buffers (audio,
@@ -31,17 +40,118 @@ use crate::error::{GpuError, Result};
 /// it has carried: about 38 MB for a batch of 64 frames at 224 x 224).
 pub const STAGING_SLOTS: usize = 8;
 
+/// Marks kept for [`Device::upload_after`]; the oldest is dropped beyond this (see the module
+/// documentation: correctness does not depend on it).
+pub const MARKS: usize = 16;
+
 struct Slot {
     host: *mut u8,
     cap: usize,
     done: Option<Event>,
 }
 
+impl Slot {
+    /// Queues the copy of the slot's first `len` staged bytes to `dst` on `stream`, and
+    /// records the slot's `done` event after it.
+    ///
+    /// # Safety
+    /// `dst .. dst + len` is live device memory; the slot holds `len` staged bytes.
+    unsafe fn copy_to(&mut self, len: usize, dst: DevPtr, stream: &Stream) -> Result<()> {
+        // SAFETY: the caller's contract; the staged bytes are page-locked and stay untouched
+        // until the event below has fired (Inner::stage waits for it before reusing the slot).
+        unsafe {
+            let staged = std::slice::from_raw_parts(self.host, len);
+            let mut d = DeviceSlice::from_raw_parts(DevicePointer::<u8>::from_raw(dst), len);
+            d.async_copy_from(staged, stream)?;
+        }
+        let ev = Event::new(EventFlags::DISABLE_TIMING)?;
+        ev.record(stream)?;
+        self.done = Some(ev);
+        Ok(())
+    }
+}
+
+// Fields drop in order: the events and the copy stream before `gpu`, which owns the context.
 struct Inner {
-    gpu: Gpu,
     slots: Vec<Slot>,
     next: usize,
     profile: Option<Vec<(&'static str, Event, Event)>>,
+    /// The copy stream of `upload_after` (created at its first use).
+    copy: Option<Stream>,
+    /// Outstanding marks: compute-stream events by mark id.
+    marks: BTreeMap<Mark, Event>,
+    /// The last mark id given out.
+    last_mark: Mark,
+    /// The copy stream already waits for the compute stream's work up to this mark.
+    copy_after: Mark,
+    gpu: Gpu,
+}
+
+impl Inner {
+    /// Copies `src` into the next staging slot (waiting for that slot's previous copy) and
+    /// returns the slot's index.
+    fn stage(&mut self, src: &[u8]) -> Result<usize> {
+        if self.slots.is_empty() {
+            for _ in 0..STAGING_SLOTS {
+                self.slots.push(Slot {
+                    host: std::ptr::null_mut(),
+                    cap: 0,
+                    done: None,
+                });
+            }
+        }
+        let i = self.next;
+        self.next = (i + 1) % STAGING_SLOTS;
+        let slot = &mut self.slots[i];
+        if let Some(ev) = slot.done.take() {
+            ev.synchronize()?; // the copy from this slot STAGING_SLOTS uploads ago
+        }
+        if slot.cap < src.len() {
+            if !slot.host.is_null() {
+                // SAFETY: allocated below by cuda_malloc_locked; its last copy has completed.
+                unsafe { cuda_free_locked(slot.host)? };
+                slot.host = std::ptr::null_mut();
+                slot.cap = 0;
+            }
+            // SAFETY: a plain page-locked allocation.
+            slot.host = unsafe { cuda_malloc_locked::<u8>(src.len())? };
+            slot.cap = src.len();
+        }
+        // SAFETY: the slot holds at least src.len() bytes and no copy reads it now.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), slot.host, src.len()) };
+        Ok(i)
+    }
+
+    /// Makes the copy stream wait for the compute stream's work up to mark `after` (or a later
+    /// point).
+    fn copy_waits_for(&mut self, after: Mark) -> Result<()> {
+        if after <= self.copy_after {
+            return Ok(()); // the copy stream is past it already (it runs in order)
+        }
+        let copy = self.copy.as_ref().expect("created by the caller");
+        // The first outstanding mark at or after `after`; none (dropped, or not from this
+        // device): everything queued so far.
+        let (id, ev) = match self.marks.range(after..).next().map(|(&k, _)| k) {
+            Some(id) => (id, self.marks.remove(&id).expect("just found")),
+            None => {
+                let ev = Event::new(EventFlags::DISABLE_TIMING)?;
+                ev.record(self.gpu.stream())?;
+                (self.last_mark.max(after), ev)
+            }
+        };
+        self.marks.retain(|&k, _| k > id);
+        copy.wait_event(ev, StreamWaitEventFlags::DEFAULT)?;
+        self.copy_after = id;
+        Ok(())
+    }
+
+    /// Waits for both streams.
+    fn synchronize(&self) -> Result<()> {
+        if let Some(copy) = &self.copy {
+            copy.synchronize()?;
+        }
+        self.gpu.synchronize()
+    }
 }
 
 /// The CUDA device (see the module documentation).
@@ -71,6 +181,10 @@ impl CudaDevice {
                         slots: Vec::new(),
                         next: 0,
                         profile: None,
+                        copy: None,
+                        marks: BTreeMap::new(),
+                        last_mark: 0,
+                        copy_after: 0,
                     }),
                     sms,
                     name,
@@ -136,8 +250,8 @@ impl Device for CudaDevice {
             return;
         }
         if let Ok(g) = self.lock() {
-            // Queued kernels may still use the memory: wait for them first.
-            let _ = g.gpu.synchronize();
+            // Queued kernels and copies may still use the memory: wait for them first.
+            let _ = g.synchronize();
             // SAFETY: the caller's contract (an allocation of `alloc`, not used afterwards).
             let _ = unsafe { cuda_free(DevicePointer::<u8>::from_raw(ptr)) };
         }
@@ -147,46 +261,33 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let mut g = self.lock()?;
-        if g.slots.is_empty() {
-            for _ in 0..STAGING_SLOTS {
-                g.slots.push(Slot {
-                    host: std::ptr::null_mut(),
-                    cap: 0,
-                    done: None,
-                });
-            }
-        }
-        let i = g.next;
-        g.next = (i + 1) % STAGING_SLOTS;
+        let i = g.stage(src)?;
         let inner = &mut *g;
-        let slot = &mut inner.slots[i];
-        if let Some(ev) = slot.done.take() {
-            ev.synchronize()?; // the copy from this slot STAGING_SLOTS uploads ago
+        // SAFETY: dst is live (the caller's contract); slot i holds src.len() staged bytes.
+        unsafe { inner.slots[i].copy_to(src.len(), dst, inner.gpu.stream()) }
+    }
+    unsafe fn upload_after(&self, after: Mark, dst: DevPtr, src: &[u8]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
         }
-        if slot.cap < src.len() {
-            if !slot.host.is_null() {
-                // SAFETY: allocated below by cuda_malloc_locked; its last copy has completed.
-                unsafe { cuda_free_locked(slot.host)? };
-                slot.host = std::ptr::null_mut();
-                slot.cap = 0;
-            }
-            // SAFETY: a plain page-locked allocation.
-            slot.host = unsafe { cuda_malloc_locked::<u8>(src.len())? };
-            slot.cap = src.len();
+        let mut g = self.lock()?;
+        if g.copy.is_none() {
+            g.copy = Some(Stream::new(StreamFlags::NON_BLOCKING, None)?);
         }
-        // SAFETY: the slot holds at least src.len() bytes and no copy reads it now.
-        let staged = unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), slot.host, src.len());
-            std::slice::from_raw_parts_mut(slot.host, src.len())
-        };
-        // SAFETY: dst..dst+len is live device memory (the caller's contract); staged is
-        // page-locked and stays untouched until the event below has fired.
-        let mut d =
-            unsafe { DeviceSlice::from_raw_parts(DevicePointer::<u8>::from_raw(dst), src.len()) };
-        unsafe { d.async_copy_from(staged, inner.gpu.stream())? };
-        let ev = Event::new(EventFlags::DISABLE_TIMING)?;
-        ev.record(inner.gpu.stream())?;
-        slot.done = Some(ev);
+        g.copy_waits_for(after)?;
+        let i = g.stage(src)?;
+        let inner = &mut *g;
+        let copy = inner.copy.as_ref().expect("created above");
+        // SAFETY: dst is live and untouched by the work queued since `after` (the caller's
+        // contract), which is all the copy stream may overlap; slot i holds the bytes.
+        unsafe { inner.slots[i].copy_to(src.len(), dst, copy)? };
+        // The compute stream waits for the copy before the work queued after this call.
+        let ready = Event::new(EventFlags::DISABLE_TIMING)?;
+        ready.record(copy)?;
+        inner
+            .gpu
+            .stream()
+            .wait_event(ready, StreamWaitEventFlags::DEFAULT)?;
         Ok(())
     }
     unsafe fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
@@ -243,7 +344,19 @@ impl Device for CudaDevice {
         Ok(())
     }
     fn synchronize(&self) -> Result<()> {
-        self.lock()?.gpu.synchronize()
+        self.lock()?.synchronize()
+    }
+    fn mark(&self) -> Result<Mark> {
+        let mut g = self.lock()?;
+        let ev = Event::new(EventFlags::DISABLE_TIMING)?;
+        ev.record(g.gpu.stream())?;
+        g.last_mark += 1;
+        let id = g.last_mark;
+        g.marks.insert(id, ev);
+        while g.marks.len() > MARKS {
+            g.marks.pop_first();
+        }
+        Ok(id)
     }
     fn multiprocessors(&self) -> u32 {
         self.sms
@@ -253,7 +366,7 @@ impl Device for CudaDevice {
 impl Drop for CudaDevice {
     fn drop(&mut self) {
         if let Ok(mut g) = self.lock() {
-            let _ = g.gpu.synchronize();
+            let _ = g.synchronize();
             for slot in g.slots.drain(..) {
                 if !slot.host.is_null() {
                     // SAFETY: allocated by cuda_malloc_locked; the stream is idle.

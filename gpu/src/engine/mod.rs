@@ -141,9 +141,14 @@ pub fn check_args(spec: &KernelSpec, args: &[Arg]) -> Result<()> {
     Ok(())
 }
 
+/// A point in a device's queue of work, from [`Device::mark`]: marks increase in queue order,
+/// and 0 is the start (no work).
+pub type Mark = u64;
+
 /// What the engine needs from a device. All work is ordered (one stream): a launch or copy
 /// may return before it has run, and [`Device::download`] and [`Device::synchronize`] wait
-/// for everything queued before them.
+/// for everything queued before them. The one exception is [`Device::upload_after`], a copy
+/// that may overlap work queued before it.
 pub trait Device: Send + Sync {
     /// Allocates `bytes` (at least 256-byte aligned); 0 bytes gives a valid, unusable address.
     fn alloc(&self, bytes: usize) -> Result<DevPtr>;
@@ -171,6 +176,25 @@ pub trait Device: Send + Sync {
     unsafe fn launch(&self, spec: &KernelSpec, grid: Grid, args: &[Arg]) -> Result<()>;
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<()>;
+    /// A point in the work queued so far, for [`Device::upload_after`]. A device that runs
+    /// its copies in queue order returns 0.
+    fn mark(&self) -> Result<Mark> {
+        Ok(0)
+    }
+    /// Copies `src` to `dst` after the work queued before `after` and after every earlier
+    /// `upload_after`, but possibly while the work queued since `after` runs (on a GPU: on a
+    /// copy stream, so that the next batch's upload overlaps the previous step's kernels).
+    /// Work queued after this call sees the copy done. The host may reuse `src` when this
+    /// returns. The default is [`Device::upload`] (in queue order, which is always allowed).
+    ///
+    /// # Safety
+    /// As [`Device::upload`], and no work queued since `after` reads or writes
+    /// `dst .. dst + src.len()`.
+    unsafe fn upload_after(&self, after: Mark, dst: DevPtr, src: &[u8]) -> Result<()> {
+        let _ = after;
+        // SAFETY: the caller's contract covers upload's.
+        unsafe { self.upload(dst, src) }
+    }
     /// Number of multiprocessors (sizes grid-stride launches); the emulator reports 1.
     fn multiprocessors(&self) -> u32;
 }

@@ -116,6 +116,19 @@ pub trait Backend: Send + Sync {
     fn len(&self, buf: &Self::Buf) -> usize;
     /// Copies `src` into `buf` from `offset`.
     fn write(&self, buf: &mut Self::Buf, offset: usize, src: &[Self::Elem]);
+    /// A point in the work queued so far, for [`Backend::write_after`]: 0 (the default) where
+    /// work runs in order anyway.
+    fn mark(&self) -> u64 {
+        0
+    }
+    /// [`Backend::write`], allowed to overlap the work queued since `after` (a
+    /// [`Backend::mark`]; on a GPU the copy engine moves the bytes while that work's kernels
+    /// run). Work queued after this call sees the write. The caller guarantees that the work
+    /// queued since `after` does not use `buf`. The default is [`Backend::write`].
+    fn write_after(&self, buf: &mut Self::Buf, offset: usize, src: &[Self::Elem], after: u64) {
+        let _ = after;
+        self.write(buf, offset, src);
+    }
     /// Copies `range` of `buf` to the host.
     fn read(&self, buf: &Self::Buf, range: Range<usize>) -> Vec<Self::Elem>;
     /// Sets `range` of `buf` to `value`.

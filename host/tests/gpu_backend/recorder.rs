@@ -65,6 +65,18 @@ impl<D: ogm_gpu::engine::Device> ogm_gpu::engine::Device for Recorder<D> {
         self.note("synchronize");
         self.dev.synchronize()
     }
+    fn mark(&self) -> Result<ogm_gpu::engine::Mark, ogm_gpu::GpuError> {
+        self.dev.mark()
+    }
+    unsafe fn upload_after(
+        &self,
+        after: ogm_gpu::engine::Mark,
+        dst: ogm_gpu::engine::DevPtr,
+        src: &[u8],
+    ) -> Result<(), ogm_gpu::GpuError> {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.dev.upload_after(after, dst, src) }
+    }
     fn multiprocessors(&self) -> u32 {
         self.dev.multiprocessors()
     }

@@ -304,6 +304,27 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         // SAFETY: the region lies inside buf (checked).
         self.run(|| unsafe { self.dev.upload(dst, bytes) });
     }
+    fn mark(&self) -> u64 {
+        let mut mark = 0;
+        self.run(|| {
+            mark = self.dev.mark()?;
+            Ok(())
+        });
+        mark
+    }
+    fn write_after(&self, buf: &mut DevBuf<D>, offset: usize, src: &[f32], after: u64) {
+        let dst = region(
+            buf,
+            Region {
+                offset,
+                len: src.len(),
+            },
+        );
+        let bytes: &[u8] = bytemuck_f32(src);
+        // SAFETY: the region lies inside buf (checked); the work queued since `after` does
+        // not use buf (the caller's contract).
+        self.run(|| unsafe { self.dev.upload_after(after, dst, bytes) });
+    }
     fn read(&self, buf: &DevBuf<D>, range: Range<usize>) -> Vec<f32> {
         let src = region(
             buf,

@@ -67,8 +67,15 @@ pub struct AvModel<B: Backend> {
     audio: Encoder<B>,
     visual: Encoder<B>,
     head: Head<B>,
-    in_audio: B::Buf,
-    in_visual: B::Buf,
+    /// The input buffers: two sets, so that on a backend whose writes can overlap queued work
+    /// (a GPU's copy engine, [`Backend::write_after`]) the next batch is uploaded while the
+    /// previous step's kernels run. A backend without marks uses set 0 only.
+    in_audio: [B::Buf; 2],
+    in_visual: [B::Buf; 2],
+    /// The set the next forward pass fills.
+    in_next: usize,
+    /// Per set, the mark after the work that last read it (its encoders' first kernels).
+    in_free: [u64; 2],
     dlogits: B::Buf,
     scratch: [B::Buf; 4],
     trained_batch: Option<usize>,
@@ -134,8 +141,10 @@ impl<B: Backend> AvModel<B> {
             audio,
             visual,
             head,
-            in_audio: b.zeros(0),
-            in_visual: b.zeros(0),
+            in_audio: [b.zeros(0), b.zeros(0)],
+            in_visual: [b.zeros(0), b.zeros(0)],
+            in_next: 0,
+            in_free: [0, 0],
             dlogits: b.zeros(0),
             scratch: [b.zeros(0), b.zeros(0), b.zeros(0), b.zeros(0)],
             trained_batch: None,
@@ -308,16 +317,22 @@ impl<B: Backend> AvModel<B> {
         self.validate(x)?;
         self.trained_batch = None;
         let b = &self.backend;
-        exact(b, &mut self.in_audio, x.audio.len());
-        b.write(&mut self.in_audio, 0, x.audio);
-        exact(b, &mut self.in_visual, x.visual.len());
-        b.write(&mut self.in_visual, 0, x.visual);
+        let set = self.in_next;
+        let resized = b.len(&self.in_audio[set]) != x.audio.len()
+            || b.len(&self.in_visual[set]) != x.visual.len();
+        exact(b, &mut self.in_audio[set], x.audio.len());
+        exact(b, &mut self.in_visual[set], x.visual.len());
+        // The copy may overlap everything queued since the set's last reader; a resize queued
+        // work on the new buffers (their zero fill), which the copy must follow.
+        let after = if resized { b.mark() } else { self.in_free[set] };
+        b.write_after(&mut self.in_audio[set], 0, x.audio, after);
+        b.write_after(&mut self.in_visual[set], 0, x.visual, after);
         let (ah, aw) = x.audio_hw;
         let (vh, vw) = x.visual_hw;
         self.audio.forward(
             b,
             mode,
-            &self.in_audio,
+            &self.in_audio[set],
             x.batch,
             ah,
             aw,
@@ -328,7 +343,7 @@ impl<B: Backend> AvModel<B> {
         self.visual.forward(
             b,
             mode,
-            &self.in_visual,
+            &self.in_visual[set],
             x.batch,
             vh,
             vw,
@@ -336,6 +351,13 @@ impl<B: Backend> AvModel<B> {
             &mut self.state,
             &mut self.counters,
         )?;
+        // The encoders read the input first thing (its layout change); nothing queued after
+        // this point uses the set, so the forward pass after next may refill it.
+        let mark = b.mark();
+        self.in_free[set] = mark;
+        if mark != 0 {
+            self.in_next = 1 - set;
+        }
         self.head.forward(
             b,
             mode,
