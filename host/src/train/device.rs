@@ -5,9 +5,10 @@
 //! device), the loss stage as one kernel (`ogm_step_losses`: the fused, audio-only and
 //! visual-only cross-entropies, the fused logits' gradient, part 1's scores and the balance's
 //! coefficients, reading each logit row once), the backward pass, the statistics and
-//! modulation kernels when the epoch modulates, and the optimiser update. The only per-step host work is
-//! staging the batch (`Device::upload` copies it into page-locked memory and returns, so the
-//! next batch is prepared while the device runs this one).
+//! modulation kernels when the epoch modulates, and the optimiser update. The only per-step
+//! host work is staging the batch: the model writes it with `Backend::write_after`, which on
+//! CUDA copies it into page-locked memory, returns, and moves it on a copy stream while the
+//! device still runs the previous step.
 //!
 //! Each step's scalars (losses, scores, ratios, coefficients) and what its kernels reported
 //! (bad labels, non-finite logits or gradients) land in its own slot of a device ring of
