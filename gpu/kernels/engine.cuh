@@ -24,10 +24,11 @@
 #define BIG_BN 128
 #define BIG_BK 8
 
-// The TF32 tensor-core GEMM (eng_gemm_tf32): TC_BM x TC_BN outputs per block of TC_THREADS
-// threads (8 warps as 2 x 4, each computing 64 x 32 with 4 x 4 mma.m16n8k8 tiles), TC_BK values
-// of the shared dimension per shared-memory stage (two stages in flight). Split-K slices are
-// whole GEMM_BK stages, so TC_BK must divide GEMM_BK.
+// The tensor-core GEMMs (eng_gemm_tf32, eng_gemm_bf16): TC_BM x TC_BN outputs per block of
+// TC_THREADS threads (8 warps as 2 x 4, each computing 64 x 32 with 4 x 4 mma tiles: m16n8k8
+// for TF32, m16n8k16 for BF16), TC_BK values of the shared dimension per shared-memory stage
+// (two stages in flight; a whole number of k16 steps). Split-K slices are whole GEMM_BK
+// stages, so TC_BK must divide GEMM_BK.
 #define TC_BM 128
 #define TC_BN 128
 #define TC_BK 16

@@ -182,25 +182,43 @@ eng_sum_slices(const float* __restrict__ P, unsigned int splits,
 }
 
 // ---------------------------------------------------------------------------------------------
-// TF32 tensor cores.
+// Tensor cores: TF32 and BF16.
 //
-// eng_gemm_tf32 computes what eng_gemm computes (same parameters, same strided operands,
-// alpha / beta, ldc, split-K convention) with mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32:
-// every operand is rounded to TF32 (cvt.rna.tf32.f32: 10 explicit mantissa bits, round to
-// nearest with ties away from zero, the f32 exponent range) and the products are accumulated in
-// f32. Each operand carries a relative rounding error of at most 2^-11, so each product one of
-// at most about 2^-10: the result is a TF32 GEMM, not the FP32 reference (Precision::Tf32 in
-// ogm_gpu::engine::ops selects it, and only for products large enough to pay).
+// eng_gemm_tf32 and eng_gemm_bf16 compute what eng_gemm computes (same parameters, same strided
+// operands, alpha / beta, ldc, split-K convention) on the tensor cores, in mixed precision: A
+// and B stay f32 in memory, each operand is rounded to the narrower format as it is staged in
+// shared memory, the products are accumulated in f32, and C is read and written in f32.
 //
-// On the CPU emulator (no __CUDA_ARCH__) the conversion and the warp-level mma are emulated:
-// the same rounding in integer arithmetic, and the mma from __shfl_sync over the PTX ISA's
+//  - TF32, mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: operands rounded by
+//    cvt.rna.tf32.f32 (10 explicit mantissa bits, round to nearest with ties away from zero,
+//    the f32 exponent range), a relative error of at most 2^-11 each, so each product one of
+//    at most about 2^-10.
+//  - BF16, mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: operands rounded by
+//    cvt.rn.bf16.f32 (7 explicit mantissa bits, round to nearest with ties to even, the f32
+//    exponent range), a relative error of at most 2^-8 each, so each product one of at most
+//    about 2^-7. A product of two BF16 values (8 significant bits each) is exact in f32.
+//
+// Either result is a reduced-precision GEMM, not the FP32 reference (Precision::Tf32 and
+// Precision::Bf16 in ogm_gpu::engine::ops select them, and only for products large enough to
+// pay). Both kernels are one template, tc_gemm, over the operand format (Tf32Op, Bf16Op): the
+// tile loader, the double buffering and the epilogue are shared; the format decides the
+// rounding, the shared-memory layout and the fragment reads.
+//
+// On the CPU emulator (no __CUDA_ARCH__) the conversions and the warp-level mma are emulated:
+// the same roundings in integer arithmetic, and the mma from __shfl_sync over the PTX ISA's
 // fragment layouts (groupID g = lane >> 2, threadID_in_group t = lane & 3):
-//   A (16 x 8, row): a0 (g, t)  a1 (g + 8, t)  a2 (g, t + 4)  a3 (g + 8, t + 4)
-//   B (8 x 8, col):  b0 (k = t, n = g)  b1 (k = t + 4, n = g)
-//   C, D (16 x 8):   c0 (g, 2t)  c1 (g, 2t + 1)  c2 (g + 8, 2t)  c3 (g + 8, 2t + 1)
-// so a kernel that put a value in the wrong register computes a wrong product on the emulator
-// too. The hardware's order and rounding of the eight-term accumulation is not documented; the
-// emulation adds the products in k order with fmaf (exact TF32 products, one rounding each).
+//   m16n8k8 .tf32 (one value per register):
+//     A (16 x 8, row): a0 (g, t)  a1 (g + 8, t)  a2 (g, t + 4)  a3 (g + 8, t + 4)
+//     B (8 x 8, col):  b0 (k = t, n = g)  b1 (k = t + 4, n = g)
+//   m16n8k16 .bf16 (two values per register, the lower index in the low 16 bits):
+//     A (16 x 16, row): a0 (g, 2t | 2t + 1)  a1 (g + 8, 2t | 2t + 1)
+//                       a2 (g, 2t + 8 | 2t + 9)  a3 (g + 8, 2t + 8 | 2t + 9)
+//     B (16 x 8, col):  b0 (k = 2t | 2t + 1, n = g)  b1 (k = 2t + 8 | 2t + 9, n = g)
+//   C, D (16 x 8, f32, both shapes): c0 (g, 2t)  c1 (g, 2t + 1)  c2 (g + 8, 2t)  c3 (g + 8, 2t + 1)
+// so a kernel that put a value in the wrong register (or half of one) computes a wrong product
+// on the emulator too. The hardware's order and rounding of the accumulation inside one mma is
+// not documented; the emulation adds the products in k order with fmaf (exact products, one
+// rounding each), and the tests bound the difference rather than assume an order.
 
 // The TF32 value nearest to x (ties away from zero), as the bits of an f32 whose low 13
 // mantissa bits are zero. Infinities and NaNs pass unchanged.
@@ -219,13 +237,32 @@ __device__ __forceinline__ unsigned tf32_round_bits(float x) {
 #endif
 }
 
+// The BF16 value nearest to x (ties to even), as its 16 bits (the high half of the f32 it
+// stands for) in the low half of the result. Infinities keep their sign; a NaN stays a NaN.
+__device__ __forceinline__ unsigned bf16_round_bits(float x) {
+#ifdef __CUDA_ARCH__
+    unsigned short r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+    return r;
+#else
+    const unsigned u = __float_as_uint(x);
+    // A NaN whose payload lies in the low 16 bits alone would truncate to an infinity: keep
+    // the sign and return the canonical quiet NaN instead (the payload is not modelled).
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x7fc0u;
+    // Adding 0x7fff plus the last kept bit and truncating rounds to nearest with ties to even;
+    // a carry into the exponent is the right result (up to infinity past the largest finite
+    // BF16 value). Infinities have no low bits to round and pass unchanged.
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+#endif
+}
+
 #ifndef __CUDA_ARCH__
 // The emulation's halves of one mma: each lane gathers, with __shfl_sync, the rows of A and
-// the columns of B its four outputs need (the tensor cores read only the TF32 bits of each
-// operand register), then adds the eight products of each output in k order.
+// the columns of B its four outputs need, then adds the products of each output in k order.
 
-// ra[h][k] = A(g + 8h, k) of the tile in fragments a.
-__device__ __forceinline__ void emu_gather_a(const unsigned (&a)[4], float (&ra)[2][8]) {
+// TF32: ra[h][k] = A(g + 8h, k) of the m16n8k8 tile in fragments a. The tensor cores read only
+// the TF32 bits of each operand register.
+__device__ __forceinline__ void emu_gather_a_tf32(const unsigned (&a)[4], float (&ra)[2][8]) {
     const unsigned lane = threadIdx.x & 31u, g = lane >> 2;
     const unsigned long long keep = 0xffffe000u;
     const unsigned long long a01 = (a[0] & keep) | (unsigned long long)(a[1] & keep) << 32;
@@ -242,8 +279,8 @@ __device__ __forceinline__ void emu_gather_a(const unsigned (&a)[4], float (&ra)
     }
 }
 
-// rb[e][k] = B(k, 2t + e) of the tile in fragments b.
-__device__ __forceinline__ void emu_gather_b(const unsigned (&b)[2], float (&rb)[2][8]) {
+// TF32: rb[e][k] = B(k, 2t + e) of the m16n8k8 tile in fragments b.
+__device__ __forceinline__ void emu_gather_b_tf32(const unsigned (&b)[2], float (&rb)[2][8]) {
     const unsigned lane = threadIdx.x & 31u, t = lane & 3u;
     const unsigned long long keep = 0xffffe000u;
     const unsigned long long b01 = (b[0] & keep) | (unsigned long long)(b[1] & keep) << 32;
@@ -258,35 +295,78 @@ __device__ __forceinline__ void emu_gather_b(const unsigned (&b)[2], float (&rb)
     }
 }
 
-// d (c0..c3: (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)) += the gathered product.
-__device__ __forceinline__ void emu_mma(float (&d)[4], const float (&ra)[2][8],
-                                        const float (&rb)[2][8]) {
+// The f32 a BF16 value (16 bits, low or high half of a register) stands for.
+__device__ __forceinline__ float emu_bf16_lo(unsigned long long r) {
+    return __uint_as_float((unsigned)(r & 0xffffu) << 16);
+}
+__device__ __forceinline__ float emu_bf16_hi(unsigned long long r) {
+    return __uint_as_float((unsigned)(r & 0xffff0000u));
+}
+
+// BF16: ra[h][k] = A(g + 8h, k) of the m16n8k16 tile in fragments a.
+__device__ __forceinline__ void emu_gather_a_bf16(const unsigned (&a)[4], float (&ra)[2][16]) {
+    const unsigned lane = threadIdx.x & 31u, g = lane >> 2;
+    const unsigned long long a01 = a[0] | (unsigned long long)a[1] << 32;
+    const unsigned long long a23 = a[2] | (unsigned long long)a[3] << 32;
+    for (unsigned q = 0; q < 4; ++q) {
+        // Lane 4g + q holds A(g, 2q | 2q + 1) in a0, A(g + 8, 2q | 2q + 1) in a1, and the same
+        // rows at columns 2q + 8 | 2q + 9 in a2, a3.
+        const unsigned long long x = __shfl_sync(0xffffffffu, a01, (int)(4 * g + q));
+        const unsigned long long y = __shfl_sync(0xffffffffu, a23, (int)(4 * g + q));
+        for (unsigned h = 0; h < 2; ++h) {
+            const unsigned long long xh = x >> (32 * h), yh = y >> (32 * h);
+            ra[h][2 * q] = emu_bf16_lo(xh);
+            ra[h][2 * q + 1] = emu_bf16_hi(xh);
+            ra[h][2 * q + 8] = emu_bf16_lo(yh);
+            ra[h][2 * q + 9] = emu_bf16_hi(yh);
+        }
+    }
+}
+
+// BF16: rb[e][k] = B(k, 2t + e) of the m16n8k16 tile in fragments b.
+__device__ __forceinline__ void emu_gather_b_bf16(const unsigned (&b)[2], float (&rb)[2][16]) {
+    const unsigned lane = threadIdx.x & 31u, t = lane & 3u;
+    const unsigned long long b01 = b[0] | (unsigned long long)b[1] << 32;
+    for (unsigned q = 0; q < 4; ++q) {
+        // Lane 4n + q holds B(2q | 2q + 1, n) in b0 and B(2q + 8 | 2q + 9, n) in b1.
+        for (unsigned e = 0; e < 2; ++e) {
+            const unsigned long long z =
+                __shfl_sync(0xffffffffu, b01, (int)(4 * (2 * t + e) + q));
+            rb[e][2 * q] = emu_bf16_lo(z);
+            rb[e][2 * q + 1] = emu_bf16_hi(z);
+            rb[e][2 * q + 8] = emu_bf16_lo(z >> 32);
+            rb[e][2 * q + 9] = emu_bf16_hi(z >> 32);
+        }
+    }
+}
+
+// d (c0..c3: (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)) += the gathered product
+// over K values of the shared dimension.
+template <int K>
+__device__ __forceinline__ void emu_mma(float (&d)[4], const float (&ra)[2][K],
+                                        const float (&rb)[2][K]) {
     for (unsigned h = 0; h < 2; ++h)
         for (unsigned e = 0; e < 2; ++e)
-            for (unsigned k = 0; k < 8; ++k) d[2 * h + e] = fmaf(ra[h][k], rb[e][k], d[2 * h + e]);
+            for (unsigned k = 0; k < K; ++k) d[2 * h + e] = fmaf(ra[h][k], rb[e][k], d[2 * h + e]);
+}
+
+// acc[i][j] += A_i B_j for MI x NI tiles of K values, gathering each A_i and B_j once rather
+// than once per mma (the same values, four times fewer shuffles for 4 x 4 tiles), which keeps
+// the emulated tests fast.
+template <int K, int MI, int NI, class GatherA, class GatherB>
+__device__ __forceinline__ void emu_mma_tiles(float (&acc)[MI][NI][4], const unsigned (&a)[MI][4],
+                                              const unsigned (&b)[NI][2], GatherA gather_a,
+                                              GatherB gather_b) {
+    float ra[MI][2][K], rb[NI][2][K];
+    for (int i = 0; i < MI; ++i) gather_a(a[i], ra[i]);
+    for (int j = 0; j < NI; ++j) gather_b(b[j], rb[j]);
+    for (int i = 0; i < MI; ++i)
+        for (int j = 0; j < NI; ++j) emu_mma<K>(acc[i][j], ra[i], rb[j]);
 }
 #endif
 
-// d += A B for one 16 x 8 x 8 tile held in the fragment registers above (a and b: TF32 bits).
-__device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], const unsigned (&a)[4],
-                                                const unsigned (&b)[2]) {
-#ifdef __CUDA_ARCH__
-    asm volatile(
-        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
-        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    float ra[2][8], rb[2][8];
-    emu_gather_a(a, ra);
-    emu_gather_b(b, rb);
-    emu_mma(d, ra, rb);
-#endif
-}
-
-// acc[i][j] += A_i B_j for MI x NI tiles: one mma each. The emulation gathers each A_i and B_j
-// once rather than once per mma (the same values, four times fewer shuffles for 4 x 4 tiles),
-// which keeps the emulated tests fast.
+// acc[i][j] += A_i B_j for MI x NI m16n8k8 TF32 tiles held in the fragment registers above
+// (a and b: TF32 bits): one mma each.
 template <int MI, int NI>
 __device__ __forceinline__ void mma_tf32_tiles(float (&acc)[MI][NI][4],
                                                const unsigned (&a)[MI][4],
@@ -295,40 +375,165 @@ __device__ __forceinline__ void mma_tf32_tiles(float (&acc)[MI][NI][4],
 #pragma unroll
     for (int i = 0; i < MI; ++i)
 #pragma unroll
-        for (int j = 0; j < NI; ++j) mma_tf32_16x8x8(acc[i][j], a[i], b[j]);
+        for (int j = 0; j < NI; ++j)
+            asm volatile(
+                "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
+                "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                : "+f"(acc[i][j][0]), "+f"(acc[i][j][1]), "+f"(acc[i][j][2]),
+                  "+f"(acc[i][j][3])
+                : "r"(a[i][0]), "r"(a[i][1]), "r"(a[i][2]), "r"(a[i][3]), "r"(b[j][0]),
+                  "r"(b[j][1]));
 #else
-    float ra[MI][2][8], rb[NI][2][8];
-    for (int i = 0; i < MI; ++i) emu_gather_a(a[i], ra[i]);
-    for (int j = 0; j < NI; ++j) emu_gather_b(b[j], rb[j]);
-    for (int i = 0; i < MI; ++i)
-        for (int j = 0; j < NI; ++j) emu_mma(acc[i][j], ra[i], rb[j]);
+    emu_mma_tiles<8>(acc, a, b, emu_gather_a_tf32, emu_gather_b_tf32);
 #endif
 }
 
-// C = alpha A B + beta C with TF32 tensor cores; parameters and split-K as eng_gemm.
+// acc[i][j] += A_i B_j for MI x NI m16n8k16 BF16 tiles held in the fragment registers above
+// (a and b: two BF16 values per register): one mma each.
+template <int MI, int NI>
+__device__ __forceinline__ void mma_bf16_tiles(float (&acc)[MI][NI][4],
+                                               const unsigned (&a)[MI][4],
+                                               const unsigned (&b)[NI][2]) {
+#ifdef __CUDA_ARCH__
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+            asm volatile(
+                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                : "+f"(acc[i][j][0]), "+f"(acc[i][j][1]), "+f"(acc[i][j][2]),
+                  "+f"(acc[i][j][3])
+                : "r"(a[i][0]), "r"(a[i][1]), "r"(a[i][2]), "r"(a[i][3]), "r"(b[j][0]),
+                  "r"(b[j][1]));
+#else
+    emu_mma_tiles<16>(acc, a, b, emu_gather_a_bf16, emu_gather_b_bf16);
+#endif
+}
+
+// TF32 operands: one 32-bit word per value in shared memory, already rounded (one conversion
+// per element rather than one per fragment read), two m16n8k8 steps per stage.
+//
+// Padding makes the fragment reads conflict-free: a is [m][k] with a row of TC_BK + 4 = 20
+// words (lane (g, t) reads bank 20 g + t mod 32: 32 distinct banks), b is [k][n] with a row of
+// TC_BN + 8 = 136 words (bank 8 t + g: 32 distinct). The stores of a transposed A or B operand
+// (unit stride along m, or along k for B) still meet 4-way conflicts; they are one store per
+// element and stage against four fragment reads.
+struct Tf32Op {
+    struct Tiles {
+        unsigned a[2][TC_BM][TC_BK + 4];
+        unsigned b[2][TC_BK][TC_BN + 8];
+    };
+    static __device__ __forceinline__ unsigned round(float x) { return tf32_round_bits(x); }
+    static __device__ __forceinline__ void put(Tiles& s, unsigned buf, unsigned mm, unsigned ka,
+                                               unsigned va, unsigned kb, unsigned nn,
+                                               unsigned vb) {
+        s.a[buf][mm][ka] = va;
+        s.b[buf][kb][nn] = vb;
+    }
+    // acc += this warp's 64 x 32 share of stage buf's product.
+    static __device__ __forceinline__ void multiply(float (&acc)[4][4][4], const Tiles& s,
+                                                    unsigned buf, unsigned wm, unsigned wn,
+                                                    unsigned g, unsigned q) {
+#pragma unroll
+        for (unsigned ks = 0; ks < TC_BK; ks += 8) {
+            unsigned af[4][4], bf[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const unsigned r = wm + 16u * i + g;
+                af[i][0] = s.a[buf][r][ks + q];
+                af[i][1] = s.a[buf][r + 8][ks + q];
+                af[i][2] = s.a[buf][r][ks + q + 4];
+                af[i][3] = s.a[buf][r + 8][ks + q + 4];
+            }
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const unsigned c = wn + 8u * j + g;
+                bf[j][0] = s.b[buf][ks + q][c];
+                bf[j][1] = s.b[buf][ks + q + 4][c];
+            }
+            mma_tf32_tiles(acc, af, bf);
+        }
+    }
+};
+
+// The two BF16 values at p[0] (low half) and p[1] (high half) as one fragment register.
+__device__ __forceinline__ unsigned bf16_pair(const unsigned short* p) {
+#ifdef __CUDA_ARCH__
+    // One 32-bit shared load: p is 4-byte aligned (an even column of a 4-byte aligned row).
+    return *reinterpret_cast<const unsigned*>(p);
+#else
+    return p[0] | (unsigned)p[1] << 16;
+#endif
+}
+
+// BF16 operands: 16 bits per value in shared memory, already rounded, one m16n8k16 step per
+// stage. A fragment register holds two values adjacent in k, so both tiles are stored k-minor
+// (a as [m][k], b transposed as [n][k]) and each register is one 32-bit read of a k pair.
+// The loader's threads hold values of one k and several m (or n), never a k pair, hence one
+// cvt.rn.bf16.f32 and one 16-bit store per value rather than cvt.rn.bf16x2.f32.
+//
+// A row of TC_BK + 8 = 24 values is 12 words: lane (g, t) reads word 12 g + t (+ 4) of its
+// rows, bank 12 g + t mod 32, which is 32 distinct banks (12 g mod 32 = 0, 12, 24, 4, 16, 28,
+// 8, 20). The stores along m (a transposed A) or along n (a row-major B, the common case) hit
+// 8 distinct banks, a 4-way conflict for one store per element and stage; the stores along k
+// are conflict-free.
+struct Bf16Op {
+    struct alignas(16) Tiles {
+        unsigned short a[2][TC_BM][TC_BK + 8];
+        unsigned short b[2][TC_BN][TC_BK + 8];
+    };
+    static __device__ __forceinline__ unsigned round(float x) { return bf16_round_bits(x); }
+    static __device__ __forceinline__ void put(Tiles& s, unsigned buf, unsigned mm, unsigned ka,
+                                               unsigned va, unsigned kb, unsigned nn,
+                                               unsigned vb) {
+        s.a[buf][mm][ka] = (unsigned short)va;
+        s.b[buf][nn][kb] = (unsigned short)vb;
+    }
+    static __device__ __forceinline__ void multiply(float (&acc)[4][4][4], const Tiles& s,
+                                                    unsigned buf, unsigned wm, unsigned wn,
+                                                    unsigned g, unsigned q) {
+#pragma unroll
+        for (unsigned ks = 0; ks < TC_BK; ks += 16) {
+            unsigned af[4][4], bf[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const unsigned r = wm + 16u * i + g;
+                af[i][0] = bf16_pair(&s.a[buf][r][ks + 2 * q]);
+                af[i][1] = bf16_pair(&s.a[buf][r + 8][ks + 2 * q]);
+                af[i][2] = bf16_pair(&s.a[buf][r][ks + 2 * q + 8]);
+                af[i][3] = bf16_pair(&s.a[buf][r + 8][ks + 2 * q + 8]);
+            }
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const unsigned c = wn + 8u * j + g;
+                bf[j][0] = bf16_pair(&s.b[buf][c][ks + 2 * q]);
+                bf[j][1] = bf16_pair(&s.b[buf][c][ks + 2 * q + 8]);
+            }
+            mma_bf16_tiles(acc, af, bf);
+        }
+    }
+};
+static_assert(TC_BK % 16 == 0, "a stage is whole m16n8k16 steps");
+
+// C = alpha A B + beta C on the tensor cores with operands of format Op; parameters and
+// split-K as eng_gemm.
 //
 // Tiling: a block computes TC_BM x TC_BN outputs; warp w covers rows 64 (w & 1) .. + 64 and
 // columns 32 (w >> 1) .. + 32 as 4 x 4 mma tiles (64 f32 accumulators per thread). Each stage
-// stages TC_BK values of the shared dimension in shared memory, already rounded to TF32 (one
-// conversion per element rather than one per fragment read). Two stages are in flight: while
-// the warps multiply stage s, each thread holds stage s + 1's global values in registers and
-// stores them into the other buffer afterwards, so one barrier per stage suffices.
-//
-// Shared-memory padding makes the fragment reads conflict-free: As is [m][k] with a row of
-// TC_BK + 4 = 20 words (lane (g, t) reads bank 20 g + t mod 32: 32 distinct banks), Bs is
-// [k][n] with a row of TC_BN + 8 = 136 words (bank 8 t + g: 32 distinct). The stores of a
-// transposed A or B operand (unit stride along m, or along k for B) still meet 4-way
-// conflicts; they are one store per element and stage against four fragment reads.
-//
-// Launch: grid (ceil(N / TC_BN), ceil(M / TC_BM), splits), block TC_THREADS.
-extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)
-eng_gemm_tf32(unsigned int M, unsigned int N, unsigned int K, float alpha,
-              const float* __restrict__ A, unsigned int rsa, unsigned int csa,
-              const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
-              float* __restrict__ C, unsigned int ldc, unsigned int k_split,
-              unsigned long long split_stride) {
-    __shared__ unsigned As[2][TC_BM][TC_BK + 4];
-    __shared__ unsigned Bs[2][TC_BK][TC_BN + 8];
+// stages TC_BK values of the shared dimension in shared memory, rounded by Op as they are
+// stored. Two stages are in flight: while the warps multiply stage s, each thread holds stage
+// s + 1's rounded values in registers and stores them into the other buffer afterwards, so one
+// barrier per stage suffices.
+template <class Op>
+__device__ __forceinline__ void tc_gemm(unsigned int M, unsigned int N, unsigned int K,
+                                        float alpha, const float* __restrict__ A,
+                                        unsigned int rsa, unsigned int csa,
+                                        const float* __restrict__ B, unsigned int rsb,
+                                        unsigned int csb, float beta, float* __restrict__ C,
+                                        unsigned int ldc, unsigned int k_split,
+                                        unsigned long long split_stride) {
+    __shared__ typename Op::Tiles tiles;
     const unsigned t = threadIdx.x, lane = t & 31u, warp = t >> 5;
     const unsigned wm = (warp & 1u) * 64u, wn = (warp >> 1) * 32u;
     const unsigned g = lane >> 2, q = lane & 3u;
@@ -367,34 +572,31 @@ eng_gemm_tf32(unsigned int M, unsigned int N, unsigned int K, float alpha,
             nn = t / TC_BK + 16u * r;
         }
     };
-    unsigned ra[8], rb[8];  // the next stage, TF32 bits
+    unsigned ra[8], rb[8];  // the next stage, rounded (Op's bits)
     auto fetch = [&](unsigned k0) {
 #pragma unroll
         for (int r = 0; r < 8; ++r) {
             unsigned mm, kk;
             a_at(r, mm, kk);
             const unsigned gm = m0 + mm, gk = k0 + kk;
-            ra[r] = tf32_round_bits(
-                gm < M && gk < kend
-                    ? A[(unsigned long long)gm * rsa + (unsigned long long)gk * csa]
-                    : 0.0f);
+            ra[r] = Op::round(gm < M && gk < kend
+                                  ? A[(unsigned long long)gm * rsa + (unsigned long long)gk * csa]
+                                  : 0.0f);
             unsigned nn;
             b_at(r, kk, nn);
             const unsigned gn = n0 + nn, gk2 = k0 + kk;
-            rb[r] = tf32_round_bits(
-                gn < N && gk2 < kend
-                    ? B[(unsigned long long)gk2 * rsb + (unsigned long long)gn * csb]
-                    : 0.0f);
+            rb[r] = Op::round(gn < N && gk2 < kend
+                                  ? B[(unsigned long long)gk2 * rsb + (unsigned long long)gn * csb]
+                                  : 0.0f);
         }
     };
     auto stash = [&](unsigned buf) {
 #pragma unroll
         for (int r = 0; r < 8; ++r) {
-            unsigned mm, kk, nn;
-            a_at(r, mm, kk);
-            As[buf][mm][kk] = ra[r];
-            b_at(r, kk, nn);
-            Bs[buf][kk][nn] = rb[r];
+            unsigned mm, ka, kb, nn;
+            a_at(r, mm, ka);
+            b_at(r, kb, nn);
+            Op::put(tiles, buf, mm, ka, ra[r], kb, nn, rb[r]);
         }
     };
 
@@ -407,25 +609,7 @@ eng_gemm_tf32(unsigned int M, unsigned int N, unsigned int K, float alpha,
     for (unsigned k0 = kbeg; k0 < kend; k0 += TC_BK) {
         const bool more = k0 + TC_BK < kend;
         if (more) fetch(k0 + TC_BK);
-#pragma unroll
-        for (unsigned ks = 0; ks < TC_BK; ks += 8) {
-            unsigned af[4][4], bf[4][2];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const unsigned r = wm + 16u * i + g;
-                af[i][0] = As[buf][r][ks + q];
-                af[i][1] = As[buf][r + 8][ks + q];
-                af[i][2] = As[buf][r][ks + q + 4];
-                af[i][3] = As[buf][r + 8][ks + q + 4];
-            }
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const unsigned c = wn + 8u * j + g;
-                bf[j][0] = Bs[buf][ks + q][c];
-                bf[j][1] = Bs[buf][ks + q + 4][c];
-            }
-            mma_tf32_tiles(acc, af, bf);
-        }
+        Op::multiply(acc, tiles, buf, wm, wn, g, q);
         // The other buffer was last read in the previous stage, before its barrier.
         if (more) stash(buf ^ 1u);
         __syncthreads();
@@ -453,4 +637,28 @@ eng_gemm_tf32(unsigned int M, unsigned int N, unsigned int K, float alpha,
             }
         }
     }
+}
+
+// C = alpha A B + beta C with TF32 tensor cores; parameters and split-K as eng_gemm.
+// Launch: grid (ceil(N / TC_BN), ceil(M / TC_BM), splits), block TC_THREADS.
+extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)
+eng_gemm_tf32(unsigned int M, unsigned int N, unsigned int K, float alpha,
+              const float* __restrict__ A, unsigned int rsa, unsigned int csa,
+              const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
+              float* __restrict__ C, unsigned int ldc, unsigned int k_split,
+              unsigned long long split_stride) {
+    tc_gemm<Tf32Op>(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, k_split,
+                    split_stride);
+}
+
+// C = alpha A B + beta C with BF16 tensor cores; parameters, split-K and launch as
+// eng_gemm_tf32.
+extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)
+eng_gemm_bf16(unsigned int M, unsigned int N, unsigned int K, float alpha,
+              const float* __restrict__ A, unsigned int rsa, unsigned int csa,
+              const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
+              float* __restrict__ C, unsigned int ldc, unsigned int k_split,
+              unsigned long long split_stride) {
+    tc_gemm<Bf16Op>(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, k_split,
+                    split_stride);
 }

@@ -122,4 +122,9 @@ kernels! {
     GEMM_TF32 = "engine_gemm".eng_gemm_tf32(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
         csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
         split_stride: U64);
+    /// `GEMM` with BF16 tensor cores (`mma.sync` m16n8k16, operands rounded to BF16 with ties to
+    /// even, f32 accumulation), 128 x 128 tiles; same parameters and split-K convention.
+    GEMM_BF16 = "engine_gemm".eng_gemm_bf16(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
+        csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
+        split_stride: U64);
 }

@@ -96,7 +96,7 @@ const std::map<std::string, Entry>& table() {
         K(eng_adam),          K(ogm_sgd),
         K(ogm_batch_scores),  K(ogm_balance),          K(ogm_tensor_stats),     K(ogm_modulate),
         K(ogm_step_losses),
-        K(eng_gemm_tf32),
+        K(eng_gemm_tf32),     K(eng_gemm_bf16),
 #undef K
     };
     return t;
