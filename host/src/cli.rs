@@ -110,8 +110,8 @@ pub struct TrainArgs {
     #[arg(
         long,
         value_enum,
-        help = "GPU matrix products: fp32 (the reference, default) or tf32 (tensor cores, \
-                --device cuda only)"
+        help = "GPU matrix products: fp32 (the reference, default), tf32 or bf16 (tensor \
+                cores, operands rounded, f32 accumulation; --device cuda only)"
     )]
     pub precision: Option<Precision>,
     #[arg(long, help = "Engine threads (0: all cores)")]
@@ -322,16 +322,19 @@ mod tests {
             panic!("not train")
         };
         assert!(args.to_config().unwrap_err().to_string().contains("OGMGE"));
-        // TF32 is a GPU mode: refused with the CPU engine, naming the flag.
-        let cli = Cli::try_parse_from(["ogm", "train", "--precision", "tf32"]).unwrap();
-        let Command::Train(args) = cli.command else {
-            panic!("not train")
-        };
-        assert!(args
-            .to_config()
-            .unwrap_err()
-            .to_string()
-            .contains("--precision tf32"));
-        assert!(Cli::try_parse_from(["ogm", "train", "--precision", "bf16"]).is_err());
+        // TF32 and BF16 are GPU modes: parsed, then refused with the CPU engine, naming the flag.
+        for (name, want) in [("tf32", Precision::Tf32), ("bf16", Precision::Bf16)] {
+            let cli = Cli::try_parse_from(["ogm", "train", "--precision", name]).unwrap();
+            let Command::Train(args) = cli.command else {
+                panic!("not train")
+            };
+            assert_eq!(args.precision, Some(want));
+            assert!(args
+                .to_config()
+                .unwrap_err()
+                .to_string()
+                .contains(&format!("--precision {name}")));
+        }
+        assert!(Cli::try_parse_from(["ogm", "train", "--precision", "fp16"]).is_err());
     }
 }

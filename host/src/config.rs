@@ -74,6 +74,10 @@ pub enum Precision {
     /// TF32 tensor cores for the large convolution products (operands rounded to 10 mantissa
     /// bits, f32 accumulation); `--device cuda` only.
     Tf32,
+    /// BF16 tensor cores for the large convolution products (operands rounded to 7 mantissa
+    /// bits, ties to even, f32 accumulation; weights, activations and gradients stay f32);
+    /// `--device cuda` only.
+    Bf16,
 }
 
 impl Precision {
@@ -82,6 +86,7 @@ impl Precision {
         match self {
             Precision::Fp32 => ogm_gpu::engine::ops::Precision::Fp32,
             Precision::Tf32 => ogm_gpu::engine::ops::Precision::Tf32,
+            Precision::Bf16 => ogm_gpu::engine::ops::Precision::Bf16,
         }
     }
 }
@@ -150,7 +155,7 @@ pub struct TrainConfig {
     pub ckpt_path: PathBuf,
     /// Where the step runs.
     pub device: Device,
-    /// The GPU's matrix-product arithmetic (FP32 unless `tf32` is asked for, with
+    /// The GPU's matrix-product arithmetic (FP32 unless `tf32` or `bf16` is asked for, with
     /// `--device cuda`).
     pub precision: Precision,
     /// Worker threads for the engine (0: all cores).
@@ -315,12 +320,12 @@ impl TrainConfig {
                 "--modulate_all_encoder_weights has no effect with --modulation Normal".into(),
             );
         }
-        if self.precision == Precision::Tf32 && self.device == Device::Cpu {
-            return bad(
-                "--precision tf32 runs on the GPU's tensor cores: it needs --device cuda (the \
+        if self.precision != Precision::Fp32 && self.device == Device::Cpu {
+            let name = self.precision.engine().name();
+            return bad(format!(
+                "--precision {name} runs on the GPU's tensor cores: it needs --device cuda (the \
                  CPU engine computes in FP32 only)"
-                    .into(),
-            );
+            ));
         }
         if self.device == Device::Cuda && !ogm_gpu::CUDA_ENABLED {
             return bad(
@@ -378,25 +383,29 @@ mod tests {
     }
 
     #[test]
-    fn tf32_on_the_cpu_is_refused_naming_the_flags() {
-        let c = TrainConfig {
-            precision: Precision::Tf32,
-            ..Default::default()
-        };
-        let e = c.validate().unwrap_err().to_string();
-        assert!(
-            e.contains("--precision tf32") && e.contains("--device cuda"),
-            "{e}"
-        );
-        let text = toml::to_string(&c).unwrap();
-        assert!(text.contains("precision = \"tf32\""), "{text}");
-        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+    fn tensor_core_precisions_on_the_cpu_are_refused_naming_the_flags() {
+        use ogm_gpu::engine::ops::Precision as Engine;
+        for (p, name, engine) in [
+            (Precision::Tf32, "tf32", Engine::Tf32),
+            (Precision::Bf16, "bf16", Engine::Bf16),
+        ] {
+            let c = TrainConfig {
+                precision: p,
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("--precision {name}")) && e.contains("--device cuda"),
+                "{e}"
+            );
+            let text = toml::to_string(&c).unwrap();
+            assert!(text.contains(&format!("precision = \"{name}\"")), "{text}");
+            assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+            assert_eq!(p.engine(), engine);
+        }
         // Config files written before the key existed read as FP32.
         assert_eq!(TrainConfig::default().precision, Precision::Fp32);
-        assert_eq!(
-            Precision::Tf32.engine(),
-            ogm_gpu::engine::ops::Precision::Tf32
-        );
+        assert_eq!(Precision::Fp32.engine(), Engine::Fp32);
     }
 
     #[test]

@@ -28,21 +28,23 @@ pub const BIG_BM: u32 = 128;
 /// Large-tile GEMM columns (`BIG_BN`).
 pub const BIG_BN: u32 = 128;
 
-/// TF32 GEMM tile rows (`TC_BM`).
+/// Tensor-core (TF32 and BF16) GEMM tile rows (`TC_BM`).
 pub const TC_BM: u32 = 128;
-/// TF32 GEMM tile columns (`TC_BN`).
+/// Tensor-core GEMM tile columns (`TC_BN`).
 pub const TC_BN: u32 = 128;
-/// TF32 GEMM shared-dimension stage (`TC_BK`).
+/// Tensor-core GEMM shared-dimension stage (`TC_BK`).
 pub const TC_BK: u32 = 16;
-/// TF32 GEMM threads per block (`TC_THREADS`).
+/// Tensor-core GEMM threads per block (`TC_THREADS`).
 pub const TC_THREADS: u32 = 256;
 
-/// The smallest `m`, `n` and `k` a product must all reach for [`Precision::Tf32`] to run it on
-/// the tensor cores. Below it the product is a sliver (a classifier head's handful of classes,
-/// a batch of a few rows): the 128 x 128 tensor-core tile would be mostly padding, the work is
-/// bound by memory and launch latency rather than by multiply-adds, and the FP32 kernels (the
-/// reference) are as fast. A guess from the tile shapes, not yet measured on a device.
-pub const TF32_MIN_DIM: usize = 32;
+/// The smallest `m`, `n` and `k` a product must all reach for [`Precision::Tf32`] or
+/// [`Precision::Bf16`] to run it on the tensor cores. Below it the product is a sliver (a
+/// classifier head's handful of classes, a batch of a few rows): the 128 x 128 tensor-core
+/// tile would be mostly padding, the work is bound by memory and launch latency rather than by
+/// multiply-adds, and the FP32 kernels (the reference) are as fast. One threshold for both
+/// formats since they share the tile; a guess from the tile shapes, not yet measured on a
+/// device.
+pub const TENSOR_CORE_MIN_DIM: usize = 32;
 
 /// The arithmetic of the engine's matrix products (convolutions and linear layers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -52,25 +54,33 @@ pub enum Precision {
     #[default]
     Fp32,
     /// TF32 tensor cores (`mma.sync` m16n8k8) where every dimension of the product is at least
-    /// [`TF32_MIN_DIM`], FP32 elsewhere: operands rounded to TF32 (10 explicit mantissa bits,
-    /// a relative error of at most 2^-11 each), products accumulated in f32.
+    /// [`TENSOR_CORE_MIN_DIM`], FP32 elsewhere: operands rounded to TF32 (10 explicit mantissa
+    /// bits, ties away from zero, a relative error of at most 2^-11 each), products
+    /// accumulated in f32.
     Tf32,
+    /// BF16 tensor cores (`mma.sync` m16n8k16) where every dimension of the product is at least
+    /// [`TENSOR_CORE_MIN_DIM`], FP32 elsewhere: operands rounded to BF16 ([`round_bf16`]: 7
+    /// explicit mantissa bits, ties to even, a relative error of at most 2^-8 each), products
+    /// (exact in f32) accumulated in f32. Inputs and outputs stay f32 in memory.
+    Bf16,
 }
 
 impl Precision {
-    /// The name on the command line and in reports: `fp32` or `tf32`.
+    /// The name on the command line and in reports: `fp32`, `tf32` or `bf16`.
     pub fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
         }
     }
 
-    /// The precision named `s` (`fp32` or `tf32`, any case).
+    /// The precision named `s` (`fp32`, `tf32` or `bf16`, any case).
     pub fn parse(s: &str) -> Option<Precision> {
         match s.to_ascii_lowercase().as_str() {
             "fp32" => Some(Precision::Fp32),
             "tf32" => Some(Precision::Tf32),
+            "bf16" => Some(Precision::Bf16),
             _ => None,
         }
     }
@@ -84,7 +94,7 @@ impl std::fmt::Display for Precision {
 
 /// Whether [`gemm`] runs an `m x n x kk` product at `precision` on the tensor cores.
 pub fn gemm_uses_tensor_cores(precision: Precision, m: usize, n: usize, kk: usize) -> bool {
-    precision == Precision::Tf32 && m.min(n).min(kk) >= TF32_MIN_DIM
+    precision != Precision::Fp32 && m.min(n).min(kk) >= TENSOR_CORE_MIN_DIM
 }
 
 /// The TF32 value nearest to `x`, ties away from zero (`cvt.rna.tf32.f32`, which rounds the
@@ -100,6 +110,21 @@ pub fn round_tf32(x: f32) -> f32 {
     f32::from_bits(u.wrapping_add(0x1000) & 0xffff_e000)
 }
 
+/// The BF16 value nearest to `x`, ties to even (`cvt.rn.bf16.f32`, which rounds the BF16
+/// tensor-core GEMM's operands): `x` with its 23-bit mantissa rounded to 7 bits, as an `f32`
+/// (whose low 16 bits are zero). Infinities and NaNs are returned unchanged; a value past the
+/// largest finite BF16 (by half a unit or more) becomes an infinity.
+pub fn round_bf16(x: f32) -> f32 {
+    let u = x.to_bits();
+    if u & 0x7f80_0000 == 0x7f80_0000 {
+        return x;
+    }
+    // Just under half a BF16 unit, plus the last kept bit, added to the magnitude, then
+    // truncated: below half rounds down, above half up, and a tie up only from an odd last bit
+    // (to even). A carry into the exponent is the right result.
+    f32::from_bits(u.wrapping_add(0x7fff + ((u >> 16) & 1)) & 0xffff_0000)
+}
+
 /// The GEMM kernel for an `m x n x kk` product at `precision`, and its tile: the tensor-core
 /// kernel where [`gemm_uses_tensor_cores`], else the large FP32 tile when both output
 /// dimensions fill one, the 64 x 64 tile otherwise.
@@ -110,7 +135,11 @@ fn gemm_kernel(
     kk: usize,
 ) -> (&'static super::KernelSpec, usize, usize) {
     if gemm_uses_tensor_cores(precision, m, n, kk) {
-        (&k::GEMM_TF32, TC_BM as usize, TC_BN as usize)
+        let spec = match precision {
+            Precision::Bf16 => &k::GEMM_BF16,
+            _ => &k::GEMM_TF32,
+        };
+        (spec, TC_BM as usize, TC_BN as usize)
     } else if m >= BIG_BM as usize && n >= BIG_BN as usize {
         (&k::GEMM_BIG, BIG_BM as usize, BIG_BN as usize)
     } else {
@@ -564,8 +593,9 @@ mod tests {
         assert_eq!(
             GEMM_BK % TC_BK,
             0,
-            "split-K slices must be whole stages of the TF32 kernel"
+            "split-K slices must be whole stages of the tensor-core kernels"
         );
+        assert_eq!(TC_BK % 16, 0, "a stage is whole BF16 m16n8k16 steps");
     }
 
     #[test]
@@ -619,23 +649,85 @@ mod tests {
     }
 
     #[test]
-    fn tf32_runs_only_where_it_pays() {
-        use Precision::{Fp32, Tf32};
-        assert!(gemm_uses_tensor_cores(Tf32, 32, 32, 32));
-        assert!(gemm_uses_tensor_cores(Tf32, 512, 802_816, 4608));
-        assert!(!gemm_uses_tensor_cores(Fp32, 512, 4096, 4608), "FP32 never");
-        for (m, n, kk) in [(31, 512, 512), (512, 6, 512), (512, 512, 16)] {
-            assert!(!gemm_uses_tensor_cores(Tf32, m, n, kk), "{m}x{n}x{kk}");
+    fn bf16_rounding_is_nearest_with_ties_to_even() {
+        let p = |e: i32| 2f32.powi(e);
+        // Half a BF16 unit is 2^-8 at 1. Below, at and above it:
+        assert_eq!(round_bf16(1.0 + p(-9)), 1.0);
+        assert_eq!(round_bf16(1.0 + p(-8) + p(-20)), 1.0 + p(-7));
+        assert_eq!(round_bf16(1.0 + p(-8) - p(-20)), 1.0);
+        // Ties go to the even neighbour: down from an even last bit, up from an odd one (ties
+        // away from zero, as TF32 rounds, would give 1 + 2^-7 in the first case).
+        assert_eq!(round_bf16(1.0 + p(-8)), 1.0, "a tie rounds to even");
+        assert_eq!(round_bf16(-(1.0 + p(-8))), -1.0);
+        assert_eq!(round_bf16(1.0 + p(-7) + p(-8)), 1.0 + p(-6));
+        assert_eq!(round_bf16(-(1.0 + p(-7) + p(-8))), -(1.0 + p(-6)));
+        // A carry into the exponent.
+        assert_eq!(round_bf16(2.0 - p(-9)), 2.0);
+        // BF16 values are fixed points; the low 16 bits always end up zero.
+        for x in [0.0f32, -0.0, 1.0, 3.0, 1.0 + p(-7), -7.5, p(-126), p(-133)] {
+            assert_eq!(round_bf16(x).to_bits(), x.to_bits(), "{x:e}");
         }
+        for x in [0.1f32, -3.7, 1e-30, 123_456.79, p(-120) * 1.3] {
+            let r = round_bf16(x);
+            assert_eq!(r.to_bits() & 0xffff, 0, "{x:e}");
+            assert!((r - x).abs() <= x.abs() * p(-8), "{x:e} -> {r:e}");
+        }
+        // Subnormals round like any other magnitude (the last BF16 subnormal unit is 2^-133):
+        // 2^-149 is below half of it, 2^-134 a tie with an even last bit, 3 2^-134 one with
+        // an odd last bit.
+        assert_eq!(round_bf16(p(-149)), 0.0);
+        assert_eq!(round_bf16(p(-134)), 0.0);
+        assert_eq!(round_bf16(3.0 * p(-134)), p(-132));
+        // Special values, and overflow past the largest finite BF16 (0x7f7f 0000).
+        assert_eq!(round_bf16(f32::INFINITY), f32::INFINITY);
+        assert_eq!(round_bf16(f32::NEG_INFINITY), f32::NEG_INFINITY);
+        assert!(round_bf16(f32::NAN).is_nan());
+        assert!(
+            round_bf16(f32::from_bits(0x7f80_0001)).is_nan(),
+            "a low-payload NaN"
+        );
+        assert_eq!(round_bf16(f32::MAX), f32::INFINITY);
+        assert_eq!(round_bf16(-f32::MAX), f32::NEG_INFINITY);
+        let top = f32::from_bits(0x7f7f_0000);
+        assert_eq!(round_bf16(f32::from_bits(0x7f7f_7fff)), top);
+        // Round to nearest-even in the large: every f32 with a fixed high half maps to the
+        // nearer of its two BF16 neighbours, and a tie to the one with an even last bit.
+        for hi in [0x3f80u32, 0x3f81, 0xbf80, 0xbf81, 0x0001, 0x7f7e] {
+            for lo in [0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff] {
+                let x = f32::from_bits(hi << 16 | lo);
+                let up = hi + 1;
+                let want = if lo > 0x8000 || lo == 0x8000 && hi & 1 == 1 {
+                    up
+                } else {
+                    hi
+                };
+                assert_eq!(round_bf16(x).to_bits(), want << 16, "{:#010x}", x.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn tensor_cores_run_only_where_they_pay() {
+        use Precision::{Bf16, Fp32, Tf32};
+        for tc in [Tf32, Bf16] {
+            assert!(gemm_uses_tensor_cores(tc, 32, 32, 32));
+            assert!(gemm_uses_tensor_cores(tc, 512, 802_816, 4608));
+            for (m, n, kk) in [(31, 512, 512), (512, 6, 512), (512, 512, 16)] {
+                assert!(!gemm_uses_tensor_cores(tc, m, n, kk), "{tc} {m}x{n}x{kk}");
+            }
+            assert_eq!(gemm_kernel(tc, 6, 64, 64).0.name, "eng_gemm");
+        }
+        assert!(!gemm_uses_tensor_cores(Fp32, 512, 4096, 4608), "FP32 never");
         assert_eq!(gemm_kernel(Tf32, 64, 64, 64).0.name, "eng_gemm_tf32");
-        assert_eq!(gemm_kernel(Tf32, 6, 64, 64).0.name, "eng_gemm");
+        assert_eq!(gemm_kernel(Bf16, 64, 64, 64).0.name, "eng_gemm_bf16");
         assert_eq!(gemm_kernel(Fp32, 256, 256, 64).0.name, "eng_gemm_big");
         assert_eq!(Precision::default(), Fp32);
-        for p in [Fp32, Tf32] {
+        for p in [Fp32, Tf32, Bf16] {
             assert_eq!(Precision::parse(p.name()), Some(p));
         }
         assert_eq!(Precision::parse("TF32"), Some(Tf32));
-        assert_eq!(Precision::parse("bf16"), None);
+        assert_eq!(Precision::parse("BF16"), Some(Bf16));
+        assert_eq!(Precision::parse("fp16"), None);
     }
 
     #[test]
@@ -657,8 +749,10 @@ mod tests {
         }
         // Big outputs are never split.
         assert_eq!(split_plan(132, 512, 100_000, 4608).0, 1);
-        // The TF32 kernel's slices are whole stages too.
-        let (splits, len) = split_plan_at(Precision::Tf32, 132, 64, 576, 200_704);
-        assert!(splits > 1 && len % TC_BK as usize == 0 && splits * len >= 200_704);
+        // The tensor-core kernels' slices are whole stages too.
+        for p in [Precision::Tf32, Precision::Bf16] {
+            let (splits, len) = split_plan_at(p, 132, 64, 576, 200_704);
+            assert!(splits > 1 && len % TC_BK as usize == 0 && splits * len >= 200_704);
+        }
     }
 }

@@ -1,13 +1,14 @@
 //! `ogm-step-bench`: full training steps per second of the paper model on the GPU (feature
 //! `cuda`), the step the trainer runs with `--device cuda` (forward, cross-entropy, backward,
 //! per-modality scores, OGM-GE with alpha 0.8 inside its window, SGD lr 1e-3 momentum 0.9
-//! weight decay 1e-4), FP32 by default, `--precision tf32` for the TF32 tensor-core GEMMs
-//! (`ogm_gpu::engine::ops::Precision`). Batch 64 by default, CREMA-D shapes (audio
-//! 1x257x188, visual 3x1x224x224), concat fusion, 6 classes: the same step as
-//! scripts/bench_torch_step_gpu.py (whose `eager_tf32` variant is the TF32 baseline).
+//! weight decay 1e-4), FP32 by default, `--precision tf32` or `--precision bf16` for the TF32
+//! or BF16 tensor-core GEMMs (`ogm_gpu::engine::ops::Precision`). Batch 64 by default,
+//! CREMA-D shapes (audio 1x257x188, visual 3x1x224x224), concat fusion, 6 classes: the same
+//! step as scripts/bench_torch_step_gpu.py (whose `eager_tf32` and `eager_bf16` variants are
+//! the TF32 and BF16 baselines).
 //!
 //! Prints one line `STEP_JSON {"impl":"ogm_fp32",...,"steps_per_s":..,"kernels":[...]}`
-//! (`ogm_tf32` with `--precision tf32`; the `precision` key names it too): the
+//! (`ogm_tf32` / `ogm_bf16` with `--precision`; the `precision` key names it too): the
 //! throughput over `--steps` steps after `--warmup`, and each kernel's time per step and share
 //! of the step, measured with CUDA events over `--profile-steps` further steps (events around
 //! every launch slow those steps a little; the throughput is measured without them).
@@ -50,7 +51,7 @@ fn parse() -> Result<Args, String> {
         let text = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         if flag == "--precision" {
             a.precision = Precision::parse(&text)
-                .ok_or_else(|| format!("--precision: `{text}` is not fp32 or tf32"))?;
+                .ok_or_else(|| format!("--precision: `{text}` is not fp32, tf32 or bf16"))?;
             continue;
         }
         let value = text.parse::<usize>().map_err(|e| format!("{flag}: {e}"))?;
