@@ -12,6 +12,12 @@ and the SGD update (lr 1e-3, momentum 0.9, weight decay 1e-4). Batch 64, CREMA-D
 Variants, each timed with CUDA events around whole steps (median of --iters after --warmup):
   eager_fp32        the official step, TF32 disabled (the FP32 reference our FP32 path matches)
   eager_tf32        the same with TF32 allowed in cuDNN and matmul (PyTorch's conv default)
+  eager_bf16        the same with torch.autocast(dtype=torch.bfloat16) around forward and loss:
+                    convolutions and matmuls in BF16 with f32 accumulation, f32 master weights
+                    (no loss scaling: BF16 has f32's exponent range); the per-modality logits go
+                    to the modulation in f32, as our engine's do. The baseline of our
+                    `--precision bf16` step (which rounds only the GEMM operands to BF16 and
+                    keeps activations f32 in memory, so autocast does less f32 traffic than us)
   eager_fp32_fast   the same step with the vectorised modulation (no host synchronisation)
   normal_fp32       no modulation (the `Normal` mode): the cost of forward/backward/update alone
   compile_fp32      torch.compile(model) with the official modulation, when compile works here
@@ -34,7 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_engine_fixtures import AVClassifier, weight_init  # noqa: E402
 from torch_official_modulation import Wrapped, official_step, vectorized_step  # noqa: E402
 
-VARIANTS = ["eager_fp32", "eager_tf32", "eager_fp32_fast", "normal_fp32", "compile_fp32"]
+VARIANTS = ["eager_fp32", "eager_tf32", "eager_bf16", "eager_fp32_fast", "normal_fp32",
+            "compile_fp32"]
 
 
 def per_modality_logits(model, a, v, fusion):
@@ -74,11 +81,17 @@ def run_variant(name, args, dev):
     visual = (torch.rand(b, 3, 1, 224, 224, generator=gen) * 2 - 1).to(dev)
     labels = (torch.arange(b) % args.classes).to(dev)
 
+    # eager_bf16: autocast around forward and loss only (backward runs each op in the dtype its
+    # forward autocast chose); the parameters and the optimizer stay f32.
+    bf16 = name.endswith("bf16")
+
     def step():
         opt.zero_grad()
-        a, v, out = forward(audio, visual)
-        out_a, out_v = per_modality_logits(model, a, v, args.fusion)
-        loss = loss_fn(out, labels)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+            a, v, out = forward(audio, visual)
+            out_a, out_v = per_modality_logits(model, a, v, args.fusion)
+            loss = loss_fn(out, labels)
+        out_a, out_v = out_a.float(), out_v.float()
         loss.backward()
         if name.startswith("normal"):
             opt.step()

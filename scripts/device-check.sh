@@ -9,15 +9,16 @@
 #       the trainer's device test `train-device` (host/tests/train_gpu_cuda.rs: queued OGM-GE
 #       steps against the CPU steps, the log ring, a bad label's report, the whole loop with an
 #       exact resume, and that the steady state waits only to read the log ring)
-#       and the training-step benchmark `ogm-step-bench` (the paper model, batch 64; run twice,
-#       FP32 and `--precision tf32`), strips them and copies them, the PyTorch baseline
+#       and the training-step benchmark `ogm-step-bench` (the paper model, batch 64; run three
+#       times: FP32, `--precision tf32` and `--precision bf16`), strips them and copies them, the PyTorch baseline
 #       (scripts/torch_official_modulation.py) and scripts/device/run.sh into ./device-bundle/
 #       (git-ignored; must stay under the device tool's 64 MiB carry limit; checked).
 #   scripts/device-check.sh run     (on the GPU machine; same as device-bundle/run.sh)
 #       Runs the device tests (a missing device fails them: OGM_GPU_REQUIRED=1), the benchmarks
 #       and the PyTorch baselines (scripts/torch_official_modulation.py, and
 #       scripts/bench_torch_step_gpu.py for the full step) in the same call, and prints the agreement lines, the timings
-#       and the ratios (our TF32 step against PyTorch's eager_tf32 variant too). Writes the full
+#       and the ratios (our TF32 and BF16 steps against PyTorch's eager_tf32 and eager_bf16
+#       variants too). Writes the full
 #       log and results.json to $OUT when set.
 #
 # How a session with a GPU uses it with the device tool (the GPU machine has the NVIDIA driver
@@ -28,10 +29,10 @@
 #        carry:     ["device-bundle"]
 #        timeout_s: 600
 #      The working tree comes along anyway; `carry` adds the ignored bundle. The whole run takes
-#      about two minutes on an H100 for part 1; the engine's tests (the TF32 GEMM and TF32 step
-#      cases among them), the step benchmark in FP32 and in TF32 and the PyTorch step baseline
-#      (five variants, torch.compile among them) add an estimated four minutes (not yet
-#      measured), so plan one full run and a shorter rerun.
+#      about two minutes on an H100 for part 1; the engine's tests (the TF32 and BF16 GEMM and
+#      step cases among them), the step benchmark in FP32, TF32 and BF16 and the PyTorch step
+#      baseline (six variants, eager_bf16 and torch.compile among them) add an estimated five
+#      minutes (not yet measured), so plan one full run and a shorter rerun.
 #   3. read the printed summary (also under the returned files: device-check.log,
 #      results.json), then call give_back unless rerunning at once.
 set -euo pipefail

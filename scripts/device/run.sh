@@ -52,14 +52,22 @@ main() {
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
   echo
-  echo "== PyTorch full-step baseline (same step, same GPU; eager_tf32 is the TF32 baseline)"
+  echo "== ogm-step-bench --precision bf16 (the same step with the BF16 tensor-core GEMMs)"
+  "$HERE/ogm-step-bench" --precision bf16 --steps 20 --warmup 3 --profile-steps 3 2>&1 |
+    tee "$OUT_DIR/step_ours_bf16.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+
+  echo
+  echo "== PyTorch full-step baseline (same step, same GPU; eager_tf32 and eager_bf16 are the" \
+    "TF32 and BF16 baselines)"
   "$PYTHON" "$HERE/bench_torch_step_gpu.py" --device cuda --alpha 0.8 --iters 20 --warmup 5 2>&1 |
     tee "$OUT_DIR/step_torch.txt"
 
   echo
   echo "== summary"
   "$PYTHON" "$HERE/summary.py" "$OUT_DIR/bench.txt" "$OUT_DIR/torch.txt" "$OUT_DIR/results.json" \
-    "$OUT_DIR/step_ours.txt" "$OUT_DIR/step_torch.txt" "$OUT_DIR/step_ours_tf32.txt" || status=1
+    "$OUT_DIR/step_ours.txt" "$OUT_DIR/step_torch.txt" "$OUT_DIR/step_ours_tf32.txt" \
+    "$OUT_DIR/step_ours_bf16.txt" || status=1
   echo "device check exit status: $status"
   return $status
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Sets the benchmark's figures next to the PyTorch baseline's from the same run.
 
-Usage: summary.py BENCH_OUTPUT TORCH_OUTPUT RESULTS_JSON [STEP_OURS STEP_TORCH [STEP_OURS_TF32]]
+Usage: summary.py BENCH_OUTPUT TORCH_OUTPUT RESULTS_JSON
+                  [STEP_OURS STEP_TORCH [STEP_OURS_TF32 [STEP_OURS_BF16]]]
 Reads the `BENCH_JSON` and `TORCH_JSON` lines, prints the speed-ups against the targets of
 issue 5 (at least 20x faster than the official code path; modulation kernel at 70% or more of
 the copy bandwidth) and writes everything to RESULTS_JSON. With the two optional files (issue
@@ -9,7 +10,9 @@ the copy bandwidth) and writes everything to RESULTS_JSON. With the two optional
 training steps of the paper model, same GPU, same run) and prints steps per second, the ratio
 to each PyTorch variant (target: at least 0.5x PyTorch eager) and each kernel's share of our
 step. With STEP_OURS_TF32 (ogm-step-bench --precision tf32), also our TF32 step against
-PyTorch's `eager_tf32` variant (TF32 allowed in cuDNN and matmul) and against our FP32 step.
+PyTorch's `eager_tf32` variant (TF32 allowed in cuDNN and matmul) and against our FP32 step;
+with STEP_OURS_BF16 (ogm-step-bench --precision bf16), likewise our BF16 step against PyTorch's
+`eager_bf16` variant (autocast to BF16) and against our FP32 step.
 """
 import json
 import sys
@@ -61,29 +64,34 @@ def step_summary(ours_path, torch_path, results):
               f"{k['launches_per_step']:9.0f}")
 
 
-def step_tf32_summary(ours_tf32_path, results):
-    ours = last_json(ours_tf32_path, "STEP_JSON")
+def step_precision_summary(ours_path, precision, results):
+    """Our step at a tensor-core precision ("tf32" or "bf16") against our FP32 step and against
+    PyTorch's eager variant of the same precision (and eager_fp32), stored under
+    results["step"]["ours_<precision>"] and ["ratios_<precision>"]."""
+    ours = last_json(ours_path, "STEP_JSON")
     step = results.setdefault("step", {})
-    step["ours_tf32"] = ours
+    step[f"ours_{precision}"] = ours
+    upper = precision.upper()
     if ours is None:
-        print("no ogm-step-bench --precision tf32 figures")
+        print(f"no ogm-step-bench --precision {precision} figures")
         return
-    print(f"ogm-rs full step, TF32: {ours['steps_per_s']:.2f} steps/s "
+    print(f"ogm-rs full step, {upper}: {ours['steps_per_s']:.2f} steps/s "
           f"({ours['ms_per_step']:.1f} ms, precision {ours.get('precision', '?')})")
-    ratios = step.setdefault("ratios_tf32", {})
+    ratios = step.setdefault(f"ratios_{precision}", {})
     fp32 = step.get("ours")
     if fp32:
         ratios["ours_fp32"] = ours["steps_per_s"] / fp32["steps_per_s"]
         print(f"  vs ours FP32              {fp32['steps_per_s']:8.2f} steps/s: "
               f"{ratios['ours_fp32']:.2f}x")
+    baseline = f"torch_eager_{precision}"
     for t in step.get("torch", []):
-        if t["impl"] in ("torch_eager_tf32", "torch_eager_fp32"):
+        if t["impl"] in (baseline, "torch_eager_fp32"):
             ratios[t["impl"]] = ours["steps_per_s"] / t["steps_per_s"]
             print(f"  vs {t['impl']:<22} {t['steps_per_s']:8.2f} steps/s: "
                   f"{ratios[t['impl']]:.2f}x")
-    if "torch_eager_tf32" not in ratios:
-        print("  no PyTorch eager_tf32 figures")
-    print(f"{'TF32 kernel':<24} {'ms/step':>9} {'share':>7} {'launches':>9}")
+    if baseline not in ratios:
+        print(f"  no PyTorch eager_{precision} figures")
+    print(f"{upper + ' kernel':<24} {'ms/step':>9} {'share':>7} {'launches':>9}")
     for k in ours.get("kernels", [])[:10]:
         print(f"{k['name']:<24} {k['ms_per_step']:9.3f} {100 * k['share']:6.1f}% "
               f"{k['launches_per_step']:9.0f}")
@@ -125,7 +133,9 @@ def main():
     if len(sys.argv) >= 6:
         step_summary(sys.argv[4], sys.argv[5], results)
     if len(sys.argv) >= 7:
-        step_tf32_summary(sys.argv[6], results)
+        step_precision_summary(sys.argv[6], "tf32", results)
+    if len(sys.argv) >= 8:
+        step_precision_summary(sys.argv[7], "bf16", results)
     json.dump(results, open(sys.argv[3], "w"), indent=2)
     print(f"kernels agree with the CPU reference: {'yes' if ok else 'NO'}")
     return 0 if ok else 1
