@@ -8,8 +8,9 @@
 //! Convolutions are im2col + GEMM (the CPU engine's algorithm, on the whole batch at once);
 //! weight gradients use a split-K GEMM whose slices are summed in a fixed order. FP32
 //! throughout by default (the reference precision); [`GpuBackend::set_precision`] with
-//! [`Precision::Tf32`] runs the large matrix products on TF32 tensor cores instead. Either way
-//! results are reproducible run to run.
+//! [`Precision::Tf32`] or [`Precision::Bf16`] runs the large matrix products on TF32 or BF16
+//! tensor cores instead (operands rounded, f32 accumulation and storage). Either way results
+//! are reproducible run to run.
 //!
 //! Errors: the [`Backend`] methods cannot return errors (the CPU ones cannot fail). A device
 //! error (a failed launch, memory exhausted) is kept (the first one) and the following
@@ -95,8 +96,9 @@ impl<D: Device> GpuBackend<D> {
     }
 
     /// Sets the arithmetic of the matrix products (convolutions, linear layers) from now on:
-    /// [`Precision::Fp32`] (the default, the reference) or [`Precision::Tf32`] (tensor cores
-    /// for the products where `ogm_gpu::engine::ops::gemm_uses_tensor_cores`).
+    /// [`Precision::Fp32`] (the default, the reference), [`Precision::Tf32`] or
+    /// [`Precision::Bf16`] (tensor cores for the products where
+    /// `ogm_gpu::engine::ops::gemm_uses_tensor_cores`).
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
     }
