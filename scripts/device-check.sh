@@ -9,8 +9,10 @@
 #       the trainer's device test `train-device` (host/tests/train_gpu_cuda.rs: queued OGM-GE
 #       steps against the CPU steps, the log ring, a bad label's report, the whole loop with an
 #       exact resume, and that the steady state waits only to read the log ring)
-#       and the training-step benchmark `ogm-step-bench` (the paper model, batch 64; run three
-#       times: FP32, `--precision tf32` and `--precision bf16`), strips them and copies them, the PyTorch baseline
+#       the training-step benchmark `ogm-step-bench` (the paper model, batch 64; run three
+#       times: FP32, `--precision tf32` and `--precision bf16`) and the trainer itself, `ogm`
+#       (run.sh trains the paper model end to end with `ogm train --device cuda` on synthetic
+#       clips of CREMA-D's shapes, FP32 and TF32), strips them and copies them, the PyTorch baseline
 #       (scripts/torch_official_modulation.py) and scripts/device/run.sh into ./device-bundle/
 #       (git-ignored; must stay under the device tool's 64 MiB carry limit; checked).
 #   scripts/device-check.sh run     (on the GPU machine; same as device-bundle/run.sh)
@@ -54,12 +56,12 @@ build() {
     --message-format=json-render-diagnostics >>"$json"
   cargo test -p ogm-host --features cuda --release --test train_gpu_cuda --no-run \
     --message-format=json-render-diagnostics >>"$json"
-  cargo build -p ogm-host --features cuda --release --bin ogm-step-bench \
+  cargo build -p ogm-host --features cuda --release --bin ogm-step-bench --bin ogm \
     --message-format=json-render-diagnostics >>"$json"
-  local test_exe bench_exe engine_exe step_exe train_exe
-  read -r test_exe bench_exe engine_exe step_exe train_exe < <(python3 - "$json" <<'PY'
+  local test_exe bench_exe engine_exe step_exe train_exe ogm_exe
+  read -r test_exe bench_exe engine_exe step_exe train_exe ogm_exe < <(python3 - "$json" <<'PY'
 import json, sys
-test = bench = engine = step = train = ""
+test = bench = engine = step = train = ogm = ""
 for line in open(sys.argv[1]):
     m = json.loads(line)
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
@@ -74,11 +76,14 @@ for line in open(sys.argv[1]):
         step = m["executable"]
     if m["target"]["name"] == "train_gpu_cuda" and m["profile"]["test"]:
         train = m["executable"]
-print(test, bench, engine, step, train)
+    if m["target"]["name"] == "ogm" and not m["profile"]["test"]:
+        ogm = m["executable"]
+print(test, bench, engine, step, train, ogm)
 PY
 )
   rm -f "$json"
-  [[ -x "$test_exe" && -x "$bench_exe" && -x "$engine_exe" && -x "$step_exe" && -x "$train_exe" ]] || {
+  [[ -x "$test_exe" && -x "$bench_exe" && -x "$engine_exe" && -x "$step_exe" && -x "$train_exe" &&
+    -x "$ogm_exe" ]] || {
     echo "device-check: could not find the built executables" >&2
     exit 1
   }
@@ -89,17 +94,18 @@ PY
   cp "$engine_exe" "$BUNDLE/engine-device"
   cp "$step_exe" "$BUNDLE/ogm-step-bench"
   cp "$train_exe" "$BUNDLE/train-device"
+  cp "$ogm_exe" "$BUNDLE/ogm"
   strip "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" "$BUNDLE/engine-device" "$BUNDLE/ogm-step-bench" \
-    "$BUNDLE/train-device"
+    "$BUNDLE/train-device" "$BUNDLE/ogm"
   cp scripts/torch_official_modulation.py scripts/device/run.sh scripts/device/summary.py "$BUNDLE/"
   cp scripts/bench_torch_step_gpu.py scripts/torch_engine_fixtures.py "$BUNDLE/"
   chmod +x "$BUNDLE/run.sh"
   {
     echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD -- gpu scripts || echo ' (with local changes)')"
     echo "built  $(date -u +%Y-%m-%dT%H:%M:%SZ) with $(rustc --version) and $("$NVCC" --version | tail -n2 | head -n1)"
-    echo "glibc  the binaries need at most GLIBC_$(objdump -T "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" "$BUNDLE/engine-device" "$BUNDLE/ogm-step-bench" "$BUNDLE/train-device" |
+    echo "glibc  the binaries need at most GLIBC_$(objdump -T "$BUNDLE/device" "$BUNDLE/ogm-gpu-bench" "$BUNDLE/engine-device" "$BUNDLE/ogm-step-bench" "$BUNDLE/train-device" "$BUNDLE/ogm" |
       grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n1)"
-    (cd "$BUNDLE" && sha256sum device ogm-gpu-bench engine-device ogm-step-bench train-device \
+    (cd "$BUNDLE" && sha256sum device ogm-gpu-bench engine-device ogm-step-bench train-device ogm \
       torch_official_modulation.py bench_torch_step_gpu.py torch_engine_fixtures.py run.sh summary.py)
   } >"$BUNDLE/MANIFEST"
   local size

@@ -15,6 +15,7 @@ with STEP_OURS_BF16 (ogm-step-bench --precision bf16), likewise our BF16 step ag
 `eager_bf16` variant (autocast to BF16) and against our FP32 step.
 """
 import json
+import os
 import sys
 
 
@@ -97,6 +98,32 @@ def step_precision_summary(ours_path, precision, results):
               f"{k['launches_per_step']:9.0f}")
 
 
+def e2e_summary(out_dir, results):
+    """The end-to-end `ogm train --device cuda` runs (run.sh's e2e_<precision>.json)."""
+    for precision in ("fp32", "tf32"):
+        path = os.path.join(out_dir, f"e2e_{precision}.json")
+        if not os.path.exists(path):
+            print(f"ogm train --device cuda --precision {precision}: no summary (did not finish)")
+            continue
+        s = json.load(open(path))
+        ev = s.get("final_eval") or {}
+        steps, wall = s.get("steps", 0), s.get("wall_s", 0.0)
+        r = {
+            "epochs": s.get("epochs"),
+            "steps": steps,
+            "wall_s": wall,
+            "steps_per_s": steps / wall if wall else None,
+            "acc": ev.get("acc"),
+            "acc_a": ev.get("acc_a"),
+            "acc_v": ev.get("acc_v"),
+        }
+        results.setdefault("e2e", {})[precision] = r
+        rate = f"{r['steps_per_s']:.2f}" if r["steps_per_s"] else "?"
+        print(f"ogm train --device cuda --precision {precision}: {r['epochs']} epochs, {steps} "
+              f"steps in {wall:.1f} s ({rate} steps/s with loading and evaluation), final "
+              f"acc {r['acc']} acc_a {r['acc_a']} acc_v {r['acc_v']}")
+
+
 def main():
     bench = last_json(sys.argv[1], "BENCH_JSON")
     torch = last_json(sys.argv[2], "TORCH_JSON")
@@ -136,6 +163,7 @@ def main():
         step_precision_summary(sys.argv[6], "tf32", results)
     if len(sys.argv) >= 8:
         step_precision_summary(sys.argv[7], "bf16", results)
+    e2e_summary(os.path.dirname(os.path.abspath(sys.argv[3])), results)
     json.dump(results, open(sys.argv[3], "w"), indent=2)
     print(f"kernels agree with the CPU reference: {'yes' if ok else 'NO'}")
     return 0 if ok else 1
