@@ -10,6 +10,19 @@ mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/device-check.log"
 PYTHON="${PYTHON:-python3}"
 
+# Runs "$@" for at most $1 seconds, so that one hung section (a deadlocked test, a slow
+# torch.compile) cannot take the whole device call; says so when it hits the limit.
+limit() {
+  local seconds=$1
+  shift
+  timeout -k 10 "$seconds" "$@"
+  local rc=$?
+  if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+    echo "(stopped after ${seconds} s: $(basename "$1") $2)"
+  fi
+  return $rc
+}
+
 # `ogm train --device cuda` on synthetic clips of CREMA-D's shapes (6 classes, 224 x 224
 # frames, 3 s of audio): the paper model (two ResNet-18 encoders, concat fusion) with OGM-GE,
 # batch 64, 4 epochs of 3 steps, in FP32 and TF32: the issue's "trains the paper model end to
@@ -17,11 +30,11 @@ PYTHON="${PYTHON:-python3}"
 e2e() {
   local work status=0
   work="$(mktemp -d)"
-  "$HERE/ogm" synth --out "$work/data" --train_per_class 32 --test_per_class 8 --size 224 \
+  limit 60 "$HERE/ogm" synth --out "$work/data" --train_per_class 32 --test_per_class 8 --size 224 \
     --audio_seconds 3 || status=1
   for precision in fp32 tf32; do
     [[ $status -eq 0 ]] || break
-    "$HERE/ogm" train --device cuda --precision "$precision" --modulation OGM_GE --alpha 0.8 \
+    limit 150 "$HERE/ogm" train --device cuda --precision "$precision" --modulation OGM_GE --alpha 0.8 \
       --epochs 4 --batch_size 64 --train_csv "$work/data/train.csv" \
       --test_csv "$work/data/test.csv" --audio_path "$work/data/AudioWAV" \
       --visual_path "$work/data" --ckpt_path "$work/runs" --run_name "e2e_$precision" ||
@@ -43,24 +56,24 @@ main() {
   status=0
   echo
   echo "== device tests (every kernel against the CPU reference)"
-  OGM_GPU_REQUIRED=1 "$HERE/device" --test-threads=1 2>&1 || status=1
+  limit 180 env OGM_GPU_REQUIRED=1 "$HERE/device" --test-threads=1 2>&1 || status=1
 
   echo
   echo "== ogm-gpu-bench"
-  "$HERE/ogm-gpu-bench" --iters 100 2>&1 | tee "$OUT_DIR/bench.txt"
+  limit 90 "$HERE/ogm-gpu-bench" --iters 100 2>&1 | tee "$OUT_DIR/bench.txt"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
   echo
   echo "== PyTorch baseline (the official code path)"
-  "$PYTHON" "$HERE/torch_official_modulation.py" --device cuda --iters 30 2>&1 | tee "$OUT_DIR/torch.txt"
+  limit 120 "$PYTHON" "$HERE/torch_official_modulation.py" --device cuda --iters 30 2>&1 | tee "$OUT_DIR/torch.txt"
 
   echo
   echo "== engine device tests (the GPU backend against the CPU engine, every operation, a whole step)"
-  OGM_GPU_REQUIRED=1 "$HERE/engine-device" --test-threads=1 2>&1 || status=1
+  limit 240 env OGM_GPU_REQUIRED=1 "$HERE/engine-device" --test-threads=1 2>&1 || status=1
 
   echo
   echo "== trainer device tests (queued steps against the CPU steps, the log ring, resume)"
-  OGM_GPU_REQUIRED=1 "$HERE/train-device" --test-threads=1 2>&1 || status=1
+  limit 240 env OGM_GPU_REQUIRED=1 "$HERE/train-device" --test-threads=1 2>&1 || status=1
 
   echo
   echo "== ogm train --device cuda (the paper model end to end on synthetic CREMA-D-shaped clips)"
@@ -68,25 +81,25 @@ main() {
 
   echo
   echo "== ogm-step-bench (full training step of the paper model, batch 64)"
-  "$HERE/ogm-step-bench" --steps 20 --warmup 3 --profile-steps 3 2>&1 | tee "$OUT_DIR/step_ours.txt"
+  limit 90 "$HERE/ogm-step-bench" --steps 20 --warmup 3 --profile-steps 3 2>&1 | tee "$OUT_DIR/step_ours.txt"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
   echo
   echo "== ogm-step-bench --precision tf32 (the same step with the TF32 tensor-core GEMMs)"
-  "$HERE/ogm-step-bench" --precision tf32 --steps 20 --warmup 3 --profile-steps 3 2>&1 |
+  limit 90 "$HERE/ogm-step-bench" --precision tf32 --steps 20 --warmup 3 --profile-steps 3 2>&1 |
     tee "$OUT_DIR/step_ours_tf32.txt"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
   echo
   echo "== ogm-step-bench --precision bf16 (the same step with the BF16 tensor-core GEMMs)"
-  "$HERE/ogm-step-bench" --precision bf16 --steps 20 --warmup 3 --profile-steps 3 2>&1 |
+  limit 90 "$HERE/ogm-step-bench" --precision bf16 --steps 20 --warmup 3 --profile-steps 3 2>&1 |
     tee "$OUT_DIR/step_ours_bf16.txt"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
   echo
   echo "== PyTorch full-step baseline (same step, same GPU; eager_tf32 and eager_bf16 are the" \
     "TF32 and BF16 baselines)"
-  "$PYTHON" "$HERE/bench_torch_step_gpu.py" --device cuda --alpha 0.8 --iters 20 --warmup 5 2>&1 |
+  limit 240 "$PYTHON" "$HERE/bench_torch_step_gpu.py" --device cuda --alpha 0.8 --iters 20 --warmup 5 2>&1 |
     tee "$OUT_DIR/step_torch.txt"
 
   echo
