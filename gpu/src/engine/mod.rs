@@ -16,6 +16,7 @@ pub mod emu;
 pub mod kernels;
 pub mod ogm;
 pub mod ops;
+pub mod work;
 
 use crate::error::{GpuError, Result};
 
