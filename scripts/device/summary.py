@@ -12,7 +12,10 @@ to each PyTorch variant (target: at least 0.5x PyTorch eager) and each kernel's 
 step. With STEP_OURS_TF32 (ogm-step-bench --precision tf32), also our TF32 step against
 PyTorch's `eager_tf32` variant (TF32 allowed in cuDNN and matmul) and against our FP32 step;
 with STEP_OURS_BF16 (ogm-step-bench --precision bf16), likewise our BF16 step against PyTorch's
-`eager_bf16` variant (autocast to BF16) and against our FP32 step.
+`eager_bf16` variant (autocast to BF16) and against our FP32 step. The kernel tables show,
+when the STEP_JSON carries them, each kernel's achieved GFLOP/s and GB/s (estimated work over
+measured time; the bytes are a minimum-traffic model) and its fraction of the device's peak
+for its bottleneck (`peak_fraction`, with the roof that sets it), after the device's peaks.
 """
 import json
 import os
@@ -41,6 +44,42 @@ def all_json(path, tag):
     return found
 
 
+def fmt(v, spec, width):
+    """v formatted with spec, or a right-aligned '-' when it is missing (null)."""
+    return f"{v:{width}{spec}}" if v is not None else f"{'-':>{width}}"
+
+
+def print_peaks(peaks):
+    """The device's peaks line of a STEP_JSON's `peaks` object (absent in older files)."""
+    if not peaks:
+        return
+    units = ", ".join(f"{u.upper()} {fmt(peaks.get(f'{u}_tflops'), '.1f', 0).strip()}"
+                      for u in ("fp32", "fp64", "tf32", "bf16"))
+    print(f"device peaks (TFLOP/s): {units}; DRAM {peaks.get('dram_gbytes_per_s', 0):.0f} GB/s "
+          f"(sm_{peaks.get('compute_capability', '?').replace('.', '')}, "
+          f"{peaks.get('sms')} SMs at {peaks.get('clock_mhz', 0):.0f} MHz)")
+
+
+def print_kernels(kernels, title, limit):
+    """The kernel table: time, share and launches, plus achieved rates and the fraction of the
+    peak (and its roof) when the entries carry them."""
+    roofline = any("peak_fraction" in k for k in kernels)
+    head = f"{title:<24} {'ms/step':>9} {'share':>7} {'launches':>9}"
+    if roofline:
+        head += f" {'GFLOP/s':>9} {'GB/s':>8} {'% peak':>7} {'bound':>5}"
+    print(head)
+    for k in kernels[:limit]:
+        line = (f"{k['name']:<24} {k['ms_per_step']:9.3f} {100 * k['share']:6.1f}% "
+                f"{k['launches_per_step']:9.0f}")
+        if roofline:
+            frac = k.get("peak_fraction")
+            line += (f" {fmt(k.get('gflops_per_s'), '.0f', 9)} "
+                     f"{fmt(k.get('gbytes_per_s'), '.0f', 8)} "
+                     f"{fmt(None if frac is None else 100 * frac, '.1f', 6)}"
+                     f"{'%' if frac is not None else ' '} {k.get('bound') or '-':>5}")
+        print(line)
+
+
 def step_summary(ours_path, torch_path, results):
     ours = last_json(ours_path, "STEP_JSON")
     torch = all_json(torch_path, "STEP_JSON")
@@ -59,10 +98,8 @@ def step_summary(ours_path, torch_path, results):
         print(f"  vs {t['impl']:<22} {t['steps_per_s']:8.2f} steps/s: {ratio:.2f}x{note}")
     if not torch:
         print("no PyTorch step figures")
-    print(f"{'kernel':<24} {'ms/step':>9} {'share':>7} {'launches':>9}")
-    for k in ours.get("kernels", [])[:20]:
-        print(f"{k['name']:<24} {k['ms_per_step']:9.3f} {100 * k['share']:6.1f}% "
-              f"{k['launches_per_step']:9.0f}")
+    print_peaks(ours.get("peaks"))
+    print_kernels(ours.get("kernels", []), "kernel", 20)
 
 
 def step_precision_summary(ours_path, precision, results):
@@ -92,10 +129,7 @@ def step_precision_summary(ours_path, precision, results):
                   f"{ratios[t['impl']]:.2f}x")
     if baseline not in ratios:
         print(f"  no PyTorch eager_{precision} figures")
-    print(f"{upper + ' kernel':<24} {'ms/step':>9} {'share':>7} {'launches':>9}")
-    for k in ours.get("kernels", [])[:10]:
-        print(f"{k['name']:<24} {k['ms_per_step']:9.3f} {100 * k['share']:6.1f}% "
-              f"{k['launches_per_step']:9.0f}")
+    print_kernels(ours.get("kernels", []), upper + " kernel", 10)
 
 
 def e2e_summary(out_dir, results):
