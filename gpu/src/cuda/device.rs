@@ -17,7 +17,9 @@
 //! by a later one, or by an event recorded at once.
 //!
 //! Optional profiling ([`CudaDevice::set_profiling`]) brackets every launch with CUDA events
-//! and reports each kernel's total time.
+//! and reports each kernel's total time, launch count and summed work (flops by unit and
+//! minimum DRAM traffic, [`crate::engine::work::estimate`]), which with the device's peak
+//! rates ([`CudaDevice::peaks`]) tells how close each kernel runs to its roofline bound.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -31,6 +33,7 @@ use cust::memory::{
 use cust::stream::{Stream, StreamFlags, StreamWaitEventFlags};
 
 use super::{Gpu, Probe};
+use crate::engine::work::{self, DeviceAttrs, KernelTotals, Peaks, Work};
 use crate::engine::{check_args, Arg, DevPtr, Device, Grid, KernelSpec, Mark};
 use crate::error::{GpuError, Result};
 
@@ -71,11 +74,20 @@ impl Slot {
     }
 }
 
+/// One profiled launch.
+struct Profiled {
+    kernel: &'static str,
+    work: Option<Work>,
+    start: Event,
+    end: Event,
+}
+
 // Fields drop in order: the events and the copy stream before `gpu`, which owns the context.
 struct Inner {
     slots: Vec<Slot>,
     next: usize,
-    profile: Option<Vec<(&'static str, Event, Event)>>,
+    /// While profiling: each launch's kernel, work estimate and start and end events.
+    profile: Option<Vec<Profiled>>,
     /// The copy stream of `upload_after` (created at its first use).
     copy: Option<Stream>,
     /// Outstanding marks: compute-stream events by mark id.
@@ -159,6 +171,7 @@ pub struct CudaDevice {
     inner: Mutex<Inner>,
     sms: u32,
     name: String,
+    attrs: DeviceAttrs,
 }
 
 // SAFETY: every use of the context, stream, modules, events and staging memory happens under
@@ -175,6 +188,7 @@ impl CudaDevice {
             Probe::Ready(gpu) => {
                 let sms = gpu.multiprocessors()?;
                 let name = gpu.device_name()?;
+                let attrs = gpu.attributes()?;
                 Ok(Ok(CudaDevice {
                     inner: Mutex::new(Inner {
                         gpu: *gpu,
@@ -188,6 +202,7 @@ impl CudaDevice {
                     }),
                     sms,
                     name,
+                    attrs,
                 }))
             }
         }
@@ -196,6 +211,18 @@ impl CudaDevice {
     /// The device's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The device's attributes (multiprocessors, clocks, bus width, compute capability).
+    pub fn attributes(&self) -> DeviceAttrs {
+        self.attrs
+    }
+
+    /// The device's peak FP32, FP64, TF32 and BF16 flop/s and DRAM bandwidth
+    /// ([`work::peaks`]: from the attributes and a per-architecture table; a unit's peak is
+    /// `None` on an architecture the table does not hold).
+    pub fn peaks(&self) -> Peaks {
+        work::peaks(&self.attrs)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
@@ -217,18 +244,16 @@ impl CudaDevice {
         Ok(())
     }
 
-    /// Waits for the device and returns the total milliseconds and launch count per kernel
-    /// since profiling started (or was last taken).
-    pub fn take_profile(&self) -> Result<BTreeMap<&'static str, (f64, u64)>> {
+    /// Waits for the device and returns, per kernel, the total milliseconds, the launch count
+    /// and the launches' summed work estimate since profiling started (or was last taken).
+    pub fn take_profile(&self) -> Result<BTreeMap<&'static str, KernelTotals>> {
         let mut g = self.lock()?;
         g.gpu.synchronize()?;
-        let mut out: BTreeMap<&'static str, (f64, u64)> = BTreeMap::new();
+        let mut out: BTreeMap<&'static str, KernelTotals> = BTreeMap::new();
         if let Some(list) = g.profile.as_mut() {
-            for (name, start, end) in list.drain(..) {
-                let ms = f64::from(end.elapsed_time_f32(&start)?);
-                let e = out.entry(name).or_default();
-                e.0 += ms;
-                e.1 += 1;
+            for p in list.drain(..) {
+                let ms = f64::from(p.end.elapsed_time_f32(&p.start)?);
+                out.entry(p.kernel).or_default().record(ms, p.work);
             }
         }
         Ok(out)
@@ -335,10 +360,18 @@ impl Device for CudaDevice {
                 .stream()
                 .launch(&func, (x, y, z), grid.threads, 0, &ptrs)?
         };
-        if let Some((a, b)) = events {
-            b.record(g.gpu.stream())?;
+        if let Some((start, end)) = events {
+            end.record(g.gpu.stream())?;
+            // Estimated here, where the arguments are at hand; only while profiling, so the
+            // unprofiled launch path does no extra work.
+            let work = work::estimate(spec, grid, args);
             if let Some(list) = g.profile.as_mut() {
-                list.push((spec.name, a, b));
+                list.push(Profiled {
+                    kernel: spec.name,
+                    work,
+                    start,
+                    end,
+                });
             }
         }
         Ok(())

@@ -18,6 +18,7 @@ use cust::error::CudaError;
 use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
 
+use crate::engine::work::DeviceAttrs;
 use crate::error::{GpuError, Result};
 
 pub use device::{CudaDevice, STAGING_SLOTS};
@@ -141,5 +142,25 @@ impl Gpu {
             .device
             .get_attribute(DeviceAttribute::MultiprocessorCount)?;
         Ok(n.max(1) as u32)
+    }
+
+    /// The attributes the device's peak rates derive from ([`crate::engine::work::peaks`]).
+    pub fn attributes(&self) -> Result<DeviceAttrs> {
+        // Every attribute is a non-negative int; a negative one would be a driver bug, read
+        // as 0: zero peaks make the fractions infinite (null in JSON), visibly wrong rather
+        // than plausibly so.
+        let get = |a: DeviceAttribute| -> Result<u32> {
+            Ok(u32::try_from(self.device.get_attribute(a)?).unwrap_or(0))
+        };
+        Ok(DeviceAttrs {
+            sms: get(DeviceAttribute::MultiprocessorCount)?,
+            clock_khz: get(DeviceAttribute::ClockRate)?,
+            mem_clock_khz: get(DeviceAttribute::MemoryClockRate)?,
+            bus_bits: get(DeviceAttribute::GlobalMemoryBusWidth)?,
+            cc: (
+                get(DeviceAttribute::ComputeCapabilityMajor)?,
+                get(DeviceAttribute::ComputeCapabilityMinor)?,
+            ),
+        })
     }
 }

@@ -12,6 +12,18 @@
 //! throughput over `--steps` steps after `--warmup`, and each kernel's time per step and share
 //! of the step, measured with CUDA events over `--profile-steps` further steps (events around
 //! every launch slow those steps a little; the throughput is measured without them).
+//!
+//! Each kernel entry also says how close the kernel runs to the device's peak:
+//! `gflops_per_s` and `gbytes_per_s` are its estimated work over its measured time (flops by
+//! unit and minimum DRAM traffic, `ogm_gpu::engine::work::estimate`: each input read once,
+//! each output written once, so `gbytes_per_s` is a lower bound of the traffic it moved),
+//! `peak_fraction` is its roofline bound over its time (the larger of achieved/peak flop/s
+//! for each unit it uses and achieved/peak bandwidth; 1 is the roof), and `bound` names the
+//! roof that sets it (`fp32`, `fp64`, `tf32`, `bf16` or `dram`); all null for a kernel
+//! without an estimate. The top-level `peaks` object holds the device's peaks
+//! (`CudaDevice::peaks`: attributes x a per-architecture table; the tensor peaks use the
+//! maximum clock the device reports, above the clock of NVIDIA's published tensor figures on
+//! an H100, so these fractions are conservative) and the attributes they come from.
 //! Exit status 2 when there is no GPU.
 
 use std::process::ExitCode;
@@ -144,6 +156,7 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let loss = done.last().map_or(f64::NAN, |r| r.loss);
 
     let mut kernels = Vec::new();
+    let peaks = dev.peaks();
     if args.profile_steps > 0 {
         dev.set_profiling(true)?;
         let t = Instant::now();
@@ -157,16 +170,37 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         dev.set_profiling(false)?;
         let n = args.profile_steps as f64;
         let mut rows: Vec<_> = profile.into_iter().collect();
-        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-        for (kernel, (total, launches)) in rows {
+        rows.sort_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
+        for (kernel, t) in rows {
+            let seconds = t.ms / 1e3;
+            let rate = |x: f64| (seconds > 0.0).then(|| x / seconds / 1e9);
+            let bound = t.work.and_then(|w| w.min_seconds(&peaks));
             kernels.push(serde_json::json!({
                 "name": kernel,
-                "ms_per_step": total / n,
-                "share": total / n / prof_ms,
-                "launches_per_step": launches as f64 / n,
+                "ms_per_step": t.ms / n,
+                "share": t.ms / n / prof_ms,
+                "launches_per_step": t.launches as f64 / n,
+                "gflops_per_s": t.work.and_then(|w| rate(w.flops())),
+                "gbytes_per_s": t.work.and_then(|w| rate(w.bytes)),
+                "peak_fraction": t.work.and_then(|w| w.peak_fraction(seconds, &peaks)),
+                "bound": bound.map(|(_, roof)| roof),
             }));
         }
     }
+    let attrs = dev.attributes();
+    let tera = |x: Option<f64>| x.map(|v| v / 1e12);
+    let peaks_json = serde_json::json!({
+        "fp32_tflops": tera(peaks.fp32),
+        "fp64_tflops": tera(peaks.fp64),
+        "tf32_tflops": tera(peaks.tf32),
+        "bf16_tflops": tera(peaks.bf16),
+        "dram_gbytes_per_s": peaks.dram / 1e9,
+        "sms": attrs.sms,
+        "clock_mhz": f64::from(attrs.clock_khz) / 1e3,
+        "mem_clock_mhz": f64::from(attrs.mem_clock_khz) / 1e3,
+        "bus_bits": attrs.bus_bits,
+        "compute_capability": format!("{}.{}", attrs.cc.0, attrs.cc.1),
+    });
     let line = serde_json::json!({
         "impl": format!("ogm_{}", args.precision),
         "precision": args.precision.name(),
@@ -178,6 +212,7 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         "samples_per_s": b as f64 * 1e3 / ms,
         "loss": loss,
         "device": name,
+        "peaks": peaks_json,
         "kernels": kernels,
     });
     println!("STEP_JSON {line}");
