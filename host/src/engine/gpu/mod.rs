@@ -208,6 +208,28 @@ impl<D: Device> GpuBackend<D> {
         unsafe { ops::gemm(&*self.dev, p, m, n, kk, 1.0, a, b, beta, c, ldc, scratch) }
     }
 
+    /// Copies `src` into `buf` from `offset`: in queue order (`after` None), or overlapping
+    /// the work queued since the mark `after` (the caller guarantees that work leaves `buf`
+    /// alone: [`Backend::write_after`]).
+    fn upload_into(&self, buf: &mut DevBuf<D>, offset: usize, src: &[f32], after: Option<u64>) {
+        let dst = region(
+            buf,
+            Region {
+                offset,
+                len: src.len(),
+            },
+        );
+        let bytes: &[u8] = bytemuck_f32(src);
+        // SAFETY: the region lies inside buf (checked); for upload_after, the caller's
+        // contract above.
+        self.run(|| unsafe {
+            match after {
+                None => self.dev.upload(dst, bytes),
+                Some(mark) => self.dev.upload_after(mark, dst, bytes),
+            }
+        });
+    }
+
     /// The lowered input of a convolution: `x` itself for 1x1 stride-1 convolutions, else
     /// the column scratch filled by im2col.
     fn lowered(&self, g: &ConvGeom, x: DevPtr) -> Result<DevPtr, GpuError> {
@@ -295,16 +317,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         buf.len
     }
     fn write(&self, buf: &mut DevBuf<D>, offset: usize, src: &[f32]) {
-        let dst = region(
-            buf,
-            Region {
-                offset,
-                len: src.len(),
-            },
-        );
-        let bytes: &[u8] = bytemuck_f32(src);
-        // SAFETY: the region lies inside buf (checked).
-        self.run(|| unsafe { self.dev.upload(dst, bytes) });
+        self.upload_into(buf, offset, src, None);
     }
     fn mark(&self) -> u64 {
         let mut mark = 0;
@@ -315,17 +328,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         mark
     }
     fn write_after(&self, buf: &mut DevBuf<D>, offset: usize, src: &[f32], after: u64) {
-        let dst = region(
-            buf,
-            Region {
-                offset,
-                len: src.len(),
-            },
-        );
-        let bytes: &[u8] = bytemuck_f32(src);
-        // SAFETY: the region lies inside buf (checked); the work queued since `after` does
-        // not use buf (the caller's contract).
-        self.run(|| unsafe { self.dev.upload_after(after, dst, bytes) });
+        self.upload_into(buf, offset, src, Some(after));
     }
     fn read(&self, buf: &DevBuf<D>, range: Range<usize>) -> Vec<f32> {
         let src = region(
