@@ -263,6 +263,25 @@ impl<D: Device> DeviceOgm<D> {
         Ok(())
     }
 
+    /// The slot's state and status addresses.
+    fn state_and_status(&self, slot: usize) -> Result<(DevPtr, DevPtr)> {
+        Ok((self.log_ptr(slot, 0)?, self.log_ptr(slot, LOG_STATUS)?))
+    }
+
+    /// Checks what a scores-and-balance launch is given and returns the slot's state and
+    /// status addresses.
+    fn balance_args(
+        &self,
+        slot: usize,
+        batch: usize,
+        classes: usize,
+        alpha: f64,
+    ) -> Result<(DevPtr, DevPtr)> {
+        self.check_batch(batch, classes)?;
+        ogm_core::balance::validate_alpha(alpha)?;
+        self.state_and_status(slot)
+    }
+
     /// Queues the scores and balance kernels into `slot`: the two true-class scores, ratios and
     /// coefficients, applied only when `active` (the epoch modulates).
     ///
@@ -282,10 +301,7 @@ impl<D: Device> DeviceOgm<D> {
         alpha: f64,
         active: bool,
     ) -> Result<()> {
-        self.check_batch(batch, classes)?;
-        ogm_core::balance::validate_alpha(alpha)?;
-        let state = self.log_ptr(slot, 0)?;
-        let status = self.log_ptr(slot, LOG_STATUS)?;
+        let (state, status) = self.balance_args(slot, batch, classes, alpha)?;
         // SAFETY: the caller's logits and labels; state and status lie in the ring.
         unsafe {
             self.dev.launch(
@@ -335,10 +351,7 @@ impl<D: Device> DeviceOgm<D> {
         alpha: f64,
         active: bool,
     ) -> Result<()> {
-        self.check_batch(batch, classes)?;
-        ogm_core::balance::validate_alpha(alpha)?;
-        let state = self.log_ptr(slot, 0)?;
-        let status = self.log_ptr(slot, LOG_STATUS)?;
+        let (state, status) = self.balance_args(slot, batch, classes, alpha)?;
         let losses = self.log_ptr(slot, LOG_LOSS)?;
         // SAFETY: the caller's buffers; the scratch holds 3 x self.batch >= 3 x batch f64; the
         // slot's state, status and three consecutive losses lie in the ring.
@@ -381,8 +394,7 @@ impl<D: Device> DeviceOgm<D> {
         if mode == Mode::Normal {
             return Ok(());
         }
-        let state = self.log_ptr(slot, 0)?;
-        let status = self.log_ptr(slot, LOG_STATUS)?;
+        let (state, status) = self.state_and_status(slot)?;
         let n = self.list.len() as u32; // <= MAX_TENSORS, checked by TensorList
         let chunks = self.list.total_chunks(); // < 2^31, checked by TensorList
                                                // SAFETY: grads holds the list's buffer (the caller's contract) and every tensor lies
