@@ -17,6 +17,85 @@
 // Launch: grid (ceil(N / GEMM_BN), ceil(M / GEMM_BM), splits), block GEMM_THREADS.
 #include "engine.cuh"
 
+// B-operand policies of gemm_tile. Each says which unit-stride direction coalesces the reads
+// (n_contig), derives a per-column context once (column(n), Col) and reads B(k, n) from it
+// (at(col, k, n)); gemm_tile checks the bounds (n < N, k in the slice) before calling at.
+
+// B(k, n) = B[k * rs + n * cs]: a strided matrix. No column context: the address arithmetic
+// is exactly the kernels' before the policies (a hoisted 64-bit n * cs per load, or even a
+// stored n, costs eng_gemm 3 to 4 registers and a resident block on sm_80).
+struct StridedB {
+    const float* __restrict__ b;
+    unsigned rs, cs;
+    struct Col {};
+    __device__ __forceinline__ bool n_contig() const { return cs == 1 || rs != 1; }
+    __device__ __forceinline__ Col column(unsigned) const { return {}; }
+    __device__ __forceinline__ float at(const Col&, unsigned k, unsigned n) const {
+        return b[(unsigned long long)k * rs + (unsigned long long)n * cs];
+    }
+};
+
+// A convolution's input x (CNHW) and geometry, and the entry of its lowered matrix: col[row][c]
+// of engine_conv.cu's eng_im2col, with row = (ci * k + ky) * k + kx, c = (s * oh + oy) * ow + ox,
+// zero outside the input. The two policies below split this into the part fixed per GEMM
+// column and the part that varies along the shared dimension.
+struct ConvSrc {
+    const float* __restrict__ x;
+    unsigned cin, n, h, w, k, stride, pad, oh, ow;
+    // Elements of one input channel (all samples).
+    __device__ __forceinline__ unsigned long long plane() const {
+        return (unsigned long long)n * h * w;
+    }
+    // x at (channel offset + sample offset, iy, ix), or 0 in the padding. iy and ix are signed
+    // (a tap left of or above the input is negative); the unsigned compare rejects those too.
+    __device__ __forceinline__ float tap(unsigned long long base, int iy, int ix) const {
+        return (unsigned)iy < h && (unsigned)ix < w
+                   ? x[base + (unsigned long long)iy * w + (unsigned)ix]
+                   : 0.0f;
+    }
+};
+
+// Forward, y = W col: B(k, n) = col[k][n]. The GEMM column n is an output pixel (s, oy, ox),
+// fixed per thread; k is the tap (ci, ky, kx). Consecutive n are consecutive ox, so the loads
+// follow n (stride-1 convolutions read consecutive x).
+struct ConvFwdB {
+    ConvSrc g;
+    struct Col {
+        unsigned long long base;  // s * h * w
+        int iy0, ix0;             // the window's top-left corner, padding included
+    };
+    __device__ __forceinline__ bool n_contig() const { return true; }
+    __device__ __forceinline__ Col column(unsigned c) const {
+        const unsigned ox = c % g.ow, t = c / g.ow, oy = t % g.oh, s = t / g.oh;
+        return {(unsigned long long)s * g.h * g.w, (int)(oy * g.stride) - (int)g.pad,
+                (int)(ox * g.stride) - (int)g.pad};
+    }
+    __device__ __forceinline__ float at(const Col& c, unsigned row, unsigned) const {
+        const unsigned kx = row % g.k, t = row / g.k, ky = t % g.k, ci = t / g.k;
+        return g.tap(ci * g.plane() + c.base, c.iy0 + (int)ky, c.ix0 + (int)kx);
+    }
+};
+
+// Weight gradient, dW = dy col^T: B(k, n) = col[n][k]. The GEMM column n is a tap (ci, ky,
+// kx), fixed per thread; k runs over the output pixels (s, oy, ox), so the loads follow k.
+struct ConvWgradB {
+    ConvSrc g;
+    struct Col {
+        unsigned long long base;  // ci * n * h * w
+        int dy, dx;               // ky - pad, kx - pad
+    };
+    __device__ __forceinline__ bool n_contig() const { return false; }
+    __device__ __forceinline__ Col column(unsigned row) const {
+        const unsigned kx = row % g.k, t = row / g.k, ky = t % g.k, ci = t / g.k;
+        return {ci * g.plane(), (int)ky - (int)g.pad, (int)kx - (int)g.pad};
+    }
+    __device__ __forceinline__ float at(const Col& c, unsigned col, unsigned) const {
+        const unsigned ox = col % g.ow, t = col / g.ow, oy = t % g.oh, s = t / g.oh;
+        return g.tap(c.base + (unsigned long long)s * g.h * g.w, (int)(oy * g.stride) + c.dy,
+                     (int)(ox * g.stride) + c.dx);
+    }
+};
+
 // One block's BM x BN tile of C, for both SIMT kernels below. Each of the GEMM_THREADS threads
 // computes TM x TN outputs: rows (i / 4) * (BM / 2) + ty * 4 + i % 4 and columns
 // (j / 4) * (BN / 2) + tx * 4 + j % 4 (ty = t / 16, tx = t % 16), so the inner loop reads runs
@@ -28,13 +107,17 @@
 // before the multiply-adds, so their latency is hidden behind them) and stores them into the
 // other shared buffer afterwards: one __syncthreads per stage. The buffer written at stage i
 // was last read at stage i - 1, before the barrier that ended it.
-template <int BM, int BN, int BK, int TM, int TN>
+//
+// Where B(k, n) comes from is the policy BL (StridedB: a strided matrix; ConvFwdB, ConvWgradB:
+// gathered from a convolution's input, the implicit GEMM). The policy only supplies values:
+// the tiles, the k order and the fmaf chains are the same for every policy, so a product with
+// a gathered B equals, bit for bit, the same product over the materialised matrix.
+template <int BM, int BN, int BK, int TM, int TN, class BL>
 __device__ __forceinline__ void gemm_tile(unsigned int M, unsigned int N, unsigned int K,
                                           float alpha, const float* __restrict__ A,
-                                          unsigned int rsa, unsigned int csa,
-                                          const float* __restrict__ B, unsigned int rsb,
-                                          unsigned int csb, float beta, float* __restrict__ C,
-                                          unsigned int ldc, unsigned int k_split,
+                                          unsigned int rsa, unsigned int csa, const BL bl,
+                                          float beta, float* __restrict__ C, unsigned int ldc,
+                                          unsigned int k_split,
                                           unsigned long long split_stride) {
     static_assert(BM * BK == 4 * GEMM_THREADS && BN * BK == 4 * GEMM_THREADS,
                   "each thread loads four values of each tile");
@@ -59,7 +142,7 @@ __device__ __forceinline__ void gemm_tile(unsigned int M, unsigned int N, unsign
     // Which unit-stride direction the loads follow (coalesced global reads). Each thread loads
     // four values of each tile: (mm, kk) of A and (kk, nn) of B, r = 0..3.
     const bool a_k_contig = csa == 1;
-    const bool b_n_contig = csb == 1 || rsb != 1;
+    const bool b_n_contig = bl.n_contig();
     unsigned a_m[4], a_k[4], b_k[4], b_n[4];
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
@@ -78,6 +161,12 @@ __device__ __forceinline__ void gemm_tile(unsigned int M, unsigned int N, unsign
             b_n[r] = t / BK + (GEMM_THREADS / BK) * r;
         }
     }
+    // A thread's B columns are the same at every stage: what the policy derives from the
+    // column alone (an offset; for a convolution the divisions that locate the pixel or tap)
+    // is computed once, here.
+    typename BL::Col b_col[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) b_col[r] = bl.column(n0 + b_n[r]);
     float ra[4], rb[4];
     auto load = [&](unsigned k0) {
 #pragma unroll
@@ -87,9 +176,7 @@ __device__ __forceinline__ void gemm_tile(unsigned int M, unsigned int N, unsign
                         ? A[(unsigned long long)gm * rsa + (unsigned long long)gka * csa]
                         : 0.0f;
             const unsigned gn = n0 + b_n[r], gkb = k0 + b_k[r];
-            rb[r] = gn < N && gkb < kend
-                        ? B[(unsigned long long)gkb * rsb + (unsigned long long)gn * csb]
-                        : 0.0f;
+            rb[r] = gn < N && gkb < kend ? bl.at(b_col[r], gkb, gn) : 0.0f;
         }
     };
     auto store = [&](int s) {
@@ -147,8 +234,9 @@ eng_gemm(unsigned int M, unsigned int N, unsigned int K, float alpha,
          const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
          float* __restrict__ C, unsigned int ldc, unsigned int k_split,
          unsigned long long split_stride) {
-    gemm_tile<GEMM_BM, GEMM_BN, GEMM_BK, 4, 4>(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C,
-                                               ldc, k_split, split_stride);
+    gemm_tile<GEMM_BM, GEMM_BN, GEMM_BK, 4, 4>(M, N, K, alpha, A, rsa, csa,
+                                               StridedB{B, rsb, csb}, beta, C, ldc, k_split,
+                                               split_stride);
 }
 
 // The same product with BIG_BM x BIG_BN tiles and 8 x 8 outputs per thread (a four times
@@ -160,9 +248,39 @@ eng_gemm_big(unsigned int M, unsigned int N, unsigned int K, float alpha,
              const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
              float* __restrict__ C, unsigned int ldc, unsigned int k_split,
              unsigned long long split_stride) {
-    gemm_tile<BIG_BM, BIG_BN, BIG_BK, 8, 8>(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C,
-                                            ldc, k_split, split_stride);
+    gemm_tile<BIG_BM, BIG_BN, BIG_BK, 8, 8>(M, N, K, alpha, A, rsa, csa, StridedB{B, rsb, csb},
+                                            beta, C, ldc, k_split, split_stride);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Implicit-GEMM convolutions: eng_gemm / eng_gemm_big with B gathered from the convolution's
+// input x (CNHW, geometry as eng_im2col) instead of read from the lowered matrix, so the
+// cin k k x n oh ow column buffer is neither written nor read. Same tiles, k order and fmaf
+// chains as the strided kernels, hence the same bits as eng_im2col + eng_gemm(_big); same
+// alpha / beta, ldc and split-K convention (the slices summed by eng_sum_slices).
+//
+//  - *_conv_fwd: C (M = cout, N = n oh ow) = alpha A (M x K = cin k k, the weights) col + beta C.
+//  - *_conv_wgrad: C (M = cout, N = cin k k) = alpha A (M x K = n oh ow, dy) col^T + beta C.
+//
+// Launch: as eng_gemm (64 x 64 tiles) or eng_gemm_big (128 x 128).
+#define ENG_CONV_GEMM(name, BMv, BNv, BKv, T, Policy)                                         \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                \
+    name(unsigned int M, unsigned int N, unsigned int K, float alpha,                         \
+         const float* __restrict__ A, unsigned int rsa, unsigned int csa,                     \
+         const float* __restrict__ x, unsigned int cin, unsigned int batch, unsigned int h,   \
+         unsigned int w, unsigned int ksize, unsigned int stride, unsigned int pad,           \
+         unsigned int oh, unsigned int ow, float beta, float* __restrict__ C,                 \
+         unsigned int ldc, unsigned int k_split, unsigned long long split_stride) {           \
+        gemm_tile<BMv, BNv, BKv, T, T>(                                                       \
+            M, N, K, alpha, A, rsa, csa,                                                      \
+            Policy{ConvSrc{x, cin, batch, h, w, ksize, stride, pad, oh, ow}}, beta, C, ldc,   \
+            k_split, split_stride);                                                           \
+    }
+ENG_CONV_GEMM(eng_gemm_conv_fwd, GEMM_BM, GEMM_BN, GEMM_BK, 4, ConvFwdB)
+ENG_CONV_GEMM(eng_gemm_big_conv_fwd, BIG_BM, BIG_BN, BIG_BK, 8, ConvFwdB)
+ENG_CONV_GEMM(eng_gemm_conv_wgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4, ConvWgradB)
+ENG_CONV_GEMM(eng_gemm_big_conv_wgrad, BIG_BM, BIG_BN, BIG_BK, 8, ConvWgradB)
+#undef ENG_CONV_GEMM
 
 // C (rows x cols, leading dimension ldc) = alpha * sum_z P_z + beta * C, where the slices P_z
 // are rows x cols row-major (leading dimension cols), split_stride elements apart; summed in

@@ -127,4 +127,27 @@ kernels! {
     GEMM_BF16 = "engine_gemm".eng_gemm_bf16(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
         csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
         split_stride: U64);
+    /// `GEMM` with B gathered from a convolution's input (implicit GEMM, forward):
+    /// `C = alpha A col + beta C`, `col` the `eng_im2col` lowering of `x` (never materialised);
+    /// 64 x 64 tiles, same arithmetic and split-K convention as `GEMM`.
+    GEMM_CONV_FWD = "engine_gemm".eng_gemm_conv_fwd(m: U32, n: U32, k: U32, alpha: F32, a: Ptr,
+        rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32, ksize: U32,
+        stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
+        split_stride: U64);
+    /// `GEMM_CONV_FWD` with the 128 x 128 tiles of `GEMM_BIG`.
+    GEMM_BIG_CONV_FWD = "engine_gemm".eng_gemm_big_conv_fwd(m: U32, n: U32, k: U32, alpha: F32,
+        a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32, ksize: U32,
+        stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
+        split_stride: U64);
+    /// Implicit-GEMM weight gradient: `C = alpha A col^T + beta C` (A: dy), `col` gathered from
+    /// `x`; 64 x 64 tiles, same arithmetic and split-K convention as `GEMM`.
+    GEMM_CONV_WGRAD = "engine_gemm".eng_gemm_conv_wgrad(m: U32, n: U32, k: U32, alpha: F32,
+        a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32, ksize: U32,
+        stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
+        split_stride: U64);
+    /// `GEMM_CONV_WGRAD` with the 128 x 128 tiles of `GEMM_BIG`.
+    GEMM_BIG_CONV_WGRAD = "engine_gemm".eng_gemm_big_conv_wgrad(m: U32, n: U32, k: U32,
+        alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
+        ksize: U32, stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32,
+        k_split: U32, split_stride: U64);
 }

@@ -266,11 +266,42 @@ pub unsafe fn gemm<D: Device + ?Sized>(
     ldc: usize,
     scratch: DevPtr,
 ) -> Result<()> {
+    let (spec, _, _) = gemm_kernel(precision, m, n, kk);
+    let b_args = [
+        Arg::Ptr(b.ptr),
+        Arg::U32(u32_of("gemm B row stride", b.rs)?),
+        Arg::U32(u32_of("gemm B column stride", b.cs)?),
+    ];
+    gemm_launch(
+        dev, precision, spec, m, n, kk, alpha, a, &b_args, beta, c, ldc, scratch,
+    )
+}
+
+/// Launches GEMM kernel `spec` (one of the `gemm_kernel` family at `precision`, or an
+/// implicit-convolution twin with the same tile) for an `m x n x kk` product whose B operand
+/// is described by `b_args` (the kernel's parameters between `csa` and `beta`), with the
+/// split-K plan of `precision` and the slices summed by `SUM_SLICES`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_launch<D: Device + ?Sized>(
+    dev: &D,
+    precision: Precision,
+    spec: &super::KernelSpec,
+    m: usize,
+    n: usize,
+    kk: usize,
+    alpha: f32,
+    a: MatRef,
+    b_args: &[Arg],
+    beta: f32,
+    c: DevPtr,
+    ldc: usize,
+    scratch: DevPtr,
+) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
     }
     let (splits, len) = split_plan_at(precision, dev.multiprocessors(), m, n, kk);
-    let (spec, bm, bn) = gemm_kernel(precision, m, n, kk);
+    let (_, bm, bn) = gemm_kernel(precision, m, n, kk);
     // Both kernel families run GEMM_THREADS-thread blocks (TC_THREADS is the same).
     const _: () = assert!(TC_THREADS == GEMM_THREADS);
     let grid = |z: usize| -> Result<Grid> {
@@ -292,7 +323,7 @@ pub unsafe fn gemm<D: Device + ?Sized>(
         });
     }
     let common = |alpha: f32, beta: f32, c: DevPtr, ldc: usize, k_split: usize, stride: u64| {
-        Ok::<_, GpuError>([
+        let mut args = vec![
             Arg::U32(u32_of("gemm m", m)?),
             Arg::U32(u32_of("gemm n", n)?),
             Arg::U32(u32_of("gemm k", kk)?),
@@ -300,15 +331,16 @@ pub unsafe fn gemm<D: Device + ?Sized>(
             Arg::Ptr(a.ptr),
             Arg::U32(u32_of("gemm A row stride", a.rs)?),
             Arg::U32(u32_of("gemm A column stride", a.cs)?),
-            Arg::Ptr(b.ptr),
-            Arg::U32(u32_of("gemm B row stride", b.rs)?),
-            Arg::U32(u32_of("gemm B column stride", b.cs)?),
+        ];
+        args.extend_from_slice(b_args);
+        args.extend_from_slice(&[
             Arg::F32(beta),
             Arg::Ptr(c),
             Arg::U32(u32_of("gemm ldc", ldc)?),
             Arg::U32(u32_of("gemm k split", k_split)?),
             Arg::U64(stride),
-        ])
+        ]);
+        Ok::<_, GpuError>(args)
     };
     if splits == 1 {
         return dev.launch(spec, grid(1)?, &common(alpha, beta, c, ldc, kk.max(1), 0)?);
@@ -334,6 +366,128 @@ pub unsafe fn gemm<D: Device + ?Sized>(
             Arg::Ptr(c),
             Arg::U32(u32_of("gemm ldc", ldc)?),
         ],
+    )
+}
+
+/// How a convolution's products meet its lowered input (`cin k k x n oh ow`, [`im2col`]'s
+/// layout), in the forward pass and the weight gradient. The data gradient is the same either
+/// way (a GEMM into the column buffer, then [`col2im`]), and a 1x1 stride-1 convolution, whose
+/// lowered matrix is its input, uses the input directly either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ConvAlgo {
+    /// Materialise the lowered matrix with [`im2col`] (`kdim x cols` floats: 462 MB for a
+    /// layer-1 3x3 convolution of the paper model) and run the GEMM over it. The default until
+    /// a device has measured the other.
+    #[default]
+    Im2col,
+    /// Implicit GEMM ([`conv_forward_implicit`], [`conv_wgrad_implicit`]): the GEMM gathers
+    /// its B operand from the input, so the column buffer is neither written nor read. The
+    /// same tiles and arithmetic, hence bit for bit the [`ConvAlgo::Im2col`] result. FP32
+    /// kernels only: a product that [`gemm_uses_tensor_cores`] at the backend's precision
+    /// keeps the lowering.
+    Implicit,
+}
+
+impl ConvAlgo {
+    /// The name on the command line and in reports: `im2col` or `implicit`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgo::Im2col => "im2col",
+            ConvAlgo::Implicit => "implicit",
+        }
+    }
+
+    /// The algorithm named `s` (`im2col` or `implicit`, any case).
+    pub fn parse(s: &str) -> Option<ConvAlgo> {
+        match s.to_ascii_lowercase().as_str() {
+            "im2col" => Some(ConvAlgo::Im2col),
+            "implicit" => Some(ConvAlgo::Implicit),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ConvAlgo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The implicit-convolution kernel with the tile [`gemm`] would choose in FP32 for an
+/// `m x n x kk` product: `fwd` the forward kernels, else the weight-gradient ones.
+fn conv_gemm_kernel(fwd: bool, m: usize, n: usize, kk: usize) -> &'static super::KernelSpec {
+    let big = gemm_kernel(Precision::Fp32, m, n, kk).0.name == k::GEMM_BIG.name;
+    match (fwd, big) {
+        (true, false) => &k::GEMM_CONV_FWD,
+        (true, true) => &k::GEMM_BIG_CONV_FWD,
+        (false, false) => &k::GEMM_CONV_WGRAD,
+        (false, true) => &k::GEMM_BIG_CONV_WGRAD,
+    }
+}
+
+/// `y[cout][n oh ow] = w[cout][cin k k] col`, `col` the lowering of `x` gathered on the fly
+/// (implicit GEMM, FP32): the bits of [`im2col`] then an FP32 [`gemm`] of the same product.
+/// `w` is row-major; `scratch` must hold
+/// `gemm_scratch_len(Precision::Fp32, .., cout, cols, kdim)` elements when that is non-zero.
+///
+/// # Safety
+/// See the module documentation.
+pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
+    dev: &D,
+    g: &Conv,
+    w: DevPtr,
+    x: DevPtr,
+    y: DevPtr,
+    scratch: DevPtr,
+) -> Result<()> {
+    let (m, n, kk) = (g.cout, g.cols(), g.kdim());
+    gemm_launch(
+        dev,
+        Precision::Fp32,
+        conv_gemm_kernel(true, m, n, kk),
+        m,
+        n,
+        kk,
+        1.0,
+        MatRef::rm(w, kk),
+        &g.gather_args(x)?,
+        0.0,
+        y,
+        n,
+        scratch,
+    )
+}
+
+/// `dw[cout][cin k k] = dy[cout][n oh ow] col^T`, `col` the lowering of `x` gathered on the
+/// fly (implicit GEMM, FP32, split-K as [`gemm`]): the bits of [`im2col`] then an FP32 [`gemm`]
+/// of the same product. `scratch` must hold
+/// `gemm_scratch_len(Precision::Fp32, .., cout, kdim, cols)` elements when that is non-zero.
+///
+/// # Safety
+/// See the module documentation.
+pub unsafe fn conv_wgrad_implicit<D: Device + ?Sized>(
+    dev: &D,
+    g: &Conv,
+    dy: DevPtr,
+    x: DevPtr,
+    dw: DevPtr,
+    scratch: DevPtr,
+) -> Result<()> {
+    let (m, n, kk) = (g.cout, g.kdim(), g.cols());
+    gemm_launch(
+        dev,
+        Precision::Fp32,
+        conv_gemm_kernel(false, m, n, kk),
+        m,
+        n,
+        kk,
+        1.0,
+        MatRef::rm(dy, kk),
+        &g.gather_args(x)?,
+        0.0,
+        dw,
+        n,
+        scratch,
     )
 }
 
@@ -411,6 +565,22 @@ impl Conv {
         } else {
             self.kdim() * self.cols()
         }
+    }
+    /// The implicit-GEMM kernels' B operand: the input and the geometry (their parameters
+    /// `x` .. `ow`).
+    fn gather_args(&self, x: DevPtr) -> Result<[Arg; 10]> {
+        Ok([
+            Arg::Ptr(x),
+            Arg::U32(u32_of("conv cin", self.cin)?),
+            Arg::U32(u32_of("conv n", self.n)?),
+            Arg::U32(u32_of("conv h", self.h)?),
+            Arg::U32(u32_of("conv w", self.w)?),
+            Arg::U32(u32_of("conv k", self.k)?),
+            Arg::U32(u32_of("conv stride", self.stride)?),
+            Arg::U32(u32_of("conv pad", self.pad)?),
+            Arg::U32(u32_of("conv oh", self.oh())?),
+            Arg::U32(u32_of("conv ow", self.ow())?),
+        ])
     }
     fn args(&self, a: DevPtr, b: DevPtr) -> Result<[Arg; 11]> {
         Ok([
@@ -728,6 +898,29 @@ mod tests {
         assert_eq!(Precision::parse("TF32"), Some(Tf32));
         assert_eq!(Precision::parse("BF16"), Some(Bf16));
         assert_eq!(Precision::parse("fp16"), None);
+    }
+
+    #[test]
+    fn implicit_convolutions_take_the_fp32_tile_of_the_same_product() {
+        assert_eq!(conv_gemm_kernel(true, 64, 64, 64).name, "eng_gemm_conv_fwd");
+        assert_eq!(
+            conv_gemm_kernel(true, 128, 128, 64).name,
+            "eng_gemm_big_conv_fwd"
+        );
+        assert_eq!(
+            conv_gemm_kernel(false, 127, 4096, 64).name,
+            "eng_gemm_conv_wgrad"
+        );
+        assert_eq!(
+            conv_gemm_kernel(false, 128, 576, 200_704).name,
+            "eng_gemm_big_conv_wgrad"
+        );
+        assert_eq!(ConvAlgo::default(), ConvAlgo::Im2col);
+        for a in [ConvAlgo::Im2col, ConvAlgo::Implicit] {
+            assert_eq!(ConvAlgo::parse(a.name()), Some(a));
+        }
+        assert_eq!(ConvAlgo::parse("IMPLICIT"), Some(ConvAlgo::Implicit));
+        assert_eq!(ConvAlgo::parse("winograd"), None);
     }
 
     #[test]

@@ -325,6 +325,10 @@ const ESTIMATES: &[(KernelSpec, Estimator)] = &[
     (k::GEMM_BIG, |p, g| gemm(p, g, Unit::Fp32)),
     (k::GEMM_TF32, |p, g| gemm(p, g, Unit::Tf32)),
     (k::GEMM_BF16, |p, g| gemm(p, g, Unit::Bf16)),
+    (k::GEMM_CONV_FWD, conv_gemm),
+    (k::GEMM_BIG_CONV_FWD, conv_gemm),
+    (k::GEMM_CONV_WGRAD, conv_gemm),
+    (k::GEMM_BIG_CONV_WGRAD, conv_gemm),
     (k::SUM_SLICES, sum_slices),
     (k::IM2COL, im2col),
     (k::COL2IM, col2im),
@@ -457,6 +461,25 @@ fn gemm(p: &Params, g: Grid, unit: Unit) -> Option<Work> {
         unit,
         2.0 * m * n * kk,
         F * (m * kk + kk * n + slices * m * n * c_rw),
+    ))
+}
+
+/// An implicit-GEMM convolution (forward or weight gradient): the GEMM's `2 m n k` FP32
+/// operations; reads A once and the input values some window covers once (the lowered matrix
+/// is gathered from them, never stored: that is the point of the kernel); writes (and reads
+/// when `beta != 0`) C once per split-K slice, as [`gemm`].
+fn conv_gemm(p: &Params, g: Grid) -> Option<Work> {
+    let (m, n, kk) = (p.u("m")?, p.u("n")?, p.u("k")?);
+    let (ks, s, pad) = (p.n("ksize")?, p.n("stride")?, p.n("pad")?);
+    let (th, _) = window(p.n("h")?, ks, s, pad, p.n("oh")?)?;
+    let (tw, _) = window(p.n("w")?, ks, s, pad, p.n("ow")?)?;
+    let input = p.u("cin")? * p.u("batch")? * (th * tw) as f64;
+    let slices = f64::from(g.blocks[2].max(1));
+    let c_rw = 1.0 + b2f(p.f32("beta")? != 0.0);
+    Some(Work::new(
+        Unit::Fp32,
+        2.0 * m * n * kk,
+        F * (m * kk + input + slices * m * n * c_rw),
     ))
 }
 
@@ -910,6 +933,56 @@ mod tests {
         // A 1 x 1 stride-2 convolution of a 4 x 4 input reads 2 x 2 of its 16 values.
         let w = est(&k::IM2COL, one(), &conv(1, 1, 4, 1, 2, 0, 2));
         assert_eq!(w, Work::bytes(4.0 * (4.0 + 4.0)));
+    }
+
+    #[test]
+    fn implicit_conv_gemm_reads_the_input_not_the_lowered_matrix() {
+        // Forward of 2 channels x 1 image of 3 x 3, k 3, stride 1, pad 1, 4 output channels:
+        // m 4, n 9, k 18: 2 * 4 * 9 * 18 operations; A 72 + the 18 inputs + C 36 values.
+        let set = [
+            ("m", U32(4)),
+            ("n", U32(9)),
+            ("k", U32(18)),
+            ("beta", F32(0.0)),
+            ("cin", U32(2)),
+            ("batch", U32(1)),
+            ("h", U32(3)),
+            ("w", U32(3)),
+            ("ksize", U32(3)),
+            ("stride", U32(1)),
+            ("pad", U32(1)),
+            ("oh", U32(3)),
+            ("ow", U32(3)),
+        ];
+        let want = Work::new(Unit::Fp32, 1296.0, 4.0 * (72.0 + 18.0 + 36.0));
+        for spec in [k::GEMM_CONV_FWD, k::GEMM_BIG_CONV_FWD] {
+            assert_eq!(est(&spec, one(), &set), want, "{}", spec.name);
+        }
+        // A 1 x 1 stride-2 weight gradient of a 4 x 4 input reads 2 x 2 of its 16 values; two
+        // split-K slices write C twice. m 3 (cout), n 1 (cin), k 4 (pixels).
+        let set = [
+            ("m", U32(3)),
+            ("n", U32(1)),
+            ("k", U32(4)),
+            ("beta", F32(0.0)),
+            ("cin", U32(1)),
+            ("batch", U32(1)),
+            ("h", U32(4)),
+            ("w", U32(4)),
+            ("ksize", U32(1)),
+            ("stride", U32(2)),
+            ("pad", U32(0)),
+            ("oh", U32(2)),
+            ("ow", U32(2)),
+        ];
+        let g = Grid {
+            blocks: [1, 1, 2],
+            threads: 256,
+        };
+        let want = Work::new(Unit::Fp32, 24.0, 4.0 * (12.0 + 4.0 + 6.0));
+        for spec in [k::GEMM_CONV_WGRAD, k::GEMM_BIG_CONV_WGRAD] {
+            assert_eq!(est(&spec, g, &set), want, "{}", spec.name);
+        }
     }
 
     #[test]
