@@ -85,34 +85,43 @@ fn conv_run<B: Backend<Elem = f32>>(
     (all(b, &y), b.read(&grads, region.range()), all(b, &dx))
 }
 
+/// Convolution shapes (cin, cout, k, stride, pad, n, h, w): the ResNet stem, 3x3 / 1 and / 2,
+/// the 1x1 / 2 shortcut, a 1x1 / 1 (no lowering), odd sizes that leave partial GEMM tiles, and
+/// one with the large GEMM tile.
+const CONV_SHAPES: [ConvShape; 6] = [
+    (3, 8, 7, 2, 3, 2, 13, 11),
+    (5, 6, 3, 1, 1, 2, 7, 9),
+    (4, 70, 3, 2, 1, 1, 9, 8),
+    (6, 5, 1, 2, 0, 3, 7, 7),
+    (7, 3, 1, 1, 0, 2, 5, 6),
+    // Wide enough for the 128 x 128 GEMM tile in all three products.
+    (16, 130, 3, 1, 1, 2, 9, 8),
+];
+
+/// (cin, cout, k, stride, pad, n, h, w).
+type ConvShape = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+fn conv_geom(shape: ConvShape) -> ConvGeom {
+    let (cin, cout, k, stride, pad, n, h, w) = shape;
+    ConvGeom {
+        cin,
+        cout,
+        k,
+        stride,
+        pad,
+        n,
+        h,
+        w,
+    }
+}
+
 #[test]
 fn convolution_forward_and_gradients_match_the_cpu() {
     let Some(gpu) = gpu() else { return };
     let cpu = CpuBackend::<f32>::new();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-    // (cin, cout, k, stride, pad, n, h, w): the ResNet stem, 3x3 / 1 and / 2, the 1x1 / 2
-    // shortcut, a 1x1 / 1 (no lowering), odd sizes that leave partial GEMM tiles, and one with
-    // the large GEMM tile.
-    let shapes = [
-        (3, 8, 7, 2, 3, 2, 13, 11),
-        (5, 6, 3, 1, 1, 2, 7, 9),
-        (4, 70, 3, 2, 1, 1, 9, 8),
-        (6, 5, 1, 2, 0, 3, 7, 7),
-        (7, 3, 1, 1, 0, 2, 5, 6),
-        // Wide enough for the 128 x 128 GEMM tile in all three products.
-        (16, 130, 3, 1, 1, 2, 9, 8),
-    ];
-    for (cin, cout, k, stride, pad, n, h, w) in shapes {
-        let g = ConvGeom {
-            cin,
-            cout,
-            k,
-            stride,
-            pad,
-            n,
-            h,
-            w,
-        };
+    for shape in CONV_SHAPES {
+        let g = conv_geom(shape);
         let x = rand_vec(&mut rng, g.in_len());
         let wt = rand_vec(&mut rng, g.w_len());
         let dy = rand_vec(&mut rng, g.out_len());
@@ -124,6 +133,93 @@ fn convolution_forward_and_gradients_match_the_cpu() {
         close(&format!("{what} dx"), &gdx, &cdx, 1e-5);
         assert!(gpu.take_error().is_none());
     }
+}
+
+/// The implicit-GEMM convolution (ConvAlgo::Implicit: the lowered input gathered inside the
+/// GEMM) computes what im2col + GEMM computes, bit for bit: the same tiles, k order and fmaf
+/// chains over the same values, on the emulator and on a device alike (nothing is reordered:
+/// the kernels write every multiply-add as an explicit fmaf). For every shape of
+/// CONV_SHAPES, plus a 3x3 whose weight gradient is split-K, the forward output, the weight
+/// gradient and (unchanged path, checked anyway) the data gradient; and the launches show that
+/// the gather ran (both tile sizes, both products, a split-K sum) and nothing was lowered,
+/// except for the 1x1 stride-1 shape, which reads its input directly either way.
+#[test]
+fn implicit_gemm_convolutions_equal_im2col_bit_for_bit() {
+    use ogm_gpu::engine::kernels as kn;
+    use ogm_host::engine::gpu::ConvAlgo;
+    let Some(gpu) = gpu() else { return };
+    assert_eq!(gpu.conv_algo(), ConvAlgo::Im2col, "im2col is the default");
+    let recorder = Arc::new(Recorder::new(gpu.device().clone()));
+    let mut implicit = GpuBackend::new(recorder.clone());
+    implicit.set_conv_algo(ConvAlgo::Implicit);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    let mut shapes = CONV_SHAPES.to_vec();
+    // n oh ow = 8192 columns for 18 taps and 3 output channels: a split-K weight gradient.
+    shapes.push((2, 3, 3, 1, 1, 2, 64, 64));
+    let mut ran = std::collections::BTreeSet::new();
+    for shape in shapes {
+        let g = conv_geom(shape);
+        let x = rand_vec(&mut rng, g.in_len());
+        let wt = rand_vec(&mut rng, g.w_len());
+        let dy = rand_vec(&mut rng, g.out_len());
+        let (ly, ldw, ldx) = conv_run(&gpu, &g, &x, &wt, &dy);
+        let (iy, idw, idx) = conv_run(&implicit, &g, &x, &wt, &dy);
+        let what = format!("{g:?} implicit (\"gpu\") against im2col (\"cpu\")");
+        exact(&format!("{what} y"), &iy, &ly);
+        exact(&format!("{what} dw"), &idw, &ldw);
+        exact(&format!("{what} dx"), &idx, &ldx);
+        assert!(gpu.take_error().is_none() && implicit.take_error().is_none());
+        let launches = recorder.take();
+        let gathers = launches.iter().filter(|k| k.contains("_conv_")).count();
+        assert!(!launches.contains(&kn::IM2COL.name), "{g:?}: {launches:?}");
+        if g.is_identity_lowering() {
+            assert_eq!(gathers, 0, "{g:?}: {launches:?}");
+        } else {
+            assert_eq!(gathers, 2, "{g:?}: {launches:?}");
+        }
+        if shape.6 == 64 {
+            assert!(launches.contains(&kn::SUM_SLICES.name), "{launches:?}");
+        }
+        ran.extend(launches);
+    }
+    for spec in [
+        kn::GEMM_CONV_FWD,
+        kn::GEMM_BIG_CONV_FWD,
+        kn::GEMM_CONV_WGRAD,
+        kn::GEMM_BIG_CONV_WGRAD,
+    ] {
+        assert!(ran.contains(spec.name), "{} never ran: {ran:?}", spec.name);
+    }
+}
+
+/// A whole training step (as a_whole_training_step_matches_the_cpu_for_every_head, concat
+/// head) with implicit-GEMM convolutions: within the FP32 tolerances of the CPU engine, and
+/// bit for bit the im2col step.
+#[test]
+fn a_whole_training_step_with_implicit_convolutions_matches_the_cpu() {
+    use ogm_host::engine::gpu::ConvAlgo;
+    let Some(gpu) = gpu() else { return };
+    let dev = gpu.device().clone();
+    let mut implicit = GpuBackend::new(dev.clone());
+    implicit.set_conv_algo(ConvAlgo::Implicit);
+    let g = model_step(implicit, FusionKind::Concat);
+    let c = model_step(CpuBackend::<f32>::new(), FusionKind::Concat);
+    let l = model_step(GpuBackend::new(dev), FusionKind::Concat);
+    assert_eq!(g.len(), c.len());
+    for (((name, a), (_, b)), (_, im2col)) in g.iter().zip(&c).zip(&l) {
+        let tol = if name.starts_with("grad") || name.starts_with("param") {
+            2e-3
+        } else {
+            1e-3
+        };
+        close(&format!("implicit {name}"), a, b, tol);
+        exact(
+            &format!("implicit (\"gpu\") against im2col (\"cpu\") {name}"),
+            a,
+            im2col,
+        );
+    }
+    assert!(gpu.take_error().is_none());
 }
 
 #[test]

@@ -6,7 +6,10 @@
 //! it with [`crate::engine::CpuBackend`]. The model code is the same for both.
 //!
 //! Convolutions are im2col + GEMM (the CPU engine's algorithm, on the whole batch at once);
-//! weight gradients use a split-K GEMM whose slices are summed in a fixed order. FP32
+//! weight gradients use a split-K GEMM whose slices are summed in a fixed order.
+//! [`GpuBackend::set_conv_algo`] with [`ConvAlgo::Implicit`] gathers the lowered input inside
+//! the FP32 GEMMs of the forward pass and the weight gradient instead of materialising it (the
+//! same bits, less memory traffic; not yet measured on a device, hence not the default). FP32
 //! throughout by default (the reference precision); [`GpuBackend::set_precision`] with
 //! [`Precision::Tf32`] or [`Precision::Bf16`] runs the large matrix products on TF32 or BF16
 //! tensor cores instead (operands rounded, f32 accumulation and storage). Either way results
@@ -21,8 +24,8 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ogm_gpu::engine::kernels as k;
-pub use ogm_gpu::engine::ops::Precision;
 use ogm_gpu::engine::ops::{self, at, u32_of, MatRef};
+pub use ogm_gpu::engine::ops::{ConvAlgo, Precision};
 use ogm_gpu::engine::{Arg, DevPtr, Device};
 use ogm_gpu::GpuError;
 
@@ -77,6 +80,7 @@ pub struct GpuBackend<D: Device> {
     scratch: Mutex<Scratch>,
     ext: Mutex<Extension>,
     precision: Precision,
+    conv_algo: ConvAlgo,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,7 +96,21 @@ impl<D: Device> GpuBackend<D> {
             scratch: Mutex::new(Scratch::default()),
             ext: Mutex::new(None),
             precision: Precision::Fp32,
+            conv_algo: ConvAlgo::Im2col,
         }
+    }
+
+    /// Sets how convolutions meet their lowered input from now on: [`ConvAlgo::Im2col`] (the
+    /// default: materialise it) or [`ConvAlgo::Implicit`] (gather it inside the FP32 GEMM, for
+    /// the forward pass and the weight gradient; the same bits). Products that run on the
+    /// tensor cores at the backend's precision keep the lowering either way.
+    pub fn set_conv_algo(&mut self, algo: ConvAlgo) {
+        self.conv_algo = algo;
+    }
+
+    /// How convolutions meet their lowered input.
+    pub fn conv_algo(&self) -> ConvAlgo {
+        self.conv_algo
     }
 
     /// Sets the arithmetic of the matrix products (convolutions, linear layers) from now on:
@@ -206,6 +224,26 @@ impl<D: Device> GpuBackend<D> {
         };
         // SAFETY: operands are the backend's buffers at the sizes the callers checked.
         unsafe { ops::gemm(&*self.dev, p, m, n, kk, 1.0, a, b, beta, c, ldc, scratch) }
+    }
+
+    /// Whether the `m x n x kk` product of a convolution `g` gathers its lowered input
+    /// (implicit GEMM) rather than reading a materialised one: [`ConvAlgo::Implicit`], a
+    /// lowering that is not the identity (a 1x1 stride-1 convolution reads `x` directly
+    /// anyway), and an FP32 product (the implicit kernels are FP32 only).
+    fn implicit(&self, g: &ConvGeom, m: usize, n: usize, kk: usize) -> bool {
+        self.conv_algo == ConvAlgo::Implicit
+            && !g.is_identity_lowering()
+            && !ops::gemm_uses_tensor_cores(self.precision, m, n, kk)
+    }
+
+    /// The split-K scratch for an FP32 `m x n x kk` product (0: none needed).
+    fn split_scratch(&self, m: usize, n: usize, kk: usize) -> Result<DevPtr, GpuError> {
+        let need = ops::gemm_scratch_len(Precision::Fp32, self.dev.multiprocessors(), m, n, kk);
+        if need > 0 {
+            self.grow(&mut lock(&self.scratch).split, need)
+        } else {
+            Ok(0)
+        }
     }
 
     /// Copies `src` into `buf` from `offset`: in queue order (`after` None), or overlapping
@@ -387,8 +425,13 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         let (xp, wp) = (need(x, g.in_len(), "conv x"), region(params, w));
         let yp = need(y, g.out_len(), "conv y");
         self.run(|| {
-            let col = self.lowered(g, xp)?;
             let cols = g.cols();
+            if self.implicit(g, g.cout, cols, g.kdim()) {
+                let scratch = self.split_scratch(g.cout, cols, g.kdim())?;
+                // SAFETY: w, x and y hold the geometry's lengths, scratch what the plan needs.
+                return unsafe { ops::conv_forward_implicit(&*self.dev, g, wp, xp, yp, scratch) };
+            }
+            let col = self.lowered(g, xp)?;
             self.gemm(
                 g.cout,
                 cols,
@@ -417,22 +460,36 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         let dxp = dx.map(|d| need(d, g.in_len(), "conv dx"));
         self.run(|| {
             let (cols, kdim) = (g.cols(), g.kdim());
-            let col = self.lowered(g, xp)?;
             // dW[cout][kdim] = dy[cout][cols] col[kdim][cols]^T
-            self.gemm(
-                g.cout,
-                kdim,
-                cols,
-                MatRef::rm(dyp, cols),
-                MatRef::tr(col, cols),
-                0.0,
-                dwp,
-                kdim,
-            )?;
+            let col = if self.implicit(g, g.cout, kdim, cols) {
+                let scratch = self.split_scratch(g.cout, kdim, cols)?;
+                // SAFETY: dy, x and dw hold the geometry's lengths, scratch what the plan
+                // needs.
+                unsafe { ops::conv_wgrad_implicit(&*self.dev, g, dyp, xp, dwp, scratch)? };
+                None
+            } else {
+                let col = self.lowered(g, xp)?;
+                self.gemm(
+                    g.cout,
+                    kdim,
+                    cols,
+                    MatRef::rm(dyp, cols),
+                    MatRef::tr(col, cols),
+                    0.0,
+                    dwp,
+                    kdim,
+                )?;
+                Some(col)
+            };
             if let Some(dxp) = dxp {
-                // dcol = W^T dy, written over the lowered input (no longer needed: the
-                // weight gradient above was queued first).
-                let dcol = if g.is_identity_lowering() { dxp } else { col };
+                // dcol = W^T dy, written over the lowered input if there is one (no longer
+                // needed: the weight gradient above was queued first), else into the column
+                // scratch.
+                let dcol = match col {
+                    _ if g.is_identity_lowering() => dxp,
+                    Some(col) => col,
+                    None => self.grow(&mut lock(&self.scratch).col, g.col_len())?,
+                };
                 self.gemm(
                     kdim,
                     cols,
