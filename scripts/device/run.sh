@@ -85,6 +85,12 @@ main() {
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
   echo
+  echo "== ogm-step-bench --conv implicit (the same FP32 step with implicit-GEMM convolutions)"
+  limit 90 "$HERE/ogm-step-bench" --conv implicit --steps 20 --warmup 3 --profile-steps 3 2>&1 |
+    tee "$OUT_DIR/step_ours_implicit.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+
+  echo
   echo "== ogm-step-bench --precision tf32 (the same step with the TF32 tensor-core GEMMs)"
   limit 90 "$HERE/ogm-step-bench" --precision tf32 --steps 20 --warmup 3 --profile-steps 3 2>&1 |
     tee "$OUT_DIR/step_ours_tf32.txt"

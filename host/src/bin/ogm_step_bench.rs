@@ -5,10 +5,13 @@
 //! or BF16 tensor-core GEMMs (`ogm_gpu::engine::ops::Precision`). Batch 64 by default,
 //! CREMA-D shapes (audio 1x257x188, visual 3x1x224x224), concat fusion, 6 classes: the same
 //! step as scripts/bench_torch_step_gpu.py (whose `eager_tf32` and `eager_bf16` variants are
-//! the TF32 and BF16 baselines).
+//! the TF32 and BF16 baselines). `--conv implicit` runs the convolutions' forward and
+//! weight-gradient products as implicit GEMMs (`ogm_gpu::engine::ops::ConvAlgo`; `--conv
+//! im2col`, the default, materialises the lowered input), to compare the two on a device.
 //!
 //! Prints one line `STEP_JSON {"impl":"ogm_fp32",...,"steps_per_s":..,"kernels":[...]}`
-//! (`ogm_tf32` / `ogm_bf16` with `--precision`; the `precision` key names it too): the
+//! (`ogm_tf32` / `ogm_bf16` with `--precision`; the `precision` key names it too; `_implicit`
+//! appended with `--conv implicit`, which the `conv` key names too): the
 //! throughput over `--steps` steps after `--warmup`, and each kernel's time per step and share
 //! of the step, measured with CUDA events over `--profile-steps` further steps (events around
 //! every launch slow those steps a little; the throughput is measured without them).
@@ -35,7 +38,7 @@ use ogm_gpu::cuda::CudaDevice;
 use ogm_gpu::engine::Device;
 use ogm_host::config::TrainConfig;
 use ogm_host::data::loader::Batch;
-use ogm_host::engine::gpu::{GpuBackend, Precision};
+use ogm_host::engine::gpu::{ConvAlgo, GpuBackend, Precision};
 use ogm_host::engine::{AvModel, FusionKind, ModelConfig};
 use ogm_host::train::optimizer::Optimizer;
 use ogm_host::train::{StepArgs, StepBackend};
@@ -48,6 +51,7 @@ struct Args {
     warmup: usize,
     profile_steps: usize,
     precision: Precision,
+    conv: ConvAlgo,
 }
 
 fn parse() -> Result<Args, String> {
@@ -57,6 +61,7 @@ fn parse() -> Result<Args, String> {
         warmup: 3,
         profile_steps: 3,
         precision: Precision::Fp32,
+        conv: ConvAlgo::Im2col,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +69,11 @@ fn parse() -> Result<Args, String> {
         if flag == "--precision" {
             a.precision = Precision::parse(&text)
                 .ok_or_else(|| format!("--precision: `{text}` is not fp32, tf32 or bf16"))?;
+            continue;
+        }
+        if flag == "--conv" {
+            a.conv = ConvAlgo::parse(&text)
+                .ok_or_else(|| format!("--conv: `{text}` is not im2col or implicit"))?;
             continue;
         }
         let value = text.parse::<usize>().map_err(|e| format!("{flag}: {e}"))?;
@@ -104,6 +114,7 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let classes = 6;
     let mut backend = GpuBackend::new(dev.clone());
     backend.set_precision(args.precision);
+    backend.set_conv_algo(args.conv);
     let mut model = AvModel::new(backend, ModelConfig::paper(classes, FusionKind::Concat), 0)?;
     let config = TrainConfig {
         modulation: Mode::OgmGe,
@@ -202,8 +213,13 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         "compute_capability": format!("{}.{}", attrs.cc.0, attrs.cc.1),
     });
     let line = serde_json::json!({
-        "impl": format!("ogm_{}", args.precision),
+        // The default algorithm keeps the names earlier runs reported under.
+        "impl": match args.conv {
+            ConvAlgo::Im2col => format!("ogm_{}", args.precision),
+            other => format!("ogm_{}_{other}", args.precision),
+        },
         "precision": args.precision.name(),
+        "conv": args.conv.name(),
         "batch": b,
         "classes": classes,
         "fusion": "concat",
