@@ -35,6 +35,32 @@ struct StridedB {
     }
 };
 
+// Division by a divisor d fixed for the whole launch (a kernel size, an output width), without
+// the ~20-instruction integer division: q = floor(n * mul / 2^shift) with l = ceil(log2 d),
+// mul = ceil(2^(31 + l) / d) (below 2^32) and shift = 31 + l, exact for every n < 2^31
+// (Granlund and Montgomery 1994, theorem 4.2 with N = 31: 0 <= mul d - 2^(31 + l) < d <= 2^l;
+// the round-up method of CUTLASS's FastDivmod). d = 1 needs no case of its own (mul 2^31,
+// shift 31). The host checks that the dividends (the GEMM's row and column indices) stay
+// below 2^31; ops.rs's tests check the formula. The gather divides up to twice per loaded
+// value, so this keeps its integer work small next to the tile's multiply-adds.
+struct FastDiv {
+    unsigned d, mul, shift;
+    __device__ __forceinline__ static FastDiv of(unsigned d) {
+        unsigned l = 0;
+        while ((1ull << l) < d) ++l;
+        return {d, (unsigned)(((1ull << (31 + l)) + d - 1) / d), 31 + l};
+    }
+    __device__ __forceinline__ unsigned div(unsigned n) const {
+        return (unsigned)(((unsigned long long)n * mul) >> shift);
+    }
+    // q = n / d and the remainder n - q d.
+    __device__ __forceinline__ unsigned divmod(unsigned n, unsigned& rem) const {
+        const unsigned q = div(n);
+        rem = n - q * d;
+        return q;
+    }
+};
+
 // A convolution's input x (CNHW) and geometry, and the entry of its lowered matrix: col[row][c]
 // of engine_conv.cu's eng_im2col, with row = (ci * k + ky) * k + kx, c = (s * oh + oy) * ow + ox,
 // zero outside the input. The two policies below split this into the part fixed per GEMM
@@ -42,15 +68,29 @@ struct StridedB {
 struct ConvSrc {
     const float* __restrict__ x;
     unsigned cin, n, h, w, k, stride, pad, oh, ow;
-    // Elements of one input channel (all samples).
-    __device__ __forceinline__ unsigned long long plane() const {
-        return (unsigned long long)n * h * w;
+    FastDiv by_k, by_oh, by_ow;
+    __device__ __forceinline__ ConvSrc(const float* x_, unsigned cin_, unsigned n_, unsigned h_,
+                                       unsigned w_, unsigned k_, unsigned stride_,
+                                       unsigned pad_, unsigned oh_, unsigned ow_)
+        : x(x_), cin(cin_), n(n_), h(h_), w(w_), k(k_), stride(stride_), pad(pad_), oh(oh_),
+          ow(ow_), by_k(FastDiv::of(k_)), by_oh(FastDiv::of(oh_)), by_ow(FastDiv::of(ow_)) {}
+    // A tap index (ci * k + ky) * k + kx into its parts.
+    __device__ __forceinline__ void tap_of(unsigned row, unsigned& ci, unsigned& ky,
+                                           unsigned& kx) const {
+        ci = by_k.divmod(by_k.divmod(row, kx), ky);
     }
-    // x at (channel offset + sample offset, iy, ix), or 0 in the padding. iy and ix are signed
+    // A column index (s * oh + oy) * ow + ox into its parts.
+    __device__ __forceinline__ void pixel_of(unsigned c, unsigned& s, unsigned& oy,
+                                             unsigned& ox) const {
+        s = by_oh.divmod(by_ow.divmod(c, ox), oy);
+    }
+    // x at plane cs = ci * n + s, row iy, column ix, or 0 in the padding. iy and ix are signed
     // (a tap left of or above the input is negative); the unsigned compare rejects those too.
-    __device__ __forceinline__ float tap(unsigned long long base, int iy, int ix) const {
+    // 32-bit offsets: the host keeps the input below 2^31 elements (64-bit ones cost the large
+    // tile the registers of a second resident block).
+    __device__ __forceinline__ float tap(unsigned cs, int iy, int ix) const {
         return (unsigned)iy < h && (unsigned)ix < w
-                   ? x[base + (unsigned long long)iy * w + (unsigned)ix]
+                   ? x[(cs * h + (unsigned)iy) * w + (unsigned)ix]
                    : 0.0f;
     }
 };
@@ -61,38 +101,44 @@ struct ConvSrc {
 struct ConvFwdB {
     ConvSrc g;
     struct Col {
-        unsigned long long base;  // s * h * w
-        int iy0, ix0;             // the window's top-left corner, padding included
+        unsigned s;
+        int iy0, ix0;  // the window's top-left corner, padding included
     };
     __device__ __forceinline__ bool n_contig() const { return true; }
     __device__ __forceinline__ Col column(unsigned c) const {
-        const unsigned ox = c % g.ow, t = c / g.ow, oy = t % g.oh, s = t / g.oh;
-        return {(unsigned long long)s * g.h * g.w, (int)(oy * g.stride) - (int)g.pad,
-                (int)(ox * g.stride) - (int)g.pad};
+        unsigned s, oy, ox;
+        g.pixel_of(c, s, oy, ox);
+        return {s, (int)(oy * g.stride) - (int)g.pad, (int)(ox * g.stride) - (int)g.pad};
     }
     __device__ __forceinline__ float at(const Col& c, unsigned row, unsigned) const {
-        const unsigned kx = row % g.k, t = row / g.k, ky = t % g.k, ci = t / g.k;
-        return g.tap(ci * g.plane() + c.base, c.iy0 + (int)ky, c.ix0 + (int)kx);
+        unsigned ci, ky, kx;
+        g.tap_of(row, ci, ky, kx);
+        return g.tap(ci * g.n + c.s, c.iy0 + (int)ky, c.ix0 + (int)kx);
     }
 };
 
 // Weight gradient, dW = dy col^T: B(k, n) = col[n][k]. The GEMM column n is a tap (ci, ky,
 // kx), fixed per thread; k runs over the output pixels (s, oy, ox), so the loads follow k.
+//
+// The column context is the tap index alone: the large tile holds four columns per thread, and
+// hoisting their decomposition (three words each) takes it to 144 registers on sm_90, which
+// leaves room for one resident block instead of two (and spills when capped at 128). With the
+// index alone it fits 128 without spilling (see eng_gemm_big_conv_wgrad's bound). Decomposing
+// per load costs two FastDiv steps; the output pixel, the same for all of a thread's loads of
+// a stage (the loads follow k), is decomposed once per stage.
 struct ConvWgradB {
     ConvSrc g;
     struct Col {
-        unsigned long long base;  // ci * n * h * w
-        int dy, dx;               // ky - pad, kx - pad
+        unsigned row;
     };
     __device__ __forceinline__ bool n_contig() const { return false; }
-    __device__ __forceinline__ Col column(unsigned row) const {
-        const unsigned kx = row % g.k, t = row / g.k, ky = t % g.k, ci = t / g.k;
-        return {ci * g.plane(), (int)ky - (int)g.pad, (int)kx - (int)g.pad};
-    }
+    __device__ __forceinline__ Col column(unsigned row) const { return {row}; }
     __device__ __forceinline__ float at(const Col& c, unsigned col, unsigned) const {
-        const unsigned ox = col % g.ow, t = col / g.ow, oy = t % g.oh, s = t / g.oh;
-        return g.tap(c.base + (unsigned long long)s * g.h * g.w, (int)(oy * g.stride) + c.dy,
-                     (int)(ox * g.stride) + c.dx);
+        unsigned ci, ky, kx, s, oy, ox;
+        g.tap_of(c.row, ci, ky, kx);
+        g.pixel_of(col, s, oy, ox);
+        return g.tap(ci * g.n + s, (int)(oy * g.stride + ky) - (int)g.pad,
+                     (int)(ox * g.stride + kx) - (int)g.pad);
     }
 };
 
@@ -257,14 +303,16 @@ eng_gemm_big(unsigned int M, unsigned int N, unsigned int K, float alpha,
 // input x (CNHW, geometry as eng_im2col) instead of read from the lowered matrix, so the
 // cin k k x n oh ow column buffer is neither written nor read. Same tiles, k order and fmaf
 // chains as the strided kernels, hence the same bits as eng_im2col + eng_gemm(_big); same
-// alpha / beta, ldc and split-K convention (the slices summed by eng_sum_slices).
+// alpha / beta, ldc and split-K convention (the slices summed by eng_sum_slices). The input,
+// and the lowered matrix's rows and columns, must each stay below 2^31 elements (32-bit offsets,
+// FastDiv): ogm_gpu::engine::ops checks it (Conv::fits_implicit).
 //
 //  - *_conv_fwd: C (M = cout, N = n oh ow) = alpha A (M x K = cin k k, the weights) col + beta C.
 //  - *_conv_wgrad: C (M = cout, N = cin k k) = alpha A (M x K = n oh ow, dy) col^T + beta C.
 //
 // Launch: as eng_gemm (64 x 64 tiles) or eng_gemm_big (128 x 128).
-#define ENG_CONV_GEMM(name, BMv, BNv, BKv, T, Policy)                                         \
-    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                \
+#define ENG_CONV_GEMM(name, BMv, BNv, BKv, T, Policy, bounds)                                 \
+    extern "C" __global__ void __launch_bounds__ bounds                                       \
     name(unsigned int M, unsigned int N, unsigned int K, float alpha,                         \
          const float* __restrict__ A, unsigned int rsa, unsigned int csa,                     \
          const float* __restrict__ x, unsigned int cin, unsigned int batch, unsigned int h,   \
@@ -276,10 +324,14 @@ eng_gemm_big(unsigned int M, unsigned int N, unsigned int K, float alpha,
             Policy{ConvSrc{x, cin, batch, h, w, ksize, stride, pad, oh, ow}}, beta, C, ldc,   \
             k_split, split_stride);                                                           \
     }
-ENG_CONV_GEMM(eng_gemm_conv_fwd, GEMM_BM, GEMM_BN, GEMM_BK, 4, ConvFwdB)
-ENG_CONV_GEMM(eng_gemm_big_conv_fwd, BIG_BM, BIG_BN, BIG_BK, 8, ConvFwdB)
-ENG_CONV_GEMM(eng_gemm_conv_wgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4, ConvWgradB)
-ENG_CONV_GEMM(eng_gemm_big_conv_wgrad, BIG_BM, BIG_BN, BIG_BK, 8, ConvWgradB)
+ENG_CONV_GEMM(eng_gemm_conv_fwd, GEMM_BM, GEMM_BN, GEMM_BK, 4, ConvFwdB, (GEMM_THREADS))
+ENG_CONV_GEMM(eng_gemm_big_conv_fwd, BIG_BM, BIG_BN, BIG_BK, 8, ConvFwdB, (GEMM_THREADS))
+ENG_CONV_GEMM(eng_gemm_conv_wgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4, ConvWgradB, (GEMM_THREADS))
+// Two resident blocks asked for explicitly: left alone, ptxas gives this one 130 registers
+// (sm_80 and sm_90), which leaves room for one 256-thread block per multiprocessor; capped
+// at 128 it does not spill.
+ENG_CONV_GEMM(eng_gemm_big_conv_wgrad, BIG_BM, BIG_BN, BIG_BK, 8, ConvWgradB,
+              (GEMM_THREADS, 2))
 #undef ENG_CONV_GEMM
 
 // C (rows x cols, leading dimension ldc) = alpha * sum_z P_z + beta * C, where the slices P_z

@@ -413,6 +413,10 @@ impl std::fmt::Display for ConvAlgo {
     }
 }
 
+/// The bound (exclusive) on a convolution's input length, lowered rows and lowered columns
+/// for the implicit-GEMM kernels ([`Conv::fits_implicit`]): 2^31.
+pub const IMPLICIT_LIMIT: usize = 1 << 31;
+
 /// The implicit-convolution kernel with the tile [`gemm`] would choose in FP32 for an
 /// `m x n x kk` product: `fwd` the forward kernels, else the weight-gradient ones.
 fn conv_gemm_kernel(fwd: bool, m: usize, n: usize, kk: usize) -> &'static super::KernelSpec {
@@ -427,7 +431,7 @@ fn conv_gemm_kernel(fwd: bool, m: usize, n: usize, kk: usize) -> &'static super:
 
 /// `y[cout][n oh ow] = w[cout][cin k k] col`, `col` the lowering of `x` gathered on the fly
 /// (implicit GEMM, FP32): the bits of [`im2col`] then an FP32 [`gemm`] of the same product.
-/// `w` is row-major; `scratch` must hold
+/// An error unless [`Conv::fits_implicit`]. `w` is row-major; `scratch` must hold
 /// `gemm_scratch_len(Precision::Fp32, .., cout, cols, kdim)` elements when that is non-zero.
 ///
 /// # Safety
@@ -440,6 +444,7 @@ pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
     y: DevPtr,
     scratch: DevPtr,
 ) -> Result<()> {
+    g.check_implicit()?;
     let (m, n, kk) = (g.cout, g.cols(), g.kdim());
     gemm_launch(
         dev,
@@ -460,7 +465,7 @@ pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
 
 /// `dw[cout][cin k k] = dy[cout][n oh ow] col^T`, `col` the lowering of `x` gathered on the
 /// fly (implicit GEMM, FP32, split-K as [`gemm`]): the bits of [`im2col`] then an FP32 [`gemm`]
-/// of the same product. `scratch` must hold
+/// of the same product. An error unless [`Conv::fits_implicit`]. `scratch` must hold
 /// `gemm_scratch_len(Precision::Fp32, .., cout, kdim, cols)` elements when that is non-zero.
 ///
 /// # Safety
@@ -473,6 +478,7 @@ pub unsafe fn conv_wgrad_implicit<D: Device + ?Sized>(
     dw: DevPtr,
     scratch: DevPtr,
 ) -> Result<()> {
+    g.check_implicit()?;
     let (m, n, kk) = (g.cout, g.kdim(), g.cols());
     gemm_launch(
         dev,
@@ -565,6 +571,32 @@ impl Conv {
         } else {
             self.kdim() * self.cols()
         }
+    }
+    /// Whether the implicit-GEMM kernels take this geometry: the input, the lowered matrix's
+    /// rows and its columns each below [`IMPLICIT_LIMIT`] (their gather uses 32-bit offsets and
+    /// a multiply-shift division exact below 2^31). Every convolution of the paper model is
+    /// far below (its largest input is 13 million values).
+    pub fn fits_implicit(&self) -> bool {
+        self.in_len() < IMPLICIT_LIMIT
+            && self.kdim() < IMPLICIT_LIMIT
+            && self.cols() < IMPLICIT_LIMIT
+    }
+    /// An error unless [`Conv::fits_implicit`].
+    fn check_implicit(&self) -> Result<()> {
+        for (what, v) in [
+            ("implicit convolution input", self.in_len()),
+            ("implicit convolution rows", self.kdim()),
+            ("implicit convolution columns", self.cols()),
+        ] {
+            if v >= IMPLICIT_LIMIT {
+                return Err(GpuError::TooLarge {
+                    what,
+                    value: v as u64,
+                    limit: IMPLICIT_LIMIT as u64 - 1,
+                });
+            }
+        }
+        Ok(())
     }
     /// The implicit-GEMM kernels' B operand: the input and the geometry (their parameters
     /// `x` .. `ow`).
@@ -900,6 +932,38 @@ mod tests {
         assert_eq!(Precision::parse("fp16"), None);
     }
 
+    /// `FastDiv` of kernels/engine_gemm.cu (the implicit-GEMM gather's division by a
+    /// launch-wide divisor), transcribed: `(n, d)` to `n / d`.
+    fn fast_div(n: u32, d: u32) -> u32 {
+        let l = (0..32).find(|&l| 1u64 << l >= u64::from(d)).unwrap();
+        let mul = (1u64 << (31 + l)).div_ceil(u64::from(d));
+        assert!(mul < 1 << 32, "{d}");
+        ((u64::from(n) * mul) >> (31 + l)) as u32
+    }
+
+    #[test]
+    fn fast_division_is_exact_below_2_31() {
+        // Every divisor a convolution's kernel size or output side can be here, and more; the
+        // dividends near the ends of the range, near multiples of d, and spread over it.
+        let mut ns: Vec<u32> = (0..4096).collect();
+        ns.extend((0..4096).map(|i| (1u32 << 31) - 1 - i));
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..4096 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            ns.push(x >> 1);
+        }
+        for d in (1..=1200).chain([4095, 4096, 4097, 65_535, 1 << 20, (1 << 31) - 1]) {
+            for &n in &ns {
+                assert_eq!(fast_div(n, d), n / d, "{n} / {d}");
+                for m in [n / d * d, (n / d * d).saturating_sub(1)] {
+                    assert_eq!(fast_div(m, d), m / d, "{m} / {d}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn implicit_convolutions_take_the_fp32_tile_of_the_same_product() {
         assert_eq!(conv_gemm_kernel(true, 64, 64, 64).name, "eng_gemm_conv_fwd");
@@ -915,6 +979,19 @@ mod tests {
             conv_gemm_kernel(false, 128, 576, 200_704).name,
             "eng_gemm_big_conv_wgrad"
         );
+        let g = Conv {
+            cin: 64,
+            cout: 64,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            n: 64,
+            h: 56,
+            w: 56,
+        };
+        assert!(g.fits_implicit() && g.check_implicit().is_ok());
+        let huge = Conv { n: 1 << 17, ..g };
+        assert!(!huge.fits_implicit() && huge.check_implicit().is_err());
         assert_eq!(ConvAlgo::default(), ConvAlgo::Im2col);
         for a in [ConvAlgo::Im2col, ConvAlgo::Implicit] {
             assert_eq!(ConvAlgo::parse(a.name()), Some(a));

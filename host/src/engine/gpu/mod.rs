@@ -229,10 +229,12 @@ impl<D: Device> GpuBackend<D> {
     /// Whether the `m x n x kk` product of a convolution `g` gathers its lowered input
     /// (implicit GEMM) rather than reading a materialised one: [`ConvAlgo::Implicit`], a
     /// lowering that is not the identity (a 1x1 stride-1 convolution reads `x` directly
-    /// anyway), and an FP32 product (the implicit kernels are FP32 only).
+    /// anyway), an FP32 product (the implicit kernels are FP32 only), and a geometry the
+    /// kernels take (`ConvGeom::fits_implicit`: below 2^31 elements).
     fn implicit(&self, g: &ConvGeom, m: usize, n: usize, kk: usize) -> bool {
         self.conv_algo == ConvAlgo::Implicit
             && !g.is_identity_lowering()
+            && g.fits_implicit()
             && !ops::gemm_uses_tensor_cores(self.precision, m, n, kk)
     }
 
