@@ -112,7 +112,7 @@ main() {
   echo "== summary"
   "$PYTHON" "$HERE/summary.py" "$OUT_DIR/bench.txt" "$OUT_DIR/torch.txt" "$OUT_DIR/results.json" \
     "$OUT_DIR/step_ours.txt" "$OUT_DIR/step_torch.txt" "$OUT_DIR/step_ours_tf32.txt" \
-    "$OUT_DIR/step_ours_bf16.txt" || status=1
+    "$OUT_DIR/step_ours_bf16.txt" "$OUT_DIR/step_ours_implicit.txt" || status=1
   echo "device check exit status: $status"
   return $status
 }

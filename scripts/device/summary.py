@@ -102,34 +102,40 @@ def step_summary(ours_path, torch_path, results):
     print_kernels(ours.get("kernels", []), "kernel", 20)
 
 
-def step_precision_summary(ours_path, precision, results):
-    """Our step at a tensor-core precision ("tf32" or "bf16") against our FP32 step and against
-    PyTorch's eager variant of the same precision (and eager_fp32), stored under
-    results["step"]["ours_<precision>"] and ["ratios_<precision>"]."""
+def step_variant_summary(ours_path, key, label, baseline, results):
+    """One more run of our step (a tensor-core precision, or the implicit-GEMM convolutions)
+    against our FP32 step and against PyTorch's `baseline` variant (and eager_fp32), stored
+    under results["step"]["ours_<key>"] and ["ratios_<key>"]."""
     ours = last_json(ours_path, "STEP_JSON")
     step = results.setdefault("step", {})
-    step[f"ours_{precision}"] = ours
-    upper = precision.upper()
+    step[f"ours_{key}"] = ours
     if ours is None:
-        print(f"no ogm-step-bench --precision {precision} figures")
+        print(f"no ogm-step-bench figures for {label}")
         return
-    print(f"ogm-rs full step, {upper}: {ours['steps_per_s']:.2f} steps/s "
-          f"({ours['ms_per_step']:.1f} ms, precision {ours.get('precision', '?')})")
-    ratios = step.setdefault(f"ratios_{precision}", {})
+    print(f"ogm-rs full step, {label}: {ours['steps_per_s']:.2f} steps/s "
+          f"({ours['ms_per_step']:.1f} ms, precision {ours.get('precision', '?')}, "
+          f"conv {ours.get('conv', 'im2col')})")
+    ratios = step.setdefault(f"ratios_{key}", {})
     fp32 = step.get("ours")
     if fp32:
         ratios["ours_fp32"] = ours["steps_per_s"] / fp32["steps_per_s"]
         print(f"  vs ours FP32              {fp32['steps_per_s']:8.2f} steps/s: "
               f"{ratios['ours_fp32']:.2f}x")
-    baseline = f"torch_eager_{precision}"
     for t in step.get("torch", []):
         if t["impl"] in (baseline, "torch_eager_fp32"):
             ratios[t["impl"]] = ours["steps_per_s"] / t["steps_per_s"]
             print(f"  vs {t['impl']:<22} {t['steps_per_s']:8.2f} steps/s: "
                   f"{ratios[t['impl']]:.2f}x")
     if baseline not in ratios:
-        print(f"  no PyTorch eager_{precision} figures")
-    print_kernels(ours.get("kernels", []), upper + " kernel", 10)
+        print(f"  no PyTorch {baseline} figures")
+    print_kernels(ours.get("kernels", []), label + " kernel", 10)
+
+
+def step_precision_summary(ours_path, precision, results):
+    """Our step at a tensor-core precision ("tf32" or "bf16") against PyTorch's eager variant
+    of the same precision (step_variant_summary)."""
+    step_variant_summary(ours_path, precision, precision.upper(), f"torch_eager_{precision}",
+                         results)
 
 
 def e2e_summary(out_dir, results):
@@ -197,6 +203,9 @@ def main():
         step_precision_summary(sys.argv[6], "tf32", results)
     if len(sys.argv) >= 8:
         step_precision_summary(sys.argv[7], "bf16", results)
+    if len(sys.argv) >= 9:
+        step_variant_summary(sys.argv[8], "implicit", "FP32, implicit-GEMM convolutions",
+                             "torch_eager_fp32", results)
     e2e_summary(os.path.dirname(os.path.abspath(sys.argv[3])), results)
     json.dump(results, open(sys.argv[3], "w"), indent=2)
     print(f"kernels agree with the CPU reference: {'yes' if ok else 'NO'}")
