@@ -33,8 +33,14 @@
 #      The working tree comes along anyway; `carry` adds the ignored bundle. The whole run takes
 #      about two minutes on an H100 for part 1; the engine's tests (the TF32 and BF16 GEMM and
 #      step cases among them), the step benchmark in FP32, TF32 and BF16 and the PyTorch step
-#      baseline (six variants, eager_bf16 and torch.compile among them) add an estimated five
-#      minutes (not yet measured), so plan one full run and a shorter rerun.
+#      baseline (six variants, eager_bf16 and torch.compile among them), the implicit-GEMM
+#      step and the two end-to-end trainings add an estimated six to eight minutes (not yet
+#      measured): more than one 600 s call may hold. run.sh runs the most important sections
+#      first (tests, e2e, the FP32 step and PyTorch's), keeps every section's output in $OUT as
+#      it goes, and takes ONLY=tests,e2e,step,modulation,variants (comma-separated) and
+#      TORCH_VARIANTS=eager_fp32,... to split the run, e.g. two calls:
+#        ONLY=tests,e2e bash device-bundle/run.sh
+#        ONLY=step,modulation,variants TORCH_VARIANTS=eager_fp32,eager_tf32,eager_bf16 bash device-bundle/run.sh
 #   3. read the printed summary (also under the returned files: device-check.log,
 #      results.json), then call give_back unless rerunning at once.
 set -euo pipefail
