@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConfigError, Device, Fusion, OptimizerKind, Precision, TrainConfig};
+use crate::config::{ConfigError, ConvAlgo, Device, Fusion, OptimizerKind, Precision, TrainConfig};
 
 /// Balanced audio-visual training with OGM-GE (CVPR 2022).
 #[derive(Debug, Parser)]
@@ -114,6 +114,14 @@ pub struct TrainArgs {
                 cores, operands rounded, f32 accumulation; --device cuda only)"
     )]
     pub precision: Option<Precision>,
+    #[arg(
+        long,
+        value_enum,
+        help = "GPU convolutions: im2col (default) or implicit (implicit GEMM for the FP32 \
+                forward and weight-gradient products: the same results, less memory traffic; \
+                --device cuda only)"
+    )]
+    pub conv: Option<ConvAlgo>,
     #[arg(long, help = "Engine threads (0: all cores)")]
     pub threads: Option<usize>,
     #[arg(
@@ -170,6 +178,7 @@ impl TrainArgs {
             ckpt_path,
             device,
             precision,
+            conv,
             threads,
             image_size,
             audio_seconds,
@@ -336,5 +345,17 @@ mod tests {
                 .contains(&format!("--precision {name}")));
         }
         assert!(Cli::try_parse_from(["ogm", "train", "--precision", "fp16"]).is_err());
+        // So are implicit-GEMM convolutions.
+        let cli = Cli::try_parse_from(["ogm", "train", "--conv", "implicit"]).unwrap();
+        let Command::Train(args) = cli.command else {
+            panic!("not train")
+        };
+        assert_eq!(args.conv, Some(ConvAlgo::Implicit));
+        assert!(args
+            .to_config()
+            .unwrap_err()
+            .to_string()
+            .contains("--conv implicit"));
+        assert!(Cli::try_parse_from(["ogm", "train", "--conv", "winograd"]).is_err());
     }
 }

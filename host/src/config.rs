@@ -91,6 +91,29 @@ impl Precision {
     }
 }
 
+/// How the GPU's convolutions meet their lowered input (`--conv`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvAlgo {
+    /// im2col: the lowered input is materialised, then multiplied (default).
+    #[default]
+    Im2col,
+    /// Implicit GEMM: the FP32 products of the forward pass and the weight gradient gather the
+    /// lowered input as they load it (the same results bit for bit, less memory traffic; not
+    /// yet measured on a device); `--device cuda` only.
+    Implicit,
+}
+
+impl ConvAlgo {
+    /// The GPU engine's algorithm.
+    pub fn engine(self) -> ogm_gpu::engine::ops::ConvAlgo {
+        match self {
+            ConvAlgo::Im2col => ogm_gpu::engine::ops::ConvAlgo::Im2col,
+            ConvAlgo::Implicit => ogm_gpu::engine::ops::ConvAlgo::Implicit,
+        }
+    }
+}
+
 /// The size of the two ResNet encoders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSize {
@@ -158,6 +181,9 @@ pub struct TrainConfig {
     /// The GPU's matrix-product arithmetic (FP32 unless `tf32` or `bf16` is asked for, with
     /// `--device cuda`).
     pub precision: Precision,
+    /// How the GPU's convolutions meet their lowered input (im2col unless `implicit` is asked
+    /// for, with `--device cuda`).
+    pub conv: ConvAlgo,
     /// Worker threads for the engine (0: all cores).
     pub threads: usize,
     /// Stop before training on any bad sample instead of skipping it.
@@ -200,6 +226,7 @@ impl Default for TrainConfig {
             ckpt_path: "./ckpt".into(),
             device: Device::Cpu,
             precision: Precision::Fp32,
+            conv: ConvAlgo::Im2col,
             threads: 0,
             strict: false,
             modulate_all_encoder_weights: false,
@@ -327,6 +354,13 @@ impl TrainConfig {
                  CPU engine computes in FP32 only)"
             ));
         }
+        if self.conv == ConvAlgo::Implicit && self.device == Device::Cpu {
+            return bad(
+                "--conv implicit is a GPU kernel choice: it needs --device cuda (the CPU engine \
+                 lowers its convolutions with im2col)"
+                    .into(),
+            );
+        }
         if self.device == Device::Cuda && !ogm_gpu::CUDA_ENABLED {
             return bad(
                 "--device cuda needs a build with CUDA: cargo build --release --features cuda"
@@ -406,6 +440,32 @@ mod tests {
         // Config files written before the key existed read as FP32.
         assert_eq!(TrainConfig::default().precision, Precision::Fp32);
         assert_eq!(Precision::Fp32.engine(), Engine::Fp32);
+    }
+
+    #[test]
+    fn implicit_convolutions_on_the_cpu_are_refused_naming_the_flags() {
+        let c = TrainConfig {
+            conv: ConvAlgo::Implicit,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--conv implicit") && e.contains("--device cuda"),
+            "{e}"
+        );
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("conv = \"implicit\""), "{text}");
+        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+        assert_eq!(
+            ConvAlgo::Implicit.engine(),
+            ogm_gpu::engine::ops::ConvAlgo::Implicit
+        );
+        // Config files written before the key existed read as im2col.
+        assert_eq!(TrainConfig::default().conv, ConvAlgo::Im2col);
+        assert_eq!(
+            ConvAlgo::Im2col.engine(),
+            ogm_gpu::engine::ops::ConvAlgo::Im2col
+        );
     }
 
     #[test]

@@ -256,6 +256,7 @@ pub fn train(
         crate::config::Device::Cuda => {
             let mut backend = gpu::open()?;
             backend.set_precision(config.precision.engine());
+            backend.set_conv_algo(config.conv.engine());
             train_on(config, opts, stop, backend)
         }
         // validate() refuses --device cuda in a build without the `cuda` feature.
