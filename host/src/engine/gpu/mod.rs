@@ -216,12 +216,7 @@ impl<D: Device> GpuBackend<D> {
         ldc: usize,
     ) -> Result<(), GpuError> {
         let p = self.precision;
-        let need = ops::gemm_scratch_len(p, self.dev.multiprocessors(), m, n, kk);
-        let scratch = if need > 0 {
-            self.grow(&mut lock(&self.scratch).split, need)?
-        } else {
-            0
-        };
+        let scratch = self.split_scratch(p, m, n, kk)?;
         // SAFETY: operands are the backend's buffers at the sizes the callers checked.
         unsafe { ops::gemm(&*self.dev, p, m, n, kk, 1.0, a, b, beta, c, ldc, scratch) }
     }
@@ -238,9 +233,15 @@ impl<D: Device> GpuBackend<D> {
             && !ops::gemm_uses_tensor_cores(self.precision, m, n, kk)
     }
 
-    /// The split-K scratch for an FP32 `m x n x kk` product (0: none needed).
-    fn split_scratch(&self, m: usize, n: usize, kk: usize) -> Result<DevPtr, GpuError> {
-        let need = ops::gemm_scratch_len(Precision::Fp32, self.dev.multiprocessors(), m, n, kk);
+    /// The split-K scratch for an `m x n x kk` product at `precision` (0: none needed).
+    fn split_scratch(
+        &self,
+        precision: Precision,
+        m: usize,
+        n: usize,
+        kk: usize,
+    ) -> Result<DevPtr, GpuError> {
+        let need = ops::gemm_scratch_len(precision, self.dev.multiprocessors(), m, n, kk);
         if need > 0 {
             self.grow(&mut lock(&self.scratch).split, need)
         } else {
@@ -429,7 +430,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         self.run(|| {
             let cols = g.cols();
             if self.implicit(g, g.cout, cols, g.kdim()) {
-                let scratch = self.split_scratch(g.cout, cols, g.kdim())?;
+                let scratch = self.split_scratch(Precision::Fp32, g.cout, cols, g.kdim())?;
                 // SAFETY: w, x and y hold the geometry's lengths, scratch what the plan needs.
                 return unsafe { ops::conv_forward_implicit(&*self.dev, g, wp, xp, yp, scratch) };
             }
@@ -464,7 +465,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
             let (cols, kdim) = (g.cols(), g.kdim());
             // dW[cout][kdim] = dy[cout][cols] col[kdim][cols]^T
             let col = if self.implicit(g, g.cout, kdim, cols) {
-                let scratch = self.split_scratch(g.cout, kdim, cols)?;
+                let scratch = self.split_scratch(Precision::Fp32, g.cout, kdim, cols)?;
                 // SAFETY: dy, x and dw hold the geometry's lengths, scratch what the plan
                 // needs.
                 unsafe { ops::conv_wgrad_implicit(&*self.dev, g, dyp, xp, dwp, scratch)? };
