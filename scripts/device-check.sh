@@ -20,8 +20,10 @@
 #       and the PyTorch baselines (scripts/torch_official_modulation.py, and
 #       scripts/bench_torch_step_gpu.py for the full step) in the same call, and prints the agreement lines, the timings
 #       and the ratios (our TF32 and BF16 steps against PyTorch's eager_tf32 and eager_bf16
-#       variants too). Writes the full
-#       log and results.json to $OUT when set.
+#       variants too). The three test executables and the end-to-end training run side by
+#       side (none of them is timed); the benchmarks run alone, one after the other. Writes the
+#       full log, results.json and raw.tgz (every section's own output, re-packed after each
+#       section: the tool returns at most 8 files) to $OUT when set.
 #
 # How a session with a GPU uses it with the device tool (the GPU machine has the NVIDIA driver
 # 580 / CUDA 13.0 and PyTorch, but no Rust: nothing is built there):
@@ -42,7 +44,7 @@
 #        ONLY=tests,e2e bash device-bundle/run.sh
 #        ONLY=step,modulation,variants TORCH_VARIANTS=eager_fp32,eager_tf32,eager_bf16 bash device-bundle/run.sh
 #   3. read the printed summary (also under the returned files: device-check.log,
-#      results.json), then call give_back unless rerunning at once.
+#      results.json, raw.tgz), then call give_back unless rerunning at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=device-bundle

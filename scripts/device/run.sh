@@ -8,6 +8,11 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 OUT_DIR="${OUT:-$HERE/out}"
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/device-check.log"
+# The device tool returns at most 8 files from $OUT: the sections' own files go to RAW, and
+# pack() tars RAW into $OUT_DIR/raw.tgz after each section, so that a call cut off at its
+# limit still returns what the finished sections wrote. Without $OUT, RAW is $OUT_DIR itself.
+if [[ -n "${OUT:-}" ]]; then RAW="$(mktemp -d)"; else RAW="$OUT_DIR"; fi
+pack() { [[ "$RAW" == "$OUT_DIR" ]] || tar czf "$OUT_DIR/raw.tgz" -C "$RAW" .; }
 PYTHON="${PYTHON:-python3}"
 
 # Runs "$@" for at most $1 seconds, so that one hung section (a deadlocked test, a slow
@@ -26,7 +31,7 @@ limit() {
 # `ogm train --device cuda` on synthetic clips of CREMA-D's shapes (6 classes, 224 x 224
 # frames, 3 s of audio): the paper model (two ResNet-18 encoders, concat fusion) with OGM-GE,
 # batch 64, 4 epochs of 3 steps, in FP32 and TF32: the issue's "trains the paper model end to
-# end on the GPU machine". Each run's summary.json is kept as $OUT_DIR/e2e_<precision>.json.
+# end on the GPU machine". Each run's summary.json is kept as $RAW/e2e_<precision>.json.
 e2e() {
   local work status=0
   work="$(mktemp -d)"
@@ -39,7 +44,7 @@ e2e() {
       --test_csv "$work/data/test.csv" --audio_path "$work/data/AudioWAV" \
       --visual_path "$work/data" --ckpt_path "$work/runs" --run_name "e2e_$precision" ||
       status=1
-    cp "$work/runs/e2e_$precision/summary.json" "$OUT_DIR/e2e_$precision.json" || status=1
+    cp "$work/runs/e2e_$precision/summary.json" "$RAW/e2e_$precision.json" || status=1
   done
   rm -rf "$work"
   return $status
@@ -55,7 +60,7 @@ step_bench() {
   local out=$1
   shift
   limit 90 "$HERE/ogm-step-bench" "$@" --steps 20 --warmup 3 --profile-steps 3 2>&1 |
-    tee "$OUT_DIR/$out"
+    tee "$RAW/$out"
   return "${PIPESTATUS[0]}"
 }
 
@@ -71,23 +76,32 @@ main() {
   status=0
   # The most important first, so that a call cut off at its limit still returns them: the
   # agreement tests, the end-to-end training, our FP32 step beside PyTorch's (the issue's ratio).
+  # The three test executables and the end-to-end training run side by side: none of them
+  # is timed, the GPU has room for all four, and the device time they would take one after
+  # the other is the scarcest thing in the call. Each writes its own file, printed in turn.
+  local pids=() names=()
   if want tests; then
-    echo
-    echo "== device tests (every kernel against the CPU reference)"
-    limit 180 env OGM_GPU_REQUIRED=1 "$HERE/device" --test-threads=1 2>&1 || status=1
-    echo
-    echo "== engine device tests (the GPU backend against the CPU engine, every operation, a whole step)"
-    limit 240 env OGM_GPU_REQUIRED=1 "$HERE/engine-device" --test-threads=1 2>&1 || status=1
-    echo
-    echo "== trainer device tests (queued steps against the CPU steps, the log ring, resume)"
-    limit 240 env OGM_GPU_REQUIRED=1 "$HERE/train-device" --test-threads=1 2>&1 || status=1
+    limit 180 env OGM_GPU_REQUIRED=1 "$HERE/device" --test-threads=1 >"$RAW/tests_kernels.txt" 2>&1 &
+    pids+=($!) names+=("tests_kernels:device tests (every kernel against the CPU reference)")
+    limit 240 env OGM_GPU_REQUIRED=1 "$HERE/engine-device" --test-threads=1 >"$RAW/tests_engine.txt" 2>&1 &
+    pids+=($!) names+=("tests_engine:engine device tests (the GPU backend against the CPU engine, every operation, a whole step)")
+    limit 240 env OGM_GPU_REQUIRED=1 "$HERE/train-device" --test-threads=1 >"$RAW/tests_train.txt" 2>&1 &
+    pids+=($!) names+=("tests_train:trainer device tests (queued steps against the CPU steps, the log ring, resume)")
   fi
-
   if want e2e; then
-    echo
-    echo "== ogm train --device cuda (the paper model end to end on synthetic CREMA-D-shaped clips)"
-    e2e || status=1
+    e2e >"$RAW/e2e.txt" 2>&1 &
+    pids+=($!) names+=("e2e:ogm train --device cuda (the paper model end to end on synthetic CREMA-D-shaped clips)")
   fi
+  local i
+  for i in "${!pids[@]}"; do
+    local rc=0
+    wait "${pids[$i]}" || rc=$?
+    [[ $rc -eq 0 ]] || status=1
+    echo
+    echo "== ${names[$i]#*:} (exit $rc)"
+    cat "$RAW/${names[$i]%%:*}.txt"
+    pack
+  done
 
   if want step; then
     echo
@@ -97,18 +111,20 @@ main() {
     echo "== PyTorch full-step baseline (same step, same GPU; eager_tf32 and eager_bf16 are the" \
       "TF32 and BF16 baselines)"
     limit 240 "$PYTHON" "$HERE/bench_torch_step_gpu.py" --device cuda --alpha 0.8 --iters 20 \
-      --warmup 5 ${TORCH_VARIANTS:+--variants "$TORCH_VARIANTS"} 2>&1 | tee "$OUT_DIR/step_torch.txt"
+      --warmup 5 ${TORCH_VARIANTS:+--variants "$TORCH_VARIANTS"} 2>&1 | tee "$RAW/step_torch.txt"
+    pack
   fi
 
   if want modulation; then
     echo
     echo "== ogm-gpu-bench (part 1: the modulation step)"
-    limit 90 "$HERE/ogm-gpu-bench" --iters 100 2>&1 | tee "$OUT_DIR/bench.txt"
+    limit 90 "$HERE/ogm-gpu-bench" --iters 100 2>&1 | tee "$RAW/bench.txt"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
     echo
     echo "== PyTorch baseline (the official code path)"
     limit 120 "$PYTHON" "$HERE/torch_official_modulation.py" --device cuda --iters 30 2>&1 |
-      tee "$OUT_DIR/torch.txt"
+      tee "$RAW/torch.txt"
+    pack
   fi
 
   if want variants; then
@@ -121,15 +137,18 @@ main() {
     echo
     echo "== ogm-step-bench --precision bf16 (the same step with the BF16 tensor-core GEMMs)"
     step_bench step_ours_bf16.txt --precision bf16 || status=1
+    pack
   fi
 
   echo
   echo "== summary"
   # summary.py fails when part 1's kernels did not agree, or did not run (no "modulation").
-  "$PYTHON" "$HERE/summary.py" "$OUT_DIR/bench.txt" "$OUT_DIR/torch.txt" "$OUT_DIR/results.json" \
-    "$OUT_DIR/step_ours.txt" "$OUT_DIR/step_torch.txt" "$OUT_DIR/step_ours_tf32.txt" \
-    "$OUT_DIR/step_ours_bf16.txt" "$OUT_DIR/step_ours_implicit.txt" ||
+  "$PYTHON" "$HERE/summary.py" "$RAW/bench.txt" "$RAW/torch.txt" "$RAW/results.json" \
+    "$RAW/step_ours.txt" "$RAW/step_torch.txt" "$RAW/step_ours_tf32.txt" \
+    "$RAW/step_ours_bf16.txt" "$RAW/step_ours_implicit.txt" ||
     { want modulation && status=1; }
+  pack
+  [[ "$RAW" == "$OUT_DIR" ]] || cp "$RAW/results.json" "$OUT_DIR/" 2>/dev/null
   echo "device check exit status: $status"
   return $status
 }
