@@ -271,6 +271,12 @@ pub fn dataset_classes(dataset: &str) -> Result<Vec<String>, ConfigError> {
     }
 }
 
+/// The most engine threads a run may ask for: far beyond any useful count, low enough that
+/// a typo (`--threads 100000`) is refused rather than left to stall in thread creation.
+pub const MAX_THREADS: usize = 1024;
+/// The most data-loading threads a run may ask for, for the same reason.
+pub const MAX_LOADER_WORKERS: usize = 256;
+
 impl TrainConfig {
     /// Reads a TOML config file (unknown keys are refused).
     pub fn from_file(path: &Path) -> Result<TrainConfig, ConfigError> {
@@ -339,8 +345,17 @@ impl TrainConfig {
                 self.audio_seconds
             ));
         }
-        if self.loader_workers == 0 {
-            return bad("loader_workers must be at least 1".into());
+        if self.loader_workers == 0 || self.loader_workers > MAX_LOADER_WORKERS {
+            return bad(format!(
+                "loader_workers must be between 1 and {MAX_LOADER_WORKERS}, got {}",
+                self.loader_workers
+            ));
+        }
+        if self.threads > MAX_THREADS {
+            return bad(format!(
+                "--threads must be at most {MAX_THREADS} (0: all cores), got {}",
+                self.threads
+            ));
         }
         if self.modulation == Mode::Normal && self.modulate_all_encoder_weights {
             return bad(

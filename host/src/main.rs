@@ -92,6 +92,12 @@ fn eval(args: &EvalArgs) -> Result<(), TrainError> {
         config.visual_path = p.clone();
     }
     let mut ds = train::open_split(&config, Split::Test)?;
+    // Evaluation runs on the CPU engine whatever device trained the checkpoint.
+    let cpu = TrainConfig {
+        device: ogm_host::config::Device::Cpu,
+        ..config.clone()
+    };
+    train::footprint::check_memory(&cpu, args.batch_size.min(ds.len()))?;
     ds.verify(config.loader_workers)?;
     let classes = ds.num_classes();
     let skipped = ds.skipped().len();

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod demo;
 pub mod device;
+pub mod footprint;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod optimizer;
@@ -170,6 +171,23 @@ pub fn default_run_name(c: &TrainConfig) -> String {
     .to_lowercase()
 }
 
+/// Refuses a run name that is not one plain folder name (`--run_name ../x` would write
+/// outside `--ckpt_path`).
+pub fn check_run_name(name: &str) -> Result<(), ConfigError> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && Path::new(name).components().count() == 1;
+    if plain {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "--run_name {name:?} must be one folder name (no path separators, not . or ..)"
+        )))
+    }
+}
+
 /// The engine's model configuration for a training configuration.
 pub fn model_config(c: &TrainConfig, classes: usize) -> ModelConfig {
     let w = c.model.width;
@@ -299,11 +317,12 @@ pub fn train_on<B: StepBackend>(
     backend: B,
 ) -> Result<Summary, TrainError> {
     config.validate()?;
-    let run_dir = config.ckpt_path.join(
-        opts.run_name
-            .clone()
-            .unwrap_or_else(|| default_run_name(config)),
-    );
+    let run_name = opts
+        .run_name
+        .clone()
+        .unwrap_or_else(|| default_run_name(config));
+    check_run_name(&run_name)?;
+    let run_dir = config.ckpt_path.join(run_name);
     let ckpt_dir = run_dir.join("checkpoints");
     let config_path = run_dir.join("config.toml");
     let has_checkpoint = checkpoint::read_sidecar(&ckpt_dir)?.is_some();
@@ -323,6 +342,9 @@ pub fn train_on<B: StepBackend>(
     // Data first: a bad split or (with --strict) a bad sample stops before any training.
     let mut train_ds = open_split(config, Split::Train)?;
     let mut test_ds = open_split(config, Split::Test)?;
+    // Before any media is decoded or the run folder is written: an absurd size setting gets
+    // an error that names it, not an allocation failure that aborts the process.
+    footprint::check_memory(config, config.batch_size.min(train_ds.len()))?;
     let verify_threads = config.loader_workers.max(1);
     train_ds.verify(verify_threads)?;
     test_ds.verify(verify_threads)?;
