@@ -114,8 +114,10 @@ impl ConvAlgo {
     }
 }
 
-/// The size of the two ResNet encoders.
+/// The size of the two ResNet encoders (a config file's `[model]` table; a missing key keeps
+/// its default, an unknown one is refused like the top level's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ModelSize {
     /// Channels of the stem and first stage (64 in ResNet-18; stages double it).
     pub width: usize,
@@ -408,6 +410,18 @@ mod tests {
         assert_eq!((c.modulation_starts, c.modulation_ends), (0, 50));
         assert_eq!((c.lr_decay_step, c.lr_decay_ratio), (70, 0.1));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_the_model_table_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "epochs = 3\n[model]\nwidth = 4\n").unwrap();
+        let c = TrainConfig::from_file(&path).unwrap();
+        assert_eq!((c.epochs, c.model.width, c.model.blocks), (3, 4, 2));
+        std::fs::write(&path, "[model]\nwidth = 4\noops = 1\n").unwrap();
+        let e = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("oops"), "{e}");
     }
 
     #[test]
