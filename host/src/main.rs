@@ -72,6 +72,13 @@ fn set_threads(threads: usize) {
 }
 
 fn eval(args: &EvalArgs) -> Result<(), TrainError> {
+    // A missing checkpoint is named as such, not as the config.toml its path would imply.
+    if !args.checkpoint.is_file() {
+        return Err(TrainError::Checkpoint {
+            path: args.checkpoint.clone(),
+            message: "no such file".into(),
+        });
+    }
     // <run>/checkpoints/<file>.safetensors: the run's config.toml is two levels up.
     let run_dir = args
         .checkpoint

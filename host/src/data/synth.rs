@@ -90,6 +90,9 @@ impl Default for SynthConfig {
     }
 }
 
+/// The most clips per class and split that [`SynthConfig::validate`] accepts.
+pub const MAX_CLIPS_PER_CLASS: usize = 100_000;
+
 impl SynthConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), DataError> {
@@ -99,6 +102,14 @@ impl SynthConfig {
         }
         if self.train_per_class == 0 || self.test_per_class == 0 {
             return bad("both splits need at least one clip per class");
+        }
+        if self.train_per_class.max(self.test_per_class) > MAX_CLIPS_PER_CLASS {
+            // 100 000 clips a class is already tens of GB of files; a typo beyond it used to
+            // fill memory with the split's rows until the process was killed.
+            return bad(&format!(
+                "at most {MAX_CLIPS_PER_CLASS} clips per class and split (train_per_class, \
+                 test_per_class)"
+            ));
         }
         for (name, v) in [
             ("audio_signal", self.audio_signal),
@@ -378,4 +389,30 @@ fn write_jpeg(path: &Path, rgb: &[u8], c: &SynthConfig) -> Result<u64, DataError
         .map_err(|e| write_error(path, e))?;
     drop(enc);
     Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_counts_beyond_the_cap_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("synth");
+        for (train, test) in [(MAX_CLIPS_PER_CLASS + 1, 1), (1, 100_000_000)] {
+            let c = SynthConfig {
+                train_per_class: train,
+                test_per_class: test,
+                ..Default::default()
+            };
+            let e = write_dataset(&c, &out).unwrap_err().to_string();
+            assert!(e.contains("clips per class"), "{e}");
+            assert!(!out.exists());
+        }
+        let at_cap = SynthConfig {
+            train_per_class: MAX_CLIPS_PER_CLASS,
+            ..Default::default()
+        };
+        at_cap.validate().unwrap();
+    }
 }
