@@ -124,5 +124,23 @@ fn missing_and_corrupt_wav_name_the_file() {
         decode_wav(&empty),
         Err(SampleError::EmptyAudio { .. })
     ));
+    // A float WAV holding NaN at sample 3 (infinities decode: the pipeline clips them).
+    for bad in [f32::NAN, -f32::NAN] {
+        let path = dir.join("non_finite.wav");
+        let spec = hound::WavSpec {
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+            ..spec
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        for v in [0.0, 0.1, -0.1, bad, 0.0] {
+            w.write_sample(v).unwrap();
+        }
+        w.finalize().unwrap();
+        let e = decode_wav(&path).unwrap_err();
+        assert!(e.to_string().contains("NaN"), "{e}");
+        assert!(matches!(e, SampleError::CorruptAudio { .. }), "{e:?}");
+        assert!(e.to_string().contains("sample 3"), "{e}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -70,6 +70,16 @@ pub fn decode_wav(path: &Path) -> Result<Waveform, SampleError> {
             path: path.to_path_buf(),
         });
     }
+    // A float WAV can hold NaN, which the official pipeline carries into a NaN spectrogram
+    // and the model then refuses as a whole batch with no file named: the clip is refused
+    // here (skipped, or named under --strict). Infinities are kept: the pipeline clips
+    // samples to [-1, 1] as the official `np.clip` does, which maps them to +-1.
+    if let Some(i) = interleaved.iter().position(|v| v.is_nan()) {
+        return Err(SampleError::CorruptAudio {
+            path: path.to_path_buf(),
+            detail: format!("sample {i} is NaN"),
+        });
+    }
     Ok(Waveform {
         samples: to_mono(&interleaved, channels),
         sample_rate: spec.sample_rate,
