@@ -82,6 +82,23 @@ pub enum GpuError {
         /// What does not match.
         reason: String,
     },
+    /// The device has too little free memory for an allocation.
+    #[error(
+        "device out of memory: {} MiB asked for{}",
+        mib(*bytes),
+        match (free, total) {
+            (Some(f), Some(t)) => format!(", {} MiB free of {} MiB", mib(*f), mib(*t)),
+            _ => String::new(),
+        }
+    )]
+    OutOfMemory {
+        /// The allocation's size in bytes.
+        bytes: usize,
+        /// Free device memory in bytes when it failed, where the device says.
+        free: Option<usize>,
+        /// The device's memory in bytes, where the device says.
+        total: Option<usize>,
+    },
     /// The CPU emulator of the kernels (tests and checks without a GPU) failed.
     #[error("kernel emulator: {0}")]
     Emulator(String),
@@ -99,6 +116,11 @@ pub enum GpuError {
     #[cfg(feature = "cuda")]
     #[error("CUDA: {0}")]
     Cuda(#[from] cust::error::CudaError),
+}
+
+/// Bytes as MiB, rounded up (so that a small allocation does not read as 0 MiB).
+fn mib(bytes: usize) -> usize {
+    bytes.div_ceil(1 << 20)
 }
 
 /// Shorthand for results of this crate.

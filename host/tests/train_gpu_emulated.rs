@@ -57,3 +57,48 @@ fn uploads_overlapping_the_previous_step_change_nothing() {
         assert!(same, "{} differs", t.name);
     }
 }
+
+/// A GPU too small for the run: the trainer stops with the device's sizes and the flags that
+/// size a batch, writes no checkpoint, and a rerun with a smaller setting may use the same
+/// run folder.
+#[test]
+fn a_full_device_stops_the_run_naming_the_sizes_and_the_flags() {
+    let Some(_) = gpu() else { return };
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ogm-engine-emulator");
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, runs) = (tmp.path().join("data"), tmp.path().join("runs"));
+    train_common::dataset(&root);
+    let c = train_common::config(&root, &runs);
+    let stop = Arc::new(AtomicBool::new(false));
+    // From too small for the parameters to too small for the step's buffers: each fails at
+    // another allocation, and none may panic or launch on a buffer without memory.
+    for kib in [16usize, 256, 1024, 1536] {
+        let small = ogm_gpu::engine::emu::EmuDevice::build(&dir)
+            .unwrap()
+            .with_memory_limit(kib << 10);
+        let e = train_on(
+            &c,
+            &train_common::opts("full", false, 0),
+            stop.clone(),
+            GpuBackend::new(Arc::new(small)),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, TrainError::Device(_)), "{kib} KiB: {msg}");
+        assert!(
+            msg.contains("device out of memory")
+                && msg.contains(&format!("MiB free of {} MiB", kib.div_ceil(1024)))
+                && msg.contains("--batch_size"),
+            "{kib} KiB: {msg}"
+        );
+        assert!(!runs.join("full/checkpoints/last.json").exists());
+    }
+    let gpu = gpu().unwrap();
+    train_on(
+        &c,
+        &train_common::opts("full", false, 0),
+        stop,
+        GpuBackend::new(gpu.device().clone()),
+    )
+    .unwrap();
+}

@@ -267,8 +267,19 @@ impl Device for CudaDevice {
             return Ok(0);
         }
         // SAFETY: a plain allocation; freed by `free`.
-        let p = unsafe { cuda_malloc::<u8>(bytes)? };
-        Ok(p.as_raw())
+        match unsafe { cuda_malloc::<u8>(bytes) } {
+            Ok(p) => Ok(p.as_raw()),
+            Err(cust::error::CudaError::OutOfMemory) => {
+                // Name the sizes: "out of memory" alone does not say how far off the run is.
+                let info = cust::memory::mem_get_info().ok();
+                Err(GpuError::OutOfMemory {
+                    bytes,
+                    free: info.map(|(f, _)| f),
+                    total: info.map(|(_, t)| t),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
     unsafe fn free(&self, ptr: DevPtr) {
         if ptr == 0 {

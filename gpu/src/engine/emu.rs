@@ -32,14 +32,20 @@ pub struct EmuDevice {
     launch: LaunchFn,
     // Allocations by address, with their layouts (to free them).
     allocs: Mutex<HashMap<DevPtr, std::alloc::Layout>>,
-    // One launch at a time: the library's scheduler state is global.
-    lock: Mutex<()>,
+    // A device memory size to emulate (`with_memory_limit`): allocations beyond it fail as a
+    // full GPU's would.
+    memory_limit: Option<usize>,
     _handle: Library,
 }
 
+/// One launch at a time in the process: the library's scheduler state is global, and every
+/// `EmuDevice` of the process shares it (dlopen returns the loaded library again), so the
+/// lock cannot belong to one device.
+static LAUNCH: Mutex<()> = Mutex::new(());
+
 struct Library(*mut c_void);
 // SAFETY: the handle is only passed to dlclose; the library's functions are called under
-// EmuDevice::lock.
+// LAUNCH.
 unsafe impl Send for Library {}
 unsafe impl Sync for Library {}
 
@@ -119,9 +125,17 @@ impl EmuDevice {
         Ok(EmuDevice {
             launch,
             allocs: Mutex::new(HashMap::new()),
-            lock: Mutex::new(()),
+            memory_limit: None,
             _handle: handle,
         })
+    }
+
+    /// The same device with `bytes` of memory: an allocation that would take the live total
+    /// beyond it fails with [`GpuError::OutOfMemory`], as on a GPU that is full (tests of
+    /// what a user sees then).
+    pub fn with_memory_limit(mut self, bytes: usize) -> EmuDevice {
+        self.memory_limit = Some(bytes);
+        self
     }
 }
 
@@ -184,16 +198,28 @@ impl Device for EmuDevice {
     fn alloc(&self, bytes: usize) -> Result<DevPtr> {
         let layout = std::alloc::Layout::from_size_align(bytes.max(1), 256)
             .map_err(|e| GpuError::Emulator(e.to_string()))?;
+        let mut allocs = self.allocs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(limit) = self.memory_limit {
+            let used: usize = allocs.values().map(|l| l.size()).sum();
+            if used.saturating_add(layout.size()) > limit {
+                return Err(GpuError::OutOfMemory {
+                    bytes,
+                    free: Some(limit.saturating_sub(used)),
+                    total: Some(limit),
+                });
+            }
+        }
         // SAFETY: a non-zero size.
         let p = unsafe { std::alloc::alloc(layout) };
         if p.is_null() {
-            return Err(GpuError::Emulator(format!("out of memory ({bytes} bytes)")));
+            return Err(GpuError::OutOfMemory {
+                bytes,
+                free: None,
+                total: None,
+            });
         }
         let ptr = p as DevPtr;
-        self.allocs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ptr, layout);
+        allocs.insert(ptr, layout);
         Ok(ptr)
     }
     unsafe fn free(&self, ptr: DevPtr) {
@@ -223,7 +249,7 @@ impl Device for EmuDevice {
         let bits: Vec<c_ulonglong> = args.iter().map(Arg::bits).collect();
         let kinds: Vec<u8> = args.iter().map(|a| a.ty() as u8).collect();
         let mut err = [0 as c_char; 256];
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: the arrays live across the call; pointers in `bits` are the caller's
         // contract.
         let rc = unsafe {

@@ -57,7 +57,14 @@ struct Queue<D: Device> {
 }
 
 fn device_error(e: GpuError) -> TrainError {
-    TrainError::Device(e.to_string())
+    match e {
+        // Say which settings size the device's share of the run.
+        GpuError::OutOfMemory { .. } => TrainError::Device(format!(
+            "{e}; the activations of a batch take most of it: lower --batch_size (or \
+             --image_size, --audio_seconds, --fps, --model_width)"
+        )),
+        e => TrainError::Device(e.to_string()),
+    }
 }
 
 /// The modulated tensors of `model`, as part 1's specs keyed by parameter index (computed
@@ -190,7 +197,7 @@ fn enqueue<D: Device + 'static>(
     b.idx_resize(&mut q.labels, n);
     let labels = q.labels.ptr();
     // SAFETY: labels holds n u32 (resized above); the bytes are the batch's labels.
-    b.record(unsafe {
+    b.run(|| unsafe {
         b.device().upload(
             labels,
             std::slice::from_raw_parts(batch.labels.as_ptr().cast::<u8>(), 4 * n),
@@ -204,10 +211,10 @@ fn enqueue<D: Device + 'static>(
     // SAFETY (the launches below): the model's logit buffers hold at least n x classes values
     // after its forward pass, labels n, dlogits is sized by backward_with, and the gradient
     // arena is the list's buffer.
-    model
-        .backward_with(|_, logits, dlogits| unsafe {
-            // The loss stage in one kernel: the three losses, the logit gradient the backward
-            // pass starts from, the scores and the coefficients.
+    model.backward_with(|b, logits, dlogits| {
+        // The loss stage in one kernel: the three losses, the logit gradient the backward
+        // pass starts from, the scores and the coefficients.
+        b.run(|| unsafe {
             ogm.step_losses(
                 slot,
                 logits.ptr(),
@@ -220,15 +227,17 @@ fn enqueue<D: Device + 'static>(
                 schedule.alpha(),
                 active,
             )
-        })?
-        .map_err(device_error)?;
+        })
+    })?;
     if active {
         let grads = model.grads().ptr();
         let key = step_key(args.config.random_seed, args.step);
+        let b = model.backend();
         // SAFETY: as above.
-        unsafe { ogm.modulate(slot, grads, schedule.mode(), key) }.map_err(device_error)?;
+        b.run(|| unsafe { ogm.modulate(slot, grads, schedule.mode(), key) });
     }
-    Ok(())
+    // A failed launch or allocation above is reported here, before the optimiser's step.
+    model.backend().check()
 }
 
 impl<D: Device + 'static> StepBackend for GpuBackend<D> {

@@ -73,10 +73,17 @@ struct Scratch {
 /// State a user of the backend keeps with it (the trainer's OGM-GE step buffers).
 pub type Extension = Option<Box<dyn std::any::Any + Send>>;
 
+/// A failed allocation's sizes, as [`GpuError::OutOfMemory`] has them: bytes asked for, free
+/// and total device memory.
+type LostAlloc = (usize, Option<usize>, Option<usize>);
+
 /// The GPU backend over device `D`.
 pub struct GpuBackend<D: Device> {
     dev: Arc<D>,
     error: Mutex<Option<GpuError>>,
+    // A buffer allocation that failed: that buffer has no memory behind it, so every later
+    // operation is refused with this error again, also after the first report was taken.
+    lost: Mutex<Option<LostAlloc>>,
     scratch: Mutex<Scratch>,
     ext: Mutex<Extension>,
     precision: Precision,
@@ -93,6 +100,7 @@ impl<D: Device> GpuBackend<D> {
         GpuBackend {
             dev,
             error: Mutex::new(None),
+            lost: Mutex::new(None),
             scratch: Mutex::new(Scratch::default()),
             ext: Mutex::new(None),
             precision: Precision::Fp32,
@@ -142,9 +150,17 @@ impl<D: Device> GpuBackend<D> {
         lock(&self.error).take()
     }
 
-    /// Whether an error is pending (operations are skipped until it is taken).
+    /// Whether operations must be skipped: an error is pending (until it is taken), or a
+    /// buffer could not be allocated (for good; the error is recorded again).
     fn failed(&self) -> bool {
-        lock(&self.error).is_some()
+        if lock(&self.error).is_some() {
+            return true;
+        }
+        let Some((bytes, free, total)) = *lock(&self.lost) else {
+            return false;
+        };
+        self.record(Err(GpuError::OutOfMemory { bytes, free, total }));
+        true
     }
 
     /// Keeps the first error.
@@ -157,8 +173,10 @@ impl<D: Device> GpuBackend<D> {
         }
     }
 
-    /// Runs `f` unless an error is pending, keeping its error.
-    fn run(&self, f: impl FnOnce() -> Result<(), GpuError>) {
+    /// Runs `f` unless an error is pending, keeping its error: the way for device work the
+    /// backend does not launch itself (the trainer's OGM-GE kernels and label upload), so that
+    /// after a failed allocation nothing runs on a buffer without memory.
+    pub fn run(&self, f: impl FnOnce() -> Result<(), GpuError>) {
         if !self.failed() {
             self.record(f());
         }
@@ -171,10 +189,16 @@ impl<D: Device> GpuBackend<D> {
             match self.dev.alloc(4 * len) {
                 Ok(p) => p,
                 Err(e) => {
+                    if let GpuError::OutOfMemory { bytes, free, total } = e {
+                        lock(&self.lost).get_or_insert((bytes, free, total));
+                    }
                     self.record(Err(e));
+                    // The buffer keeps its length, so that the model's size checks pass and
+                    // the run stops with the device's error rather than a size panic; it has
+                    // no memory (cap 0), and no operation runs while an error is pending.
                     return DevBuf {
                         ptr: 0,
-                        len: 0,
+                        len,
                         cap: 0,
                         dev: self.dev.clone(),
                     };
