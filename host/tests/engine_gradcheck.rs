@@ -121,6 +121,61 @@ fn conv_gradients() {
     }
 }
 
+/// Convolutions wide enough that spare threads cut each product into row blocks (few samples,
+/// 32 or more output channels and lowered rows): in pools of 1, 3 and 8 threads the forward
+/// pass matches the direct loops, and the gradients satisfy the adjoint identities
+/// `<dx, u> = <dy, conv(u, w)>` and `<dw, v> = <dy, conv(x, v)>` (exact for a bilinear map, up
+/// to rounding) for random directions `u`, `v`.
+#[test]
+fn conv_row_blocks_on_spare_threads_match_direct_loops() {
+    let g = |cin, cout, k, stride, pad, n, h, w| ConvGeom {
+        cin,
+        cout,
+        k,
+        stride,
+        pad,
+        n,
+        h,
+        w,
+    };
+    let mut rng = Rng(21);
+    for geom in [
+        g(64, 48, 3, 1, 1, 2, 6, 5),
+        g(32, 64, 1, 2, 0, 1, 7, 7),
+        g(16, 40, 3, 2, 1, 3, 9, 9),
+    ] {
+        let (x, w, dy) = (
+            rng.vec(geom.in_len()),
+            rng.vec(geom.w_len()),
+            rng.vec(geom.out_len()),
+        );
+        let (u, v) = (rng.vec(geom.in_len()), rng.vec(geom.w_len()));
+        let want = naive_conv(&geom, &x, &w);
+        let (dx_u, dw_v) = (
+            dot(&dy, &naive_conv(&geom, &u, &w)),
+            dot(&dy, &naive_conv(&geom, &x, &v)),
+        );
+        for threads in [1, 3, 8] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let what = format!("{geom:?}, {threads} threads");
+            let (y, dx, dw) = pool.install(|| {
+                let mut y = vec![0.0; geom.out_len()];
+                conv2d_forward(&geom, &x, &w, &mut y);
+                let (mut dw, mut dx) = (vec![0.0; geom.w_len()], vec![0.0; geom.in_len()]);
+                conv2d_backward(&geom, &x, &w, &dy, &mut dw, Some(&mut dx));
+                (y, dx, dw)
+            });
+            engine_common::assert_close(&what, &y, &want, 1e-12, 1.0);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * (1.0 + b.abs());
+            assert!(close(dot(&dx, &u), dx_u), "{what}: dx");
+            assert!(close(dot(&dw, &v), dw_v), "{what}: dw");
+        }
+    }
+}
+
 fn bn_case(relu: bool) {
     let mut rng = Rng(3 + relu as u64);
     let (c, len) = (3, 10);

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::{gemm, gemm_raw, partition, threads, Mat, SendPtr};
+use super::{gemm_rows, partition, row_splits, threads, Mat, SendPtr};
 use crate::engine::scalar::Scalar;
 
 /// The shape of one convolution over a CNHW batch (the GPU kernels' type, shared by both
@@ -148,6 +148,9 @@ pub fn conv2d_forward_with<T: Scalar>(
     let ntot = g.n * plane_out;
     let kdim = g.kdim();
     let (parts, per) = plan(g);
+    // Fewer sample parts than threads (late layers, small batches): each product is also cut
+    // into row blocks, so that the idle threads take a share.
+    let splits = row_splits(g.cout, parts.len());
     let yp = SendPtr(y.as_mut_ptr());
     parts.into_par_iter().for_each(|part| {
         let mut col = pool.take(kdim * per.min(part.len()) * plane_out);
@@ -158,7 +161,8 @@ pub fn conv2d_forward_with<T: Scalar>(
             im2col(g, x, n0, n1, &mut col[..kdim * cols]);
             // SAFETY: this part alone writes columns n0*plane_out..n1*plane_out of every row.
             unsafe {
-                gemm_raw(
+                gemm_rows(
+                    splits,
                     g.cout,
                     kdim,
                     cols,
@@ -207,6 +211,11 @@ pub fn conv2d_backward_with<T: Scalar>(
     let ntot = g.n * plane_out;
     let kdim = g.kdim();
     let (parts, per) = plan(g);
+    // As in the forward pass: spare threads take row blocks of each product.
+    let (dw_splits, dcol_splits) = (
+        row_splits(g.cout, parts.len()),
+        row_splits(kdim, parts.len()),
+    );
     let dxp = dx.map(|d| {
         assert_eq!(d.len(), g.in_len());
         SendPtr(d.as_mut_ptr())
@@ -241,32 +250,38 @@ pub fn conv2d_backward_with<T: Scalar>(
                 let dyc = Mat::rm(dy, ntot).at(n0 * plane_out);
                 // dW (+)= dy[:, cols] col^T; the first chunk overwrites the pooled buffer.
                 let beta = if n0 == part.start { T::ZERO } else { T::ONE };
-                gemm(
-                    g.cout,
-                    cols,
-                    kdim,
-                    T::ONE,
-                    dyc,
-                    Mat::tr(&col, cols),
-                    beta,
-                    &mut pdw[..g.w_len()],
-                    0,
-                    kdim,
-                );
-                if let Some(dxp) = dxp {
-                    // dcol = W^T dy[:, cols]
-                    gemm(
-                        kdim,
+                // SAFETY: pdw is this part's own buffer of w_len = cout x kdim values.
+                unsafe {
+                    gemm_rows(
+                        dw_splits,
                         g.cout,
                         cols,
+                        kdim,
                         T::ONE,
-                        Mat::tr(w, kdim),
                         dyc,
-                        T::ZERO,
-                        &mut dcol[..kdim * cols],
-                        0,
-                        cols,
-                    );
+                        Mat::tr(&col, cols),
+                        beta,
+                        pdw.as_mut_ptr(),
+                        kdim,
+                    )
+                };
+                if let Some(dxp) = dxp {
+                    // dcol = W^T dy[:, cols]
+                    // SAFETY: dcol is this part's own buffer of at least kdim x cols values.
+                    unsafe {
+                        gemm_rows(
+                            dcol_splits,
+                            kdim,
+                            g.cout,
+                            cols,
+                            T::ONE,
+                            Mat::tr(w, kdim),
+                            dyc,
+                            T::ZERO,
+                            dcol.as_mut_ptr(),
+                            cols,
+                        )
+                    };
                     // SAFETY: samples n0..n1 belong to this part.
                     unsafe { col2im(g, &dcol, n0, n1, dxp) };
                 }

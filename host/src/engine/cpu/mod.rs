@@ -188,3 +188,54 @@ pub(crate) unsafe fn gemm_raw<T: Scalar>(
         )
     }
 }
+
+/// Row blocks to cut one GEMM of `m` rows into when only `parts` parallel parts exist: the
+/// threads the parts leave idle, but no block under 16 rows (a narrower one loses more in the
+/// micro-kernel than the extra thread brings). Depends only on sizes and the thread count.
+pub(crate) fn row_splits(m: usize, parts: usize) -> usize {
+    (threads() / parts.max(1)).min(m / 16).max(1)
+}
+
+/// [`gemm_raw`] with `A`'s and `C`'s rows cut into `splits` blocks run in parallel (one call
+/// when `splits` is 1). Each output element is computed by exactly one block, by the same
+/// GEMM over the same `k` range.
+///
+/// # Safety
+/// As [`gemm_raw`]: `c` valid for the `m x n` block with row stride `rsc`, and no other
+/// thread accessing it during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_rows<T: Scalar>(
+    splits: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    beta: T,
+    c: *mut T,
+    rsc: usize,
+) {
+    use rayon::prelude::*;
+    if splits <= 1 {
+        // SAFETY: the caller's contract.
+        return unsafe { gemm_raw(m, k, n, alpha, a, b, beta, c, rsc) };
+    }
+    let cp = SendPtr(c);
+    partition(m, splits).into_par_iter().for_each(|rows| {
+        // SAFETY: row blocks are disjoint parts of the caller's block.
+        unsafe {
+            gemm_raw(
+                rows.len(),
+                k,
+                n,
+                alpha,
+                a.at(rows.start * a.rs),
+                b,
+                beta,
+                cp.get().add(rows.start * rsc),
+                rsc,
+            )
+        }
+    });
+}
