@@ -131,3 +131,21 @@ fn corrupt_and_missing_jpeg_name_the_file() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A frame that is a PNG under a `.jpg` name (frames exported by another tool): PIL's
+/// `Image.open` reads files by their content, and so does the pipeline; the pixels are the
+/// PNG's exactly (lossless).
+#[test]
+fn a_png_named_jpg_decodes_by_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (7u32, 5u32);
+    let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+    let p = dir.path().join("frame_000.jpg");
+    image::RgbImage::from_raw(w, h, pixels.clone())
+        .unwrap()
+        .save_with_format(&p, image::ImageFormat::Png)
+        .unwrap();
+    let got = decode_image(&p).unwrap();
+    assert_eq!((got.width, got.height), (w, h));
+    assert_eq!(got.data, pixels);
+}
