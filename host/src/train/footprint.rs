@@ -46,6 +46,8 @@ impl Footprint {
         let spec = dataset_config(config)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?
             .spectrogram;
+        // Widths as `model_config` sets them ([w, 2w, 4w, 8w], `blocks` each), but in f64:
+        // its usize products overflow for absurd widths, which this check must refuse first.
         let w = config.model.width as f64;
         let blocks = config.model.blocks as f64;
         let widths = [w, 2.0 * w, 4.0 * w, 8.0 * w];
@@ -65,10 +67,8 @@ impl Footprint {
         let stems = 49.0 * w * (AUDIO_CHANNELS + VISUAL_CHANNELS) as f64;
         let conv_weights = 2.0 * body + stems;
 
-        let bins = (spec.n_fft / 2 + 1) as f64;
-        // 1 + clip / hop frames, as the spectrogram computes them, in f64.
-        let clip_samples = (config.audio_seconds * spec.sample_rate as f64).round();
-        let frames = 1.0 + (clip_samples / spec.hop as f64).floor();
+        // The spectrogram's own sizes (its clip length saturates rather than overflows).
+        let (bins, frames) = (spec.bins() as f64, spec.frames() as f64);
         let side = config.image_size as f64;
         let t = config.fps as f64;
         let audio_in = AUDIO_CHANNELS as f64 * bins * frames;
@@ -78,7 +78,7 @@ impl Footprint {
         let stems_out = w * (half(bins) * half(frames) + t * half(side) * half(side));
         Ok(Footprint {
             parameters: 2.0 * conv_weights * VALUE,
-            clip: clip_samples * VALUE,
+            clip: spec.clip_samples as f64 * VALUE,
             inputs_per_sample: (audio_in + visual_in) * VALUE,
             activations_per_sample: match config.device {
                 Device::Cpu => stems_out * VALUE,
@@ -88,11 +88,14 @@ impl Footprint {
         })
     }
 
+    /// One batch's part of the bound in bytes.
+    pub fn batch_bytes(&self) -> f64 {
+        self.batch as f64 * (self.inputs_per_sample + self.activations_per_sample)
+    }
+
     /// The whole bound in bytes.
     pub fn total(&self) -> f64 {
-        self.parameters
-            + self.clip
-            + self.batch as f64 * (self.inputs_per_sample + self.activations_per_sample)
+        self.parameters + self.clip + self.batch_bytes()
     }
 
     /// Refuses the run when the bound exceeds `available` bytes, naming the part that is too
@@ -102,8 +105,7 @@ impl Footprint {
         if total <= available as f64 {
             return Ok(());
         }
-        let batch_bytes =
-            self.batch as f64 * (self.inputs_per_sample + self.activations_per_sample);
+        let batch_bytes = self.batch_bytes();
         let culprit = if self.parameters >= batch_bytes.max(self.clip) {
             "the model: lower --model_width or --model_blocks"
         } else if self.clip >= batch_bytes {
