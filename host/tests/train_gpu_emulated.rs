@@ -102,3 +102,79 @@ fn a_full_device_stops_the_run_naming_the_sizes_and_the_flags() {
     )
     .unwrap();
 }
+
+/// The trainer's own kernels (the fused loss stage with scores and coefficients, the
+/// gradient statistics, the modulation with noise, SGD and Adam) give the same bits whatever
+/// order the device runs their blocks and threads in (`Schedule`, see engine_gpu_emulated.rs
+/// for the engine's kernels): queued OGM_GE steps on emulated devices that run blocks
+/// last-first, shuffled, or one warp ahead of the others, equal the in-order run's records
+/// and parameters bit for bit.
+#[test]
+fn queued_steps_give_the_same_bits_in_any_launch_order() {
+    use ogm_gpu::engine::emu::{EmuDevice, Schedule};
+    use ogm_gpu::engine::kernels as kn;
+    use ogm_host::config::OptimizerKind;
+    let Some(_) = gpu() else { return };
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ogm-engine-emulator");
+    let device = |s: Schedule| Arc::new(EmuDevice::build(&dir).unwrap().with_schedule(s));
+    let sgd = config(Mode::OgmGe);
+    let adam = TrainConfig {
+        optimizer: OptimizerKind::Adam,
+        ..config(Mode::OgmGe)
+    };
+    type Bits = (Vec<Vec<Option<u64>>>, Vec<Vec<u32>>);
+    fn work<D: ogm_gpu::engine::Device + 'static>(
+        dev: Arc<D>,
+        configs: [&TrainConfig; 2],
+    ) -> Vec<Bits> {
+        let bits = |r: &StepRecord| {
+            let f = [
+                r.loss, r.loss_a, r.loss_v, r.score_a, r.score_v, r.coeff_a, r.coeff_v,
+            ];
+            let mut v: Vec<Option<u64>> = f.iter().map(|x| Some(x.to_bits())).collect();
+            v.push(r.ratio_v.map(f64::to_bits));
+            v
+        };
+        let mut out = Vec::new();
+        for cfg in configs {
+            let mut model = AvModel::new(GpuBackend::new(dev.clone()), model_config(), 9).unwrap();
+            let (records, _) = run(&mut model, cfg, 3);
+            let params = model
+                .params_table()
+                .iter()
+                .map(|t| {
+                    let v = model.read_tensor(&t.name).unwrap();
+                    v.iter().map(|x| x.to_bits()).collect()
+                })
+                .collect();
+            out.push((records.iter().map(bits).collect(), params));
+        }
+        out
+    }
+    let recorder = Arc::new(Recorder::new(device(Schedule::InOrder)));
+    let want = work(recorder.clone(), [&sgd, &adam]);
+    let ran = recorder.take();
+    for k in [
+        kn::STEP_LOSSES,
+        kn::TENSOR_STATS,
+        kn::MODULATE,
+        kn::SGD,
+        kn::ADAM,
+    ] {
+        assert!(ran.contains(&k.name), "{} never ran", k.name);
+    }
+    for schedule in [
+        Schedule::Reverse,
+        Schedule::Shuffled(3),
+        Schedule::WarpsAhead(4),
+    ] {
+        let got = work(device(schedule), [&sgd, &adam]);
+        for (i, ((gr, gp), (wr, wp))) in got.iter().zip(&want).enumerate() {
+            let opt = ["SGD", "Adam"][i];
+            assert_eq!(gr, wr, "{schedule:?}, {opt}: step records differ");
+            for (t, (a, b)) in gp.iter().zip(wp).enumerate() {
+                assert!(a == b, "{schedule:?}, {opt}: parameter tensor {t} differs");
+            }
+        }
+    }
+}

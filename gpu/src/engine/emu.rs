@@ -16,6 +16,88 @@ use std::sync::Mutex;
 use super::{check_args, Arg, DevPtr, Device, Grid, KernelSpec};
 use crate::error::{GpuError, Result};
 
+type ScheduleFn = unsafe extern "C" fn(c_uint, c_ulonglong) -> c_int;
+
+/// The order in which the emulator runs a launch's blocks and threads
+/// (`tests/emulator/fibers.h`).
+///
+/// A GPU promises no order, and every engine kernel must give the same bits under any: its
+/// results may depend only on barriers, warp exchanges and fixed-order reductions. In-order
+/// emulation hides races that the other orders expose; the tests run the same work under
+/// several and compare bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schedule {
+    /// Blocks in order (x fastest); in each round every runnable thread once, 0, 1, ...
+    #[default]
+    InOrder,
+    /// The last block first, each round from the highest thread down: a thread that reads
+    /// shared memory written by a lower thread in the same barrier interval, with no barrier
+    /// between, reads it before the write.
+    Reverse,
+    /// A permutation of the blocks per launch and of the threads per round, drawn from the
+    /// seed and the device's launch count (the same orders on every run).
+    Shuffled(u64),
+    /// Blocks shuffled; each warp in turn (warps in a new random order each pass, lanes
+    /// shuffled) runs until all its lanes wait at `__syncthreads` or have finished. One warp
+    /// then runs whole warp-level phases (its shuffles, the next call of a block reduction)
+    /// before the others start: a shared-memory write that another warp may still be reading,
+    /// with no `__syncthreads` between, is seen early. The round-robin orders cannot show
+    /// that, since every thread passes each warp exchange in step with the others.
+    WarpsAhead(u64),
+}
+
+impl Schedule {
+    /// The schedule of `OGM_EMU_SCHEDULE` (`in-order`, `reverse`, `shuffle[:SEED]` or
+    /// `warps-ahead[:SEED]`), [`Schedule::InOrder`] when it is unset, so that a whole test
+    /// suite can be run under another order without changing it.
+    ///
+    /// Errors: [`GpuError::Emulator`] naming the variable when its value is none of these.
+    pub fn from_env() -> Result<Schedule> {
+        match std::env::var("OGM_EMU_SCHEDULE") {
+            Err(std::env::VarError::NotPresent) => Ok(Schedule::InOrder),
+            Ok(v) => Schedule::parse(&v).ok_or_else(|| {
+                GpuError::Emulator(format!(
+                    "OGM_EMU_SCHEDULE={v}: expected in-order, reverse, shuffle[:SEED] or \
+                     warps-ahead[:SEED]"
+                ))
+            }),
+            Err(e) => Err(GpuError::Emulator(format!("OGM_EMU_SCHEDULE: {e}"))),
+        }
+    }
+
+    /// Parses the names of [`Schedule::from_env`] (a seed is a decimal `u64`).
+    pub fn parse(spec: &str) -> Option<Schedule> {
+        let seeded = |name: &str| -> Option<u64> {
+            match spec.strip_prefix(name)? {
+                "" => Some(0),
+                rest => rest
+                    .strip_prefix(':')
+                    .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))?
+                    .parse()
+                    .ok(),
+            }
+        };
+        match spec {
+            "in-order" => Some(Schedule::InOrder),
+            "reverse" => Some(Schedule::Reverse),
+            _ => seeded("shuffle")
+                .map(Schedule::Shuffled)
+                .or_else(|| seeded("warps-ahead").map(Schedule::WarpsAhead)),
+        }
+    }
+
+    /// The library's (mode, seed) for the `launch`-th launch of a device.
+    fn mode_seed(self, launch: u64) -> (c_uint, c_ulonglong) {
+        let mix = |seed: u64| seed ^ launch.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        match self {
+            Schedule::InOrder => (0, 0),
+            Schedule::Reverse => (1, 0),
+            Schedule::Shuffled(seed) => (2, mix(seed)),
+            Schedule::WarpsAhead(seed) => (3, mix(seed)),
+        }
+    }
+}
+
 type LaunchFn = unsafe extern "C" fn(
     *const c_char,
     *const c_uint,
@@ -30,6 +112,10 @@ type LaunchFn = unsafe extern "C" fn(
 /// The emulated device.
 pub struct EmuDevice {
     launch: LaunchFn,
+    set_schedule: ScheduleFn,
+    schedule: Schedule,
+    // Launches so far (the shuffled orders' draw).
+    launches: std::sync::atomic::AtomicU64,
     // Allocations by address, with their layouts (to free them).
     allocs: Mutex<HashMap<DevPtr, std::alloc::Layout>>,
     // A device memory size to emulate (`with_memory_limit`): allocations beyond it fail as a
@@ -122,8 +208,22 @@ impl EmuDevice {
         }
         // SAFETY: emu_launch has exactly this signature (engine_lib.cpp).
         let launch: LaunchFn = unsafe { std::mem::transmute::<*mut c_void, LaunchFn>(sym) };
+        // SAFETY: a live handle and a C string.
+        let sym = unsafe { libc::dlsym(handle.0, c"emu_set_schedule".as_ptr()) };
+        if sym.is_null() {
+            return Err(GpuError::Emulator(format!(
+                "no emu_set_schedule: {}",
+                dl_error()
+            )));
+        }
+        // SAFETY: emu_set_schedule has exactly this signature (engine_lib.cpp).
+        let set_schedule: ScheduleFn =
+            unsafe { std::mem::transmute::<*mut c_void, ScheduleFn>(sym) };
         Ok(EmuDevice {
             launch,
+            set_schedule,
+            schedule: Schedule::from_env()?,
+            launches: std::sync::atomic::AtomicU64::new(0),
             allocs: Mutex::new(HashMap::new()),
             memory_limit: None,
             _handle: handle,
@@ -136,6 +236,18 @@ impl EmuDevice {
     pub fn with_memory_limit(mut self, bytes: usize) -> EmuDevice {
         self.memory_limit = Some(bytes);
         self
+    }
+
+    /// The same device running its launches in the order `schedule` (by default the one of
+    /// `OGM_EMU_SCHEDULE`, in order when that is unset).
+    pub fn with_schedule(mut self, schedule: Schedule) -> EmuDevice {
+        self.schedule = schedule;
+        self
+    }
+
+    /// The order this device runs its launches in.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
     }
 }
 
@@ -249,7 +361,14 @@ impl Device for EmuDevice {
         let bits: Vec<c_ulonglong> = args.iter().map(Arg::bits).collect();
         let kinds: Vec<u8> = args.iter().map(|a| a.ty() as u8).collect();
         let mut err = [0 as c_char; 256];
+        let launch = self
+            .launches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (mode, seed) = self.schedule.mode_seed(launch);
         let _guard = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
+        // The library's schedule is global: set this device's under the lock, every launch.
+        // SAFETY: plain values; the mode is one the library knows.
+        unsafe { (self.set_schedule)(mode, seed) };
         // SAFETY: the arrays live across the call; pointers in `bits` are the caller's
         // contract.
         let rc = unsafe {
@@ -292,5 +411,47 @@ impl Drop for EmuDevice {
             // SAFETY: every entry is a live allocation of this device.
             unsafe { std::alloc::dealloc(ptr as *mut u8, layout) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+
+    #[test]
+    fn schedule_names_parse_and_others_are_refused() {
+        assert_eq!(Schedule::parse("in-order"), Some(Schedule::InOrder));
+        assert_eq!(Schedule::parse("reverse"), Some(Schedule::Reverse));
+        assert_eq!(Schedule::parse("shuffle"), Some(Schedule::Shuffled(0)));
+        assert_eq!(Schedule::parse("shuffle:42"), Some(Schedule::Shuffled(42)));
+        assert_eq!(
+            Schedule::parse("warps-ahead"),
+            Some(Schedule::WarpsAhead(0))
+        );
+        assert_eq!(
+            Schedule::parse("warps-ahead:18446744073709551615"),
+            Some(Schedule::WarpsAhead(u64::MAX))
+        );
+        for bad in [
+            "",
+            "Reverse",
+            "shuffle:",
+            "shuffle:-1",
+            "shuffle:1x",
+            "shuffle42",
+            "warps-ahead:18446744073709551616",
+            "warps",
+        ] {
+            assert_eq!(Schedule::parse(bad), None, "{bad:?}");
+        }
+        // Distinct launches of a seeded order draw distinct orders; the fixed ones do not.
+        assert_ne!(
+            Schedule::Shuffled(1).mode_seed(0),
+            Schedule::Shuffled(1).mode_seed(1)
+        );
+        assert_eq!(
+            Schedule::Reverse.mode_seed(0),
+            Schedule::Reverse.mode_seed(9)
+        );
     }
 }

@@ -1,8 +1,9 @@
 // A CPU stand-in for the parts of CUDA that gpu/kernels/*.cu use, so that the kernels' own
 // source can be compiled with g++ and run on a machine without a GPU (tests/emulated.rs).
 //
-// Every CUDA thread of a block is a fiber on one OS thread, run round-robin; blocks
-// of a launch run one after another. __syncthreads and __syncwarp are barriers (a fiber yields
+// Every CUDA thread of a block is a fiber on one OS thread; blocks of a launch run one after
+// another, in an order of the caller's choice (fibers.h: in order, reversed, shuffled, or one
+// warp ahead of the others, to expose races). __syncthreads and __syncwarp are barriers (a fiber yields
 // until the last one arrives), warp shuffles and votes exchange values through a per-warp table
 // between two barriers, and atomics need no lock since only one fiber runs at a time. Shared
 // memory is a function-local `static`, which is right because only one block runs at a time.
@@ -40,6 +41,13 @@ namespace emu {
 // Switches back to the scheduler; it resumes this fiber on its next round.
 void yield();
 
+struct Barrier;
+// What the fiber that last yielded waits for: `waiting_on` to pass generation `waiting_gen`
+// (null when it did not yield at a barrier). The scheduler reads it after each switch, so that
+// it resumes no fiber whose barrier is still closed and can tell a deadlock from progress.
+inline Barrier* waiting_on = nullptr;
+inline uint64_t waiting_gen = 0;
+
 // A barrier of `expected` fibers: each arrival yields until the last one arrives.
 struct Barrier {
     unsigned expected = 0, arrived = 0;
@@ -51,7 +59,11 @@ struct Barrier {
             ++generation;
             return;
         }
-        while (generation == g) yield();
+        while (generation == g) {
+            waiting_on = this;
+            waiting_gen = g;
+            yield();
+        }
     }
 };
 

@@ -107,6 +107,16 @@ const std::map<std::string, Entry>& table() {
 
 // Runs kernel `name` on a (grid[0], grid[1], grid[2]) grid of `threads`-thread blocks.
 // Returns 0, or non-zero with a message in err (unknown kernel, argument mismatch).
+// Sets the order of the following launches (fibers.h: 0 in order, 1 reversed, 2 shuffled, 3
+// warps ahead; 2 and 3 drawn from `seed`) and restarts their count, so that a caller who passes its own launch count in `seed`
+// gets the same orders whatever ran before; 1 for an unknown mode.
+extern "C" int emu_set_schedule(unsigned mode, unsigned long long seed) {
+    if (mode > 3) return 1;
+    emu::schedule = {mode, seed};
+    emu::launches = 0;
+    return 0;
+}
+
 extern "C" int emu_launch(const char* name, const unsigned* grid, unsigned threads,
                           const unsigned long long* bits, const unsigned char* kinds,
                           unsigned nargs, char* err, unsigned errlen) {

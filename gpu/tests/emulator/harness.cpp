@@ -3,6 +3,7 @@
 // the kernel with the same grid and block sizes as gpu/src/cuda/launch.rs, and writes the
 // outputs back as DIR/*.bin.
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -60,6 +61,14 @@ int main(int argc, char** argv) {
         return 2;
     }
     dir = argv[1];
+    // The launch order (fibers.h): in order unless OGM_EMU_SCHEDULE names another.
+    if (const char* spec = getenv("OGM_EMU_SCHEDULE"); spec && !emu::parse_schedule(spec)) {
+        fprintf(stderr,
+                "OGM_EMU_SCHEDULE=%s: expected in-order, reverse, shuffle[:SEED] or "
+                "warps-ahead[:SEED]\n",
+                spec);
+        return 2;
+    }
     std::map<std::string, std::string> job;
     {
         std::ifstream f(dir + "/job");
