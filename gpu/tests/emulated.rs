@@ -48,6 +48,16 @@ fn harness() -> Result<&'static Path, &'static str> {
                 hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
             }
         }
+        // OGM_EMU_SANITIZE=address: the kernels under AddressSanitizer (an access outside an
+        // input array or a shared array stops the harness with a report), as for the engine's
+        // emulator library (ogm_gpu::engine::emu).
+        let sanitize: &[&str] = match std::env::var("OGM_EMU_SANITIZE").as_deref() {
+            Ok("address") => &["-fsanitize=address", "-fno-omit-frame-pointer", "-g"],
+            _ => &[],
+        };
+        for b in sanitize.concat().bytes() {
+            hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ogm-emulator");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let exe = dir.join(format!("harness-{hash:016x}"));
@@ -62,6 +72,7 @@ fn harness() -> Result<&'static Path, &'static str> {
             "-ffp-contract=off",
             "-fno-strict-aliasing",
         ])
+        .args(sanitize)
         .args(["-Wall", "-Wno-unknown-pragmas"])
         .arg(format!("-I{}", root.join("kernels").display()))
         .arg("-include")

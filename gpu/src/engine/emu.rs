@@ -185,6 +185,11 @@ impl EmuDevice {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| GpuError::Emulator(format!("{}: {e}", dir.display())))?;
+        for flag in sanitizer_flags() {
+            for b in flag.bytes() {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
         let lib = dir.join(format!("libogm-engine-emu-{hash:016x}.so"));
         if !lib.is_file() {
             compile(root, &lib)?;
@@ -262,6 +267,18 @@ fn dl_error() -> String {
     }
 }
 
+/// The compiler flags that `OGM_EMU_SANITIZE` asks for: `address` builds the kernels with
+/// AddressSanitizer, so that a kernel reading or writing outside its buffers (device memory
+/// is host memory here, each allocation with its own guard zones) or outside a shared array
+/// stops the test with a report. The test process must then load the runtime first:
+/// `LD_PRELOAD=$(g++ -print-file-name=libasan.so)`.
+fn sanitizer_flags() -> Vec<&'static str> {
+    match std::env::var("OGM_EMU_SANITIZE").as_deref() {
+        Ok("address") => vec!["-fsanitize=address", "-fno-omit-frame-pointer", "-g"],
+        _ => Vec::new(),
+    }
+}
+
 fn compile(root: &Path, lib: &Path) -> Result<()> {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
     // Build under a temporary name and rename, so that concurrent test binaries never load a
@@ -274,6 +291,7 @@ fn compile(root: &Path, lib: &Path) -> Result<()> {
             "-ffp-contract=off",
             "-fno-strict-aliasing",
         ])
+        .args(sanitizer_flags())
         .args([
             "-shared",
             "-fPIC",

@@ -42,6 +42,17 @@ emu_switch:
     .size emu_switch, .-emu_switch
 )");
 
+// Under AddressSanitizer (OGM_EMU_SANITIZE=address) every switch is announced to it, so that
+// it knows which stack is live, and a stack is unpoisoned before it is reused: a fiber's frames
+// leave their guard zones behind when the next launch starts over on the same memory.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#else
+#define EMU_ASAN 0
+#endif
+
 namespace {
 constexpr size_t kStack = 64 * 1024;
 struct Fiber {
@@ -58,10 +69,29 @@ struct Fiber {
 void* scheduler_sp;
 Fiber* current;
 const std::function<void()>* kernel_body;
+// The scheduler's stack, as AddressSanitizer reports it when a fiber first starts.
+[[maybe_unused]] const void* scheduler_stack = nullptr;
+[[maybe_unused]] size_t scheduler_stack_size = 0;
+
+// Around a switch from a fiber back to the scheduler (`finished`: the fiber never resumes).
+inline void to_scheduler_begin([[maybe_unused]] void** fake, [[maybe_unused]] bool finished) {
+#if EMU_ASAN
+    __sanitizer_start_switch_fiber(finished ? nullptr : fake, scheduler_stack,
+                                   scheduler_stack_size);
+#endif
+}
+// In a fiber, once it runs again (or for the first time).
+inline void in_fiber([[maybe_unused]] void* fake) {
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, &scheduler_stack, &scheduler_stack_size);
+#endif
+}
 
 [[noreturn]] void fiber_entry() {
+    in_fiber(nullptr);
     (*kernel_body)();
     current->done = true;
+    to_scheduler_begin(nullptr, true);
     void* dead;
     emu_switch(&dead, scheduler_sp);
     __builtin_unreachable();
@@ -70,6 +100,9 @@ const std::function<void()>* kernel_body;
 // A fresh stack whose first switch "returns" into fiber_entry with the ABI's alignment
 // (rsp = 8 mod 16 at function entry).
 void prepare(Fiber& f) {
+#if EMU_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(f.stack.get(), kStack);
+#endif
     uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack.get()) + kStack) & ~uintptr_t(15);
     void** sp = reinterpret_cast<void**>(top);
     *--sp = nullptr;                                   // fiber_entry's (unused) return address
@@ -79,9 +112,26 @@ void prepare(Fiber& f) {
     f.done = false;
     f.wait = nullptr;
 }
+
+// Runs fiber f until it yields or finishes.
+inline void switch_to(Fiber& f) {
+#if EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, f.stack.get(), kStack);
+    emu_switch(&scheduler_sp, f.sp);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    emu_switch(&scheduler_sp, f.sp);
+#endif
+}
 }  // namespace
 
-void emu::yield() { emu_switch(&current->sp, scheduler_sp); }
+void emu::yield() {
+    void* fake = nullptr;
+    to_scheduler_begin(&fake, false);
+    emu_switch(&current->sp, scheduler_sp);
+    in_fiber(fake);
+}
 
 // The order in which a launch runs its blocks and its threads. Real hardware promises no
 // order, and every kernel here must give the same bits under any: its results may depend only
@@ -208,7 +258,7 @@ static void launch3(unsigned gx, unsigned gy, unsigned gz, unsigned block,
         emu::warp = &warps[t / 32];
         emu::block_bar = &block_bar;
         emu::waiting_on = nullptr;
-        emu_switch(&scheduler_sp, f.sp);
+        switch_to(f);
         f.wait = f.done ? nullptr : emu::waiting_on;
         f.wait_gen = emu::waiting_gen;
         return true;
