@@ -43,6 +43,8 @@
 #      TORCH_VARIANTS=eager_fp32,... to split the run, e.g. two calls:
 #        ONLY=tests,e2e bash device-bundle/run.sh
 #        ONLY=step,modulation,variants TORCH_VARIANTS=eager_fp32,eager_tf32,eager_bf16 bash device-bundle/run.sh
+#      With device time to spare, ONLY=sanitize runs the engine's and part 1's device tests
+#      under compute-sanitizer (memcheck, racecheck, synccheck; about 8 minutes at most).
 #   3. read the printed summary (also under the returned files: device-check.log,
 #      results.json, raw.tgz), then call give_back unless rerunning at once.
 set -euo pipefail

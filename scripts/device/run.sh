@@ -51,7 +51,7 @@ e2e() {
 }
 
 # The sections to run: ONLY=tests,modulation,e2e,step,variants (comma-separated; all when
-# unset), so that a run too long for one device call can be split into two. TORCH_VARIANTS
+# unset; sanitize runs only when named), so that a run too long for one device call can be split into two. TORCH_VARIANTS
 # passes --variants to the PyTorch step baseline (all its variants when unset).
 want() { [[ -z "${ONLY:-}" || ",$ONLY," == *",$1,"* ]]; }
 
@@ -137,6 +137,42 @@ main() {
     echo
     echo "== ogm-step-bench --precision bf16 (the same step with the BF16 tensor-core GEMMs)"
     step_bench step_ours_bf16.txt --precision bf16 || status=1
+    pack
+  fi
+
+  # Only when asked for by name (ONLY=sanitize): the kernels under NVIDIA's compute-sanitizer,
+  # on the device tests' small problems. memcheck: out-of-bounds and misaligned accesses,
+  # errors of the driver calls; racecheck: shared-memory hazards between threads of a block
+  # (the hardware's own orders, beside the emulator's launch orders); synccheck: barriers
+  # that not every thread reaches. Seen working on the Firecracker machines, refused on gVisor
+  # ("Device not supported"): then this section says so and fails.
+  if [[ ",${ONLY:-}," == *",sanitize,"* ]]; then
+    echo
+    echo "== compute-sanitizer (memcheck, racecheck, synccheck) over the device tests"
+    if ! command -v compute-sanitizer >/dev/null; then
+      echo "(compute-sanitizer is not on the PATH)"
+      status=1
+    else
+      local tool
+      for tool in memcheck racecheck synccheck; do
+        echo "-- $tool"
+        limit 150 compute-sanitizer --tool "$tool" --error-exitcode 86 --print-limit 20 \
+          env OGM_GPU_REQUIRED=1 "$HERE/engine-device" --test-threads=1 \
+          >"$RAW/sanitize_$tool.txt" 2>&1
+        local rc=$?
+        grep -E "ERROR SUMMARY|test result|Device not supported|=========  [A-Z]" \
+          "$RAW/sanitize_$tool.txt" | head -n 30
+        echo "($tool exit $rc)"
+        [[ $rc -eq 0 ]] || status=1
+      done
+      echo "-- memcheck over part 1's kernels"
+      limit 90 compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 \
+        env OGM_GPU_REQUIRED=1 "$HERE/device" --test-threads=1 >"$RAW/sanitize_part1.txt" 2>&1
+      local rc=$?
+      grep -E "ERROR SUMMARY|test result|=========  [A-Z]" "$RAW/sanitize_part1.txt" | head -n 30
+      echo "(memcheck part 1 exit $rc)"
+      [[ $rc -eq 0 ]] || status=1
+    fi
     pack
   fi
 
