@@ -137,7 +137,10 @@ pub struct TrainArgs {
     pub image_size: Option<usize>,
     #[arg(long, help = "Seconds of audio in the spectrogram (3)")]
     pub audio_seconds: Option<f64>,
-    #[arg(long, help = "Data-loading worker threads (2)")]
+    #[arg(
+        long,
+        help = "Data-loading worker threads (0: 2 on the CPU; on a GPU one per core but one, at most 16)"
+    )]
     pub loader_workers: Option<usize>,
     #[arg(long, help = "Also checkpoint every N steps (0: at epoch ends only)")]
     pub checkpoint_every_steps: Option<u64>,

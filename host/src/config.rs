@@ -198,7 +198,8 @@ pub struct TrainConfig {
     pub image_size: usize,
     /// Seconds of audio fed to the spectrogram (3 in the official pipeline).
     pub audio_seconds: f64,
-    /// Data-loading worker threads.
+    /// Data-loading worker threads; 0 (the default) chooses by device
+    /// ([`TrainConfig::loader_threads`]).
     pub loader_workers: usize,
     /// Checkpoint every this many steps as well as at each epoch end (0: epochs only).
     pub checkpoint_every_steps: u64,
@@ -235,7 +236,7 @@ impl Default for TrainConfig {
             model: ModelSize::default(),
             image_size: 224,
             audio_seconds: 3.0,
-            loader_workers: 2,
+            loader_workers: 0,
             checkpoint_every_steps: 0,
         }
     }
@@ -278,6 +279,10 @@ pub fn dataset_classes(dataset: &str) -> Result<Vec<String>, ConfigError> {
 pub const MAX_THREADS: usize = 1024;
 /// The most data-loading threads a run may ask for, for the same reason.
 pub const MAX_LOADER_WORKERS: usize = 256;
+/// The most data-loading threads chosen on a GPU when `--loader_workers` is not given: enough
+/// for about 60 batches of 64 clips a second, and the loader keeps two batches per worker in
+/// flight (about 1.6 GB at 16 workers with CREMA-D's shapes).
+pub const AUTO_GPU_LOADER_WORKERS: usize = 16;
 
 impl TrainConfig {
     /// Reads a TOML config file (unknown keys are refused).
@@ -347,9 +352,9 @@ impl TrainConfig {
                 self.audio_seconds
             ));
         }
-        if self.loader_workers == 0 || self.loader_workers > MAX_LOADER_WORKERS {
+        if self.loader_workers > MAX_LOADER_WORKERS {
             return bad(format!(
-                "loader_workers must be between 1 and {MAX_LOADER_WORKERS}, got {}",
+                "loader_workers must be at most {MAX_LOADER_WORKERS} (0: chosen by device), got {}",
                 self.loader_workers
             ));
         }
@@ -385,6 +390,28 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    /// The data-loading threads to run: `loader_workers`, or when it is 0, by device. On the
+    /// CPU 2: the model's own threads need the cores, and a step takes far longer than
+    /// loading its batch. On a GPU one per core but one (for the thread that queues the
+    /// steps), at most [`AUTO_GPU_LOADER_WORKERS`]: a batch of 64 CREMA-D clips takes about
+    /// 0.25 s of one core to decode and transform (`host/tests/data_timing.rs`), while the
+    /// device takes a few tens of milliseconds to train on it, so two workers would leave it
+    /// idle most of the time.
+    pub fn loader_threads(&self) -> usize {
+        self.loader_threads_with(
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        )
+    }
+
+    /// [`TrainConfig::loader_threads`] on a machine of `cores` cores.
+    pub fn loader_threads_with(&self, cores: usize) -> usize {
+        match (self.loader_workers, self.device) {
+            (0, Device::Cpu) => 2,
+            (0, Device::Cuda) => cores.saturating_sub(1).clamp(2, AUTO_GPU_LOADER_WORKERS),
+            (n, _) => n,
+        }
     }
 
     /// The core crate's schedule for this configuration.
@@ -514,5 +541,29 @@ mod tests {
         let e = TrainConfig::from_file(&f).unwrap_err().to_string();
         assert!(e.contains("alpah"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn loader_threads_follow_the_device_unless_given() {
+        let cpu = TrainConfig::default();
+        assert_eq!(cpu.loader_workers, 0, "chosen by device by default");
+        let gpu = TrainConfig {
+            device: Device::Cuda,
+            ..cpu.clone()
+        };
+        for cores in [1, 2, 4, 16, 128] {
+            assert_eq!(cpu.loader_threads_with(cores), 2);
+        }
+        assert_eq!(gpu.loader_threads_with(1), 2);
+        assert_eq!(gpu.loader_threads_with(4), 3);
+        assert_eq!(gpu.loader_threads_with(16), 15);
+        assert_eq!(gpu.loader_threads_with(128), AUTO_GPU_LOADER_WORKERS);
+        for c in [&cpu, &gpu] {
+            let given = TrainConfig {
+                loader_workers: 5,
+                ..c.clone()
+            };
+            assert_eq!(given.loader_threads_with(64), 5);
+        }
     }
 }

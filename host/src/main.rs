@@ -39,6 +39,9 @@ fn main() -> ExitCode {
                 };
                 let s = train::train(&config, &opts, stop)?;
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                if !args.quiet {
+                    data_bound_hint(&s);
+                }
                 Ok(())
             }),
         Command::Eval(args) => eval(&args),
@@ -59,6 +62,22 @@ fn main() -> ExitCode {
             eprintln!("ogm: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Says so when the training loop spent a large share of its time waiting for batches: the
+/// run is limited by its data loading, and a faster device would not help.
+fn data_bound_hint(s: &train::Summary) {
+    let t = &s.timing;
+    let share = t.loader_wait_share();
+    if t.steps >= 10 && share > 0.25 {
+        eprintln!(
+            "ogm: the training loop waited for the data loader {:.0}% of its time ({:.0} samples/s \
+             with {} loader workers); more --loader_workers or faster storage may speed the run up",
+            100.0 * share,
+            t.samples_per_s(s.config.batch_size),
+            s.config.loader_threads()
+        );
     }
 }
 
@@ -105,12 +124,12 @@ fn eval(args: &EvalArgs) -> Result<(), TrainError> {
         ..config.clone()
     };
     train::footprint::check_memory(&cpu, args.batch_size.min(ds.len()))?;
-    ds.verify(config.loader_workers)?;
+    ds.verify(cpu.loader_threads())?;
     let classes = ds.num_classes();
     let skipped = ds.skipped().len();
     let loader = ogm_host::data::Loader::new(
         Arc::new(ds),
-        LoaderConfig::eval(args.batch_size, config.loader_workers),
+        LoaderConfig::eval(args.batch_size, cpu.loader_threads()),
     )?;
     let mut model = AvModel::new(
         CpuBackend::<f32>::new(),

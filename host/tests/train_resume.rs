@@ -30,7 +30,14 @@ fn resumed_run_equals_uninterrupted_run() {
     other.alpha = 0.1;
     let e = train(&other, &opts("split", true, 0), stop.clone()).unwrap_err();
     assert!(e.to_string().contains("alpha"), "{e}");
-    let resumed = train(&c, &opts("split", true, 0), stop).unwrap();
+    // The data-loading threads and the checkpoint interval may change: they change nothing
+    // that is computed (a batch is the same whatever the number of workers).
+    let resume_with = ogm_host::config::TrainConfig {
+        loader_workers: c.loader_workers + 1,
+        checkpoint_every_steps: 3,
+        ..c.clone()
+    };
+    let resumed = train(&resume_with, &opts("split", true, 0), stop).unwrap();
     assert_eq!(resumed.steps, full.steps);
     assert_eq!(final_model(&runs, "full"), final_model(&runs, "split"));
     assert_eq!(resumed.final_eval, full.final_eval);
@@ -38,4 +45,12 @@ fn resumed_run_equals_uninterrupted_run() {
     let recs = ogm_host::run::metrics::read_records(&runs.join("split/metrics.jsonl")).unwrap();
     let full_recs = ogm_host::run::metrics::read_records(&runs.join("full/metrics.jsonl")).unwrap();
     assert_eq!(recs.len(), full_recs.len());
+    // Where the time went, for this process's part of each run.
+    assert_eq!(full.timing.steps, 8);
+    assert_eq!(resumed.timing.steps, 2);
+    for t in [&full.timing, &resumed.timing] {
+        assert!(t.train_s > 0.0 && t.eval_s > 0.0, "{t:?}");
+        assert!((0.0..=t.train_s).contains(&t.loader_wait_s), "{t:?}");
+        assert!(t.samples_per_s(c.batch_size) > 0.0, "{t:?}");
+    }
 }

@@ -157,11 +157,20 @@ def e2e_summary(out_dir, results):
             "acc_a": ev.get("acc_a"),
             "acc_v": ev.get("acc_v"),
         }
+        # Whether the data loader kept the device fed (summary.json's timing, when present).
+        t = s.get("timing") or {}
+        batch = (s.get("config") or {}).get("batch_size")
+        if t.get("train_s") and batch:
+            r["train_samples_per_s"] = t.get("steps", 0) * batch / t["train_s"]
+            r["loader_wait_share"] = t.get("loader_wait_s", 0.0) / t["train_s"]
         results.setdefault("e2e", {})[precision] = r
         rate = f"{r['steps_per_s']:.2f}" if r["steps_per_s"] else "?"
         print(f"ogm train --device cuda --precision {precision}: {r['epochs']} epochs, {steps} "
               f"steps in {wall:.1f} s ({rate} steps/s with loading and evaluation), final "
               f"acc {r['acc']} acc_a {r['acc_a']} acc_v {r['acc_v']}")
+        if "loader_wait_share" in r:
+            print(f"  training loop: {r['train_samples_per_s']:.0f} samples/s, "
+                  f"{100 * r['loader_wait_share']:.0f}% of it waiting for the data loader")
 
 
 def main():

@@ -154,8 +154,46 @@ pub struct Summary {
     pub wall_s: f64,
     /// Samples skipped as unreadable or invalid.
     pub skipped: SkippedCounts,
+    /// Where this process's training time went (since the start, or since the last resume).
+    #[serde(default)]
+    pub timing: LoopTiming,
     /// The whole configuration.
     pub config: TrainConfig,
+}
+
+/// Where the training loop's time went, to tell a run limited by its data loading from one
+/// limited by its model steps: when `loader_wait_s` is a large share of `train_s`, more
+/// `--loader_workers` (or faster storage) would speed the run up, not a faster device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopTiming {
+    /// Training steps taken by this process.
+    pub steps: u64,
+    /// Seconds in the epochs' training loops (steps, data waits, checkpoints; no evaluation).
+    pub train_s: f64,
+    /// Seconds of `train_s` spent waiting for the next batch from the data loader.
+    pub loader_wait_s: f64,
+    /// Seconds of evaluation on the test split.
+    pub eval_s: f64,
+}
+
+impl LoopTiming {
+    /// Training samples per second of `train_s` (0 when nothing was timed).
+    pub fn samples_per_s(&self, batch_size: usize) -> f64 {
+        if self.train_s > 0.0 {
+            self.steps as f64 * batch_size as f64 / self.train_s
+        } else {
+            0.0
+        }
+    }
+
+    /// The share of `train_s` spent waiting for data (0 when nothing was timed).
+    pub fn loader_wait_share(&self) -> f64 {
+        if self.train_s > 0.0 {
+            self.loader_wait_s / self.train_s
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The default run folder name: the settings that distinguish experiments.
@@ -246,13 +284,18 @@ fn write_text(path: &Path, text: &str) -> Result<(), TrainError> {
     write_atomic(path, text.as_bytes()).map_err(|e| TrainError::io(path, e))
 }
 
+/// Settings a resumed run may change: the number of epochs (to train longer), and those that
+/// do not change what is computed: the data-loading threads (a batch is the same whatever
+/// their number) and how often checkpoints are written.
+const RESUMABLE_CHANGES: [&str; 3] = ["epochs", "loader_workers", "checkpoint_every_steps"];
+
 fn config_differences(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
     let (ta, tb) = (toml::Value::try_from(a).ok(), toml::Value::try_from(b).ok());
     let (Some(toml::Value::Table(ta)), Some(toml::Value::Table(tb))) = (ta, tb) else {
         return vec!["(unreadable)".into()];
     };
     ta.iter()
-        .filter(|(k, v)| k.as_str() != "epochs" && tb.get(k.as_str()) != Some(*v))
+        .filter(|(k, v)| !RESUMABLE_CHANGES.contains(&k.as_str()) && tb.get(k.as_str()) != Some(*v))
         .map(|(k, _)| k.clone())
         .collect()
 }
@@ -345,7 +388,8 @@ pub fn train_on<B: StepBackend>(
     // Before any media is decoded or the run folder is written: an absurd size setting gets
     // an error that names it, not an allocation failure that aborts the process.
     footprint::check_memory(config, config.batch_size.min(train_ds.len()))?;
-    let verify_threads = config.loader_workers.max(1);
+    let loader_threads = config.loader_threads();
+    let verify_threads = loader_threads;
     train_ds.verify(verify_threads)?;
     test_ds.verify(verify_threads)?;
     let classes = train_ds.num_classes();
@@ -369,11 +413,11 @@ pub fn train_on<B: StepBackend>(
     let test_ds = Arc::new(test_ds);
     let train_loader = Loader::new(
         train_ds.clone(),
-        LoaderConfig::train(config.batch_size, config.loader_workers, config.random_seed),
+        LoaderConfig::train(config.batch_size, loader_threads, config.random_seed),
     )?;
     let test_loader = Loader::new(
         test_ds.clone(),
-        LoaderConfig::eval(config.batch_size, config.loader_workers),
+        LoaderConfig::eval(config.batch_size, loader_threads),
     )?;
 
     std::fs::create_dir_all(&ckpt_dir).map_err(|e| TrainError::io(&ckpt_dir, e))?;
@@ -442,6 +486,7 @@ pub fn train_on<B: StepBackend>(
     // Records of finished steps, logged as they arrive: at once on the CPU, in batches from a
     // GPU's queue (see StepBackend).
     let mut done: Vec<StepRecord> = Vec::new();
+    let mut timing = LoopTiming::default();
     while epoch < config.epochs {
         let lr = lr_sched.lr_at(epoch);
         opt.set_lr(lr);
@@ -463,7 +508,12 @@ pub fn train_on<B: StepBackend>(
                 result?
             }};
         }
-        for batch in train_loader.epoch(epoch as u64) {
+        let loop_started = Instant::now();
+        let mut batches = train_loader.epoch(epoch as u64);
+        loop {
+            let waiting = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            timing.loader_wait_s += waiting.elapsed().as_secs_f64();
             let batch = batch?;
             if batch_in_epoch < skip_batches {
                 // Resuming mid-epoch: these batches were trained before the interruption.
@@ -471,6 +521,7 @@ pub fn train_on<B: StepBackend>(
                 continue;
             }
             step += 1;
+            timing.steps += 1;
             batch_in_epoch += 1;
             let args = StepArgs {
                 schedule: &schedule,
@@ -507,8 +558,11 @@ pub fn train_on<B: StepBackend>(
         }
         skip_batches = 0;
         logged!(B::finish_steps(&mut model, &mut done));
+        timing.train_s += loop_started.elapsed().as_secs_f64();
 
+        let eval_started = Instant::now();
         let eval = evaluate(&mut model, &test_loader, classes)?;
+        timing.eval_s += eval_started.elapsed().as_secs_f64();
         let rec = EpochRecord {
             epoch,
             step,
@@ -581,6 +635,7 @@ pub fn train_on<B: StepBackend>(
         best,
         wall_s: wall(&started),
         skipped,
+        timing,
         config: config.clone(),
     };
     let json =
