@@ -695,14 +695,17 @@ static_assert(TC_BK % 16 == 0, "a stage is whole m16n8k16 steps");
 // stored. Two stages are in flight: while the warps multiply stage s, each thread holds stage
 // s + 1's rounded values in registers and stores them into the other buffer afterwards, so one
 // barrier per stage suffices.
-template <class Op>
+//
+// Where B(k, n) comes from is the policy BL, as in gemm_tile (StridedB; ConvFwdB, ConvWgradB
+// for the implicit-GEMM convolutions): the values, hence their roundings, the tiles and the k
+// order are the same for every policy, so a product with a gathered B equals, bit for bit, the
+// same product over the materialised matrix.
+template <class Op, class BL>
 __device__ __forceinline__ void tc_gemm(unsigned int M, unsigned int N, unsigned int K,
                                         float alpha, const float* __restrict__ A,
-                                        unsigned int rsa, unsigned int csa,
-                                        const float* __restrict__ B, unsigned int rsb,
-                                        unsigned int csb, float beta, float* __restrict__ C,
-                                        unsigned int ldc, unsigned int k_split,
-                                        unsigned long long split_stride) {
+                                        unsigned int rsa, unsigned int csa, const BL bl,
+                                        float beta, float* __restrict__ C, unsigned int ldc,
+                                        unsigned int k_split, unsigned long long split_stride) {
     __shared__ typename Op::Tiles tiles;
     const unsigned t = threadIdx.x, lane = t & 31u, warp = t >> 5;
     const unsigned wm = (warp & 1u) * 64u, wn = (warp >> 1) * 32u;
@@ -722,7 +725,7 @@ __device__ __forceinline__ void tc_gemm(unsigned int M, unsigned int N, unsigned
 
     // Which unit-stride direction the loads follow (coalesced global reads), as in eng_gemm.
     const bool a_k_contig = csa == 1;
-    const bool b_n_contig = csb == 1 || rsb != 1;
+    const bool b_n_contig = bl.n_contig();
     // Each tile is 2048 values, 8 per thread: element r of this thread's share.
     auto a_at = [&](int r, unsigned& mm, unsigned& kk) {
         if (a_k_contig) {
@@ -742,6 +745,16 @@ __device__ __forceinline__ void tc_gemm(unsigned int M, unsigned int N, unsigned
             nn = t / TC_BK + 16u * r;
         }
     };
+    // A thread's B columns are the same at every stage (one column when the loads follow n,
+    // eight when they follow k): what the policy derives from the column alone is computed
+    // once, here.
+    typename BL::Col b_col[8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+        unsigned kk, nn;
+        b_at(r, kk, nn);
+        b_col[r] = bl.column(n0 + nn);
+    }
     unsigned ra[8], rb[8];  // the next stage, rounded (Op's bits)
     auto fetch = [&](unsigned k0) {
 #pragma unroll
@@ -755,9 +768,7 @@ __device__ __forceinline__ void tc_gemm(unsigned int M, unsigned int N, unsigned
             unsigned nn;
             b_at(r, kk, nn);
             const unsigned gn = n0 + nn, gk2 = k0 + kk;
-            rb[r] = Op::round(gn < N && gk2 < kend
-                                  ? B[(unsigned long long)gk2 * rsb + (unsigned long long)gn * csb]
-                                  : 0.0f);
+            rb[r] = Op::round(gn < N && gk2 < kend ? bl.at(b_col[r], gk2, gn) : 0.0f);
         }
     };
     auto stash = [&](unsigned buf) {
@@ -817,7 +828,7 @@ eng_gemm_tf32(unsigned int M, unsigned int N, unsigned int K, float alpha,
               const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
               float* __restrict__ C, unsigned int ldc, unsigned int k_split,
               unsigned long long split_stride) {
-    tc_gemm<Tf32Op>(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, k_split,
+    tc_gemm<Tf32Op>(M, N, K, alpha, A, rsa, csa, StridedB{B, rsb, csb}, beta, C, ldc, k_split,
                     split_stride);
 }
 
@@ -829,6 +840,28 @@ eng_gemm_bf16(unsigned int M, unsigned int N, unsigned int K, float alpha,
               const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
               float* __restrict__ C, unsigned int ldc, unsigned int k_split,
               unsigned long long split_stride) {
-    tc_gemm<Bf16Op>(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, k_split,
+    tc_gemm<Bf16Op>(M, N, K, alpha, A, rsa, csa, StridedB{B, rsb, csb}, beta, C, ldc, k_split,
                     split_stride);
 }
+
+// Implicit-GEMM convolutions on the tensor cores: eng_gemm_tf32 / eng_gemm_bf16 with B
+// gathered from the convolution's input, as the FP32 *_conv_fwd / *_conv_wgrad kernels above
+// (same parameters, same 2^31 limits): the bits of eng_im2col + eng_gemm_tf32 (bf16).
+// Launch: as eng_gemm_tf32.
+#define ENG_TC_CONV_GEMM(name, Op, Policy)                                                    \
+    extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                               \
+    name(unsigned int M, unsigned int N, unsigned int K, float alpha,                         \
+         const float* __restrict__ A, unsigned int rsa, unsigned int csa,                     \
+         const float* __restrict__ x, unsigned int cin, unsigned int batch, unsigned int h,   \
+         unsigned int w, unsigned int ksize, unsigned int stride, unsigned int pad,           \
+         unsigned int oh, unsigned int ow, float beta, float* __restrict__ C,                 \
+         unsigned int ldc, unsigned int k_split, unsigned long long split_stride) {           \
+        tc_gemm<Op>(M, N, K, alpha, A, rsa, csa,                                              \
+                    Policy{ConvSrc{x, cin, batch, h, w, ksize, stride, pad, oh, ow}}, beta, C, \
+                    ldc, k_split, split_stride);                                              \
+    }
+ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_fwd, Tf32Op, ConvFwdB)
+ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_wgrad, Tf32Op, ConvWgradB)
+ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_fwd, Bf16Op, ConvFwdB)
+ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_wgrad, Bf16Op, ConvWgradB)
+#undef ENG_TC_CONV_GEMM

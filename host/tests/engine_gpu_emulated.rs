@@ -69,7 +69,7 @@ fn launch_order_work<D: ogm_gpu::engine::Device + 'static>(
             Precision::Fp32,
             ConvAlgo::Im2col,
         ),
-        ("tf32", wide, Precision::Tf32, ConvAlgo::Im2col),
+        ("tf32, implicit", wide, Precision::Tf32, ConvAlgo::Implicit),
         ("bf16, implicit", wide, Precision::Bf16, ConvAlgo::Implicit),
     ];
     let mut out = Vec::new();

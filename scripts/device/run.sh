@@ -138,6 +138,15 @@ main() {
     echo "== ogm-step-bench --precision bf16 (the same step with the BF16 tensor-core GEMMs)"
     step_bench step_ours_bf16.txt --precision bf16 || status=1
     pack
+    # The fastest predicted by ogm-step-plan (the tensor-core steps are memory-bound, and the
+    # implicit GEMMs drop the lowering's traffic): TF32 and BF16 with implicit convolutions.
+    echo
+    echo "== ogm-step-bench --precision tf32 --conv implicit"
+    step_bench step_ours_tf32_implicit.txt --precision tf32 --conv implicit || status=1
+    echo
+    echo "== ogm-step-bench --precision bf16 --conv implicit"
+    step_bench step_ours_bf16_implicit.txt --precision bf16 --conv implicit || status=1
+    pack
   fi
 
   # Only when asked for by name (ONLY=sanitize): the kernels under NVIDIA's compute-sanitizer,
@@ -181,7 +190,8 @@ main() {
   # summary.py fails when part 1's kernels did not agree, or did not run (no "modulation").
   "$PYTHON" "$HERE/summary.py" "$RAW/bench.txt" "$RAW/torch.txt" "$RAW/results.json" \
     "$RAW/step_ours.txt" "$RAW/step_torch.txt" "$RAW/step_ours_tf32.txt" \
-    "$RAW/step_ours_bf16.txt" "$RAW/step_ours_implicit.txt" ||
+    "$RAW/step_ours_bf16.txt" "$RAW/step_ours_implicit.txt" "$RAW/step_ours_tf32_implicit.txt" \
+    "$RAW/step_ours_bf16_implicit.txt" ||
     { want modulation && status=1; }
   pack
   [[ "$RAW" == "$OUT_DIR" ]] || cp "$RAW/results.json" "$OUT_DIR/" 2>/dev/null

@@ -215,6 +215,11 @@ def main():
     if len(sys.argv) >= 9:
         step_variant_summary(sys.argv[8], "implicit", "FP32, implicit-GEMM convolutions",
                              "torch_eager_fp32", results)
+    for i, precision in ((9, "tf32"), (10, "bf16")):
+        if len(sys.argv) > i:
+            step_variant_summary(sys.argv[i], f"{precision}_implicit",
+                                 f"{precision.upper()}, implicit-GEMM convolutions",
+                                 f"torch_eager_{precision}", results)
     e2e_summary(os.path.dirname(os.path.abspath(sys.argv[3])), results)
     json.dump(results, open(sys.argv[3], "w"), indent=2)
     print(f"kernels agree with the CPU reference: {'yes' if ok else 'NO'}")

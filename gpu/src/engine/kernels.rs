@@ -150,4 +150,24 @@ kernels! {
         alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
         ksize: U32, stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32,
         k_split: U32, split_stride: U64);
+    /// `eng_gemm_tf32` with B gathered from a convolution's input: the forward product.
+    GEMM_TF32_CONV_FWD = "engine_gemm".eng_gemm_tf32_conv_fwd(m: U32, n: U32, k: U32,
+        alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
+        ksize: U32, stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32,
+        k_split: U32, split_stride: U64);
+    /// `eng_gemm_tf32` with B gathered from a convolution's input: the weight gradient.
+    GEMM_TF32_CONV_WGRAD = "engine_gemm".eng_gemm_tf32_conv_wgrad(m: U32, n: U32, k: U32,
+        alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
+        ksize: U32, stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32,
+        k_split: U32, split_stride: U64);
+    /// `eng_gemm_bf16` with B gathered from a convolution's input: the forward product.
+    GEMM_BF16_CONV_FWD = "engine_gemm".eng_gemm_bf16_conv_fwd(m: U32, n: U32, k: U32,
+        alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
+        ksize: U32, stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32,
+        k_split: U32, split_stride: U64);
+    /// `eng_gemm_bf16` with B gathered from a convolution's input: the weight gradient.
+    GEMM_BF16_CONV_WGRAD = "engine_gemm".eng_gemm_bf16_conv_wgrad(m: U32, n: U32, k: U32,
+        alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
+        ksize: U32, stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32,
+        k_split: U32, split_stride: U64);
 }

@@ -2,10 +2,11 @@
 //! norm, pooling, element-wise, head, loss and optimiser kernels, launched on any [`Device`].
 //!
 //! A [`Device`] allocates memory, copies and launches kernels by name with a list of
-//! [`Arg`]s. Two devices exist: the CUDA one (`crate::cuda::CudaDevice`, feature `cuda`) and
-//! the CPU emulator ([`emu::EmuDevice`]: the same kernel source compiled with g++, see
-//! `tests/emulator/`), so everything above this module, the host crate's GPU backend
-//! included, is tested on machines without a GPU.
+//! [`Arg`]s. Two devices run kernels: the CUDA one (`crate::cuda::CudaDevice`, feature
+//! `cuda`) and the CPU emulator ([`emu::EmuDevice`]: the same kernel source compiled with g++,
+//! see `tests/emulator/`), so everything above this module, the host crate's GPU backend
+//! included, is tested on machines without a GPU. A third runs none: [`plan::PlanDevice`]
+//! records the launches of some work and their roofline floors on a given device.
 //!
 //! Every kernel's parameter list is declared once, in [`kernels`]; [`Device::launch`]
 //! implementations call [`check_args`] first, so an argument of the wrong width (the `launch!`
@@ -16,6 +17,7 @@ pub mod emu;
 pub mod kernels;
 pub mod ogm;
 pub mod ops;
+pub mod plan;
 pub mod work;
 
 use crate::error::{GpuError, Result};

@@ -382,9 +382,8 @@ pub enum ConvAlgo {
     Im2col,
     /// Implicit GEMM ([`conv_forward_implicit`], [`conv_wgrad_implicit`]): the GEMM gathers
     /// its B operand from the input, so the column buffer is neither written nor read. The
-    /// same tiles and arithmetic, hence bit for bit the [`ConvAlgo::Im2col`] result. FP32
-    /// kernels only: a product that [`gemm_uses_tensor_cores`] at the backend's precision
-    /// keeps the lowering.
+    /// same tiles, roundings and arithmetic, hence bit for bit the [`ConvAlgo::Im2col`]
+    /// result, in FP32 and on the TF32 and BF16 tensor cores alike.
     Implicit,
 }
 
@@ -417,27 +416,40 @@ impl std::fmt::Display for ConvAlgo {
 /// for the implicit-GEMM kernels ([`Conv::fits_implicit`]): 2^31.
 pub const IMPLICIT_LIMIT: usize = 1 << 31;
 
-/// The implicit-convolution kernel with the tile [`gemm`] would choose in FP32 for an
-/// `m x n x kk` product: `fwd` the forward kernels, else the weight-gradient ones.
-fn conv_gemm_kernel(fwd: bool, m: usize, n: usize, kk: usize) -> &'static super::KernelSpec {
-    let big = gemm_kernel(Precision::Fp32, m, n, kk).0.name == k::GEMM_BIG.name;
-    match (fwd, big) {
-        (true, false) => &k::GEMM_CONV_FWD,
-        (true, true) => &k::GEMM_BIG_CONV_FWD,
-        (false, false) => &k::GEMM_CONV_WGRAD,
-        (false, true) => &k::GEMM_BIG_CONV_WGRAD,
+/// The implicit-convolution twin of the kernel [`gemm`] would choose at `precision` for an
+/// `m x n x kk` product (the same tile, hence the same split-K plan): `fwd` the forward
+/// kernels, else the weight-gradient ones.
+fn conv_gemm_kernel(
+    precision: Precision,
+    fwd: bool,
+    m: usize,
+    n: usize,
+    kk: usize,
+) -> &'static super::KernelSpec {
+    let name = gemm_kernel(precision, m, n, kk).0.name;
+    match (fwd, name) {
+        (true, n) if n == k::GEMM_TF32.name => &k::GEMM_TF32_CONV_FWD,
+        (false, n) if n == k::GEMM_TF32.name => &k::GEMM_TF32_CONV_WGRAD,
+        (true, n) if n == k::GEMM_BF16.name => &k::GEMM_BF16_CONV_FWD,
+        (false, n) if n == k::GEMM_BF16.name => &k::GEMM_BF16_CONV_WGRAD,
+        (true, n) if n == k::GEMM_BIG.name => &k::GEMM_BIG_CONV_FWD,
+        (false, n) if n == k::GEMM_BIG.name => &k::GEMM_BIG_CONV_WGRAD,
+        (true, _) => &k::GEMM_CONV_FWD,
+        (false, _) => &k::GEMM_CONV_WGRAD,
     }
 }
 
 /// `y[cout][n oh ow] = w[cout][cin k k] col`, `col` the lowering of `x` gathered on the fly
-/// (implicit GEMM, FP32): the bits of [`im2col`] then an FP32 [`gemm`] of the same product.
-/// An error unless [`Conv::fits_implicit`]. `w` is row-major; `scratch` must hold
-/// `gemm_scratch_len(Precision::Fp32, .., cout, cols, kdim)` elements when that is non-zero.
+/// (implicit GEMM at `precision`): the bits of [`im2col`] then a [`gemm`] of the same product
+/// at that precision. An error unless [`Conv::fits_implicit`]. `w` is row-major; `scratch`
+/// must hold `gemm_scratch_len(precision, .., cout, cols, kdim)` elements when that is
+/// non-zero.
 ///
 /// # Safety
 /// See the module documentation.
 pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
     dev: &D,
+    precision: Precision,
     g: &Conv,
     w: DevPtr,
     x: DevPtr,
@@ -448,8 +460,8 @@ pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
     let (m, n, kk) = (g.cout, g.cols(), g.kdim());
     gemm_launch(
         dev,
-        Precision::Fp32,
-        conv_gemm_kernel(true, m, n, kk),
+        precision,
+        conv_gemm_kernel(precision, true, m, n, kk),
         m,
         n,
         kk,
@@ -464,14 +476,16 @@ pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
 }
 
 /// `dw[cout][cin k k] = dy[cout][n oh ow] col^T`, `col` the lowering of `x` gathered on the
-/// fly (implicit GEMM, FP32, split-K as [`gemm`]): the bits of [`im2col`] then an FP32 [`gemm`]
-/// of the same product. An error unless [`Conv::fits_implicit`]. `scratch` must hold
-/// `gemm_scratch_len(Precision::Fp32, .., cout, kdim, cols)` elements when that is non-zero.
+/// fly (implicit GEMM at `precision`, split-K as [`gemm`]): the bits of [`im2col`] then a
+/// [`gemm`] of the same product at that precision. An error unless [`Conv::fits_implicit`].
+/// `scratch` must hold `gemm_scratch_len(precision, .., cout, kdim, cols)` elements when that
+/// is non-zero.
 ///
 /// # Safety
 /// See the module documentation.
 pub unsafe fn conv_wgrad_implicit<D: Device + ?Sized>(
     dev: &D,
+    precision: Precision,
     g: &Conv,
     dy: DevPtr,
     x: DevPtr,
@@ -482,8 +496,8 @@ pub unsafe fn conv_wgrad_implicit<D: Device + ?Sized>(
     let (m, n, kk) = (g.cout, g.kdim(), g.cols());
     gemm_launch(
         dev,
-        Precision::Fp32,
-        conv_gemm_kernel(false, m, n, kk),
+        precision,
+        conv_gemm_kernel(precision, false, m, n, kk),
         m,
         n,
         kk,
@@ -965,20 +979,48 @@ mod tests {
     }
 
     #[test]
-    fn implicit_convolutions_take_the_fp32_tile_of_the_same_product() {
-        assert_eq!(conv_gemm_kernel(true, 64, 64, 64).name, "eng_gemm_conv_fwd");
+    fn implicit_convolutions_take_the_tile_of_the_same_product() {
+        let fp32 = Precision::Fp32;
         assert_eq!(
-            conv_gemm_kernel(true, 128, 128, 64).name,
+            conv_gemm_kernel(fp32, true, 64, 64, 64).name,
+            "eng_gemm_conv_fwd"
+        );
+        assert_eq!(
+            conv_gemm_kernel(fp32, true, 128, 128, 64).name,
             "eng_gemm_big_conv_fwd"
         );
         assert_eq!(
-            conv_gemm_kernel(false, 127, 4096, 64).name,
+            conv_gemm_kernel(fp32, false, 127, 4096, 64).name,
             "eng_gemm_conv_wgrad"
         );
         assert_eq!(
-            conv_gemm_kernel(false, 128, 576, 200_704).name,
+            conv_gemm_kernel(fp32, false, 128, 576, 200_704).name,
             "eng_gemm_big_conv_wgrad"
         );
+        // The tensor-core twins where gemm would use the tensor cores, FP32 elsewhere.
+        for (p, fwd, wgrad) in [
+            (
+                Precision::Tf32,
+                "eng_gemm_tf32_conv_fwd",
+                "eng_gemm_tf32_conv_wgrad",
+            ),
+            (
+                Precision::Bf16,
+                "eng_gemm_bf16_conv_fwd",
+                "eng_gemm_bf16_conv_wgrad",
+            ),
+        ] {
+            assert_eq!(conv_gemm_kernel(p, true, 64, 3136, 576).name, fwd);
+            assert_eq!(conv_gemm_kernel(p, false, 64, 576, 200_704).name, wgrad);
+            assert_eq!(
+                conv_gemm_kernel(p, true, 16, 3136, 576).name,
+                "eng_gemm_conv_fwd"
+            );
+            assert_eq!(
+                conv_gemm_kernel(p, false, 128, 576, 31).name,
+                "eng_gemm_big_conv_wgrad"
+            );
+        }
         let g = Conv {
             cin: 64,
             cout: 64,

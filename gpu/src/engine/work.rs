@@ -329,6 +329,14 @@ const ESTIMATES: &[(KernelSpec, Estimator)] = &[
     (k::GEMM_BIG_CONV_FWD, conv_gemm),
     (k::GEMM_CONV_WGRAD, conv_gemm),
     (k::GEMM_BIG_CONV_WGRAD, conv_gemm),
+    (k::GEMM_TF32_CONV_FWD, |p, g| conv_gemm_on(p, g, Unit::Tf32)),
+    (k::GEMM_TF32_CONV_WGRAD, |p, g| {
+        conv_gemm_on(p, g, Unit::Tf32)
+    }),
+    (k::GEMM_BF16_CONV_FWD, |p, g| conv_gemm_on(p, g, Unit::Bf16)),
+    (k::GEMM_BF16_CONV_WGRAD, |p, g| {
+        conv_gemm_on(p, g, Unit::Bf16)
+    }),
     (k::SUM_SLICES, sum_slices),
     (k::IM2COL, im2col),
     (k::COL2IM, col2im),
@@ -469,6 +477,11 @@ fn gemm(p: &Params, g: Grid, unit: Unit) -> Option<Work> {
 /// is gathered from them, never stored: that is the point of the kernel); writes (and reads
 /// when `beta != 0`) C once per split-K slice, as [`gemm`].
 fn conv_gemm(p: &Params, g: Grid) -> Option<Work> {
+    conv_gemm_on(p, g, Unit::Fp32)
+}
+
+/// [`conv_gemm`] with the products on `unit` (the tensor-core twins).
+fn conv_gemm_on(p: &Params, g: Grid, unit: Unit) -> Option<Work> {
     let (m, n, kk) = (p.u("m")?, p.u("n")?, p.u("k")?);
     let (ks, s, pad) = (p.n("ksize")?, p.n("stride")?, p.n("pad")?);
     let (th, _) = window(p.n("h")?, ks, s, pad, p.n("oh")?)?;
@@ -477,7 +490,7 @@ fn conv_gemm(p: &Params, g: Grid) -> Option<Work> {
     let slices = f64::from(g.blocks[2].max(1));
     let c_rw = 1.0 + b2f(p.f32("beta")? != 0.0);
     Some(Work::new(
-        Unit::Fp32,
+        unit,
         2.0 * m * n * kk,
         F * (m * kk + input + slices * m * n * c_rw),
     ))

@@ -98,7 +98,8 @@ const std::map<std::string, Entry>& table() {
         K(ogm_step_losses),
         K(eng_gemm_tf32),     K(eng_gemm_bf16),
         K(eng_gemm_conv_fwd), K(eng_gemm_big_conv_fwd), K(eng_gemm_conv_wgrad),
-        K(eng_gemm_big_conv_wgrad),
+        K(eng_gemm_big_conv_wgrad), K(eng_gemm_tf32_conv_fwd), K(eng_gemm_tf32_conv_wgrad),
+        K(eng_gemm_bf16_conv_fwd), K(eng_gemm_bf16_conv_wgrad),
 #undef K
     };
     return t;

@@ -192,6 +192,65 @@ fn implicit_gemm_convolutions_equal_im2col_bit_for_bit() {
     }
 }
 
+/// The tensor-core twins of the implicit GEMMs (TF32 and BF16): the gathered operand is
+/// rounded as the lowered matrix's values would be, so forward products and weight gradients
+/// equal the im2col path's at the same precision bit for bit, on shapes whose products reach
+/// the tensor cores (stride 1 and 2, a split-K weight gradient) and on one that stays FP32.
+#[test]
+fn implicit_tensor_core_convolutions_equal_im2col_bit_for_bit() {
+    use ogm_gpu::engine::kernels as kn;
+    use ogm_gpu::engine::ops::Precision;
+    use ogm_host::engine::gpu::ConvAlgo;
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(17);
+    let shapes: [ConvShape; 4] = [
+        (16, 130, 3, 1, 1, 2, 9, 8),
+        (32, 40, 3, 2, 1, 2, 17, 15),
+        // A 1x1 / 2 shortcut with n oh ow = 4096 columns for 64 taps: one output tile, so a
+        // split-K weight gradient on the tensor cores.
+        (64, 33, 1, 2, 0, 1, 128, 128),
+        // Three output channels: every product stays FP32.
+        (5, 3, 3, 1, 1, 2, 7, 9),
+    ];
+    for (precision, fwd, wgrad) in [
+        (Precision::Tf32, kn::GEMM_TF32_CONV_FWD, kn::GEMM_TF32_CONV_WGRAD),
+        (Precision::Bf16, kn::GEMM_BF16_CONV_FWD, kn::GEMM_BF16_CONV_WGRAD),
+    ] {
+        let recorder = Arc::new(Recorder::new(gpu.device().clone()));
+        let mut lowered = GpuBackend::new(gpu.device().clone());
+        lowered.set_precision(precision);
+        let mut implicit = GpuBackend::new(recorder.clone());
+        implicit.set_precision(precision);
+        implicit.set_conv_algo(ConvAlgo::Implicit);
+        for shape in shapes {
+            let g = conv_geom(shape);
+            let x = rand_vec(&mut rng, g.in_len());
+            let wt = rand_vec(&mut rng, g.w_len());
+            let dy = rand_vec(&mut rng, g.out_len());
+            let (ly, ldw, ldx) = conv_run(&lowered, &g, &x, &wt, &dy);
+            let (iy, idw, idx) = conv_run(&implicit, &g, &x, &wt, &dy);
+            let what = format!("{precision} {g:?} implicit (\"gpu\") against im2col (\"cpu\")");
+            exact(&format!("{what} y"), &iy, &ly);
+            exact(&format!("{what} dw"), &idw, &ldw);
+            exact(&format!("{what} dx"), &idx, &ldx);
+            assert!(lowered.take_error().is_none() && implicit.take_error().is_none());
+            let launches = recorder.take();
+            assert!(!launches.contains(&kn::IM2COL.name), "{g:?}: {launches:?}");
+            let on_tensor_cores = shape.1 >= 32;
+            for spec in [fwd, wgrad] {
+                assert_eq!(
+                    launches.contains(&spec.name),
+                    on_tensor_cores,
+                    "{precision} {g:?}: {launches:?}"
+                );
+            }
+            if shape.6 == 128 {
+                assert!(launches.contains(&kn::SUM_SLICES.name), "{launches:?}");
+            }
+        }
+    }
+}
+
 /// A whole training step (as a_whole_training_step_matches_the_cpu_for_every_head, concat
 /// head) with implicit-GEMM convolutions: within the FP32 tolerances of the CPU engine, and
 /// bit for bit the im2col step.

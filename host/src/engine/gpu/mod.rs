@@ -245,16 +245,13 @@ impl<D: Device> GpuBackend<D> {
         unsafe { ops::gemm(&*self.dev, p, m, n, kk, 1.0, a, b, beta, c, ldc, scratch) }
     }
 
-    /// Whether the `m x n x kk` product of a convolution `g` gathers its lowered input
-    /// (implicit GEMM) rather than reading a materialised one: [`ConvAlgo::Implicit`], a
+    /// Whether a convolution `g`'s products gather its lowered input (implicit GEMM, at the
+    /// backend's precision) rather than reading a materialised one: [`ConvAlgo::Implicit`], a
     /// lowering that is not the identity (a 1x1 stride-1 convolution reads `x` directly
-    /// anyway), an FP32 product (the implicit kernels are FP32 only), and a geometry the
-    /// kernels take (`ConvGeom::fits_implicit`: below 2^31 elements).
-    fn implicit(&self, g: &ConvGeom, m: usize, n: usize, kk: usize) -> bool {
-        self.conv_algo == ConvAlgo::Implicit
-            && !g.is_identity_lowering()
-            && g.fits_implicit()
-            && !ops::gemm_uses_tensor_cores(self.precision, m, n, kk)
+    /// anyway), and a geometry the kernels take (`ConvGeom::fits_implicit`: below 2^31
+    /// elements).
+    fn implicit(&self, g: &ConvGeom) -> bool {
+        self.conv_algo == ConvAlgo::Implicit && !g.is_identity_lowering() && g.fits_implicit()
     }
 
     /// The split-K scratch for an `m x n x kk` product at `precision` (0: none needed).
@@ -453,10 +450,13 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         let yp = need(y, g.out_len(), "conv y");
         self.run(|| {
             let cols = g.cols();
-            if self.implicit(g, g.cout, cols, g.kdim()) {
-                let scratch = self.split_scratch(Precision::Fp32, g.cout, cols, g.kdim())?;
+            if self.implicit(g) {
+                let p = self.precision;
+                let scratch = self.split_scratch(p, g.cout, cols, g.kdim())?;
                 // SAFETY: w, x and y hold the geometry's lengths, scratch what the plan needs.
-                return unsafe { ops::conv_forward_implicit(&*self.dev, g, wp, xp, yp, scratch) };
+                return unsafe {
+                    ops::conv_forward_implicit(&*self.dev, p, g, wp, xp, yp, scratch)
+                };
             }
             let col = self.lowered(g, xp)?;
             self.gemm(
@@ -488,11 +488,12 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         self.run(|| {
             let (cols, kdim) = (g.cols(), g.kdim());
             // dW[cout][kdim] = dy[cout][cols] col[kdim][cols]^T
-            let col = if self.implicit(g, g.cout, kdim, cols) {
-                let scratch = self.split_scratch(Precision::Fp32, g.cout, kdim, cols)?;
+            let col = if self.implicit(g) {
+                let p = self.precision;
+                let scratch = self.split_scratch(p, g.cout, kdim, cols)?;
                 // SAFETY: dy, x and dw hold the geometry's lengths, scratch what the plan
                 // needs.
-                unsafe { ops::conv_wgrad_implicit(&*self.dev, g, dyp, xp, dwp, scratch)? };
+                unsafe { ops::conv_wgrad_implicit(&*self.dev, p, g, dyp, xp, dwp, scratch)? };
                 None
             } else {
                 let col = self.lowered(g, xp)?;
