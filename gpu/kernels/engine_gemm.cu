@@ -63,7 +63,7 @@ struct FastDiv {
 
 // A convolution's input x (CNHW) and geometry, and the entry of its lowered matrix: col[row][c]
 // of engine_conv.cu's eng_im2col, with row = (ci * k + ky) * k + kx, c = (s * oh + oy) * ow + ox,
-// zero outside the input. The two policies below split this into the part fixed per GEMM
+// zero outside the input. The two policies below (and ConvDgradB, over dy) split this into the part fixed per GEMM
 // column and the part that varies along the shared dimension.
 struct ConvSrc {
     const float* __restrict__ x;
@@ -142,6 +142,40 @@ struct ConvWgradB {
     }
 };
 
+// Data gradient of a stride-1 convolution, dx = W^T dy without the column buffer:
+// dx[ci][s][y][x] = sum over (co, ky, kx) of W[co][ci][ky][kx] dy[co][s][y + pad - ky][x + pad - kx]
+// (zero outside dy). As a GEMM: A (M = cin, K = cout k k) is W with its two outer dimensions
+// swapped (row ci, column (co * k + ky) * k + kx), B(k, n) the entry of dy the tap reads for the
+// input pixel n = (s * h + y) * w + x, and C is dx itself (CNHW is cin x (n h w)).
+//
+// The source is dy, so g is a ConvSrc with the roles of the two images exchanged: its planes
+// are dy's (co * n + s, oh x ow: g.h, g.w bound the reads) and it decomposes GEMM columns by the
+// input's sides (g.oh, g.ow hold h and w). The GEMM column n is an input pixel, fixed per
+// thread; consecutive n are consecutive x, which read consecutive dy (coalesced loads).
+//
+// Stride 1 only: at stride s only one tap in s^2 meets an output pixel, so the gathered matrix
+// would be mostly zeros (a strided convolution's data gradient stays GEMM + eng_col2im). One
+// fmaf chain over (co, ky, kx), where the lowered path rounds each tap's sum over co and
+// eng_col2im adds the taps: not the same bits, the same value within FP32 rounding.
+struct ConvDgradB {
+    ConvSrc g;
+    struct Col {
+        unsigned s;
+        int y0, x0;  // the input pixel shifted by the padding: dy row y0 - ky, column x0 - kx
+    };
+    __device__ __forceinline__ bool n_contig() const { return true; }
+    __device__ __forceinline__ Col column(unsigned c) const {
+        unsigned s, y, x;
+        g.pixel_of(c, s, y, x);
+        return {s, (int)(y + g.pad), (int)(x + g.pad)};
+    }
+    __device__ __forceinline__ float at(const Col& c, unsigned row, unsigned) const {
+        unsigned co, ky, kx;
+        g.tap_of(row, co, ky, kx);
+        return g.tap(co * g.n + c.s, c.y0 - (int)ky, c.x0 - (int)kx);
+    }
+};
+
 // One block's BM x BN tile of C, for both SIMT kernels below. Each of the GEMM_THREADS threads
 // computes TM x TN outputs: rows (i / 4) * (BM / 2) + ty * 4 + i % 4 and columns
 // (j / 4) * (BN / 2) + tx * 4 + j % 4 (ty = t / 16, tx = t % 16), so the inner loop reads runs
@@ -155,7 +189,7 @@ struct ConvWgradB {
 // was last read at stage i - 1, before the barrier that ended it.
 //
 // Where B(k, n) comes from is the policy BL (StridedB: a strided matrix; ConvFwdB, ConvWgradB:
-// gathered from a convolution's input, the implicit GEMM). The policy only supplies values:
+// gathered from a convolution's input, ConvDgradB from its output gradient: implicit GEMMs). The policy only supplies values:
 // the tiles, the k order and the fmaf chains are the same for every policy, so a product with
 // a gathered B equals, bit for bit, the same product over the materialised matrix.
 template <int BM, int BN, int BK, int TM, int TN, class BL>
@@ -333,6 +367,28 @@ ENG_CONV_GEMM(eng_gemm_conv_wgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4, ConvWgradB, (GE
 ENG_CONV_GEMM(eng_gemm_big_conv_wgrad, BIG_BM, BIG_BN, BIG_BK, 8, ConvWgradB,
               (GEMM_THREADS, 2))
 #undef ENG_CONV_GEMM
+
+// Implicit-GEMM data gradients of stride-1 convolutions (ConvDgradB): C (M = cin, N = n h w,
+// the input's CNHW layout) = alpha A (M x K = cout k k: the weights, outer dimensions swapped)
+// B + beta C, B gathered from dy (cout x n x oh x ow). Same tiles and split-K convention as
+// eng_gemm / eng_gemm_big; dy, K and N each below 2^31 (ops.rs checks).
+// Launch: as eng_gemm (64 x 64 tiles) or eng_gemm_big (128 x 128).
+#define ENG_CONV_DGRAD_GEMM(name, BMv, BNv, BKv, T)                                             \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                \
+    name(unsigned int M, unsigned int N, unsigned int K, float alpha,                         \
+         const float* __restrict__ A, unsigned int rsa, unsigned int csa,                     \
+         const float* __restrict__ dy, unsigned int cout, unsigned int batch, unsigned int oh, \
+         unsigned int ow, unsigned int ksize, unsigned int pad, unsigned int h, unsigned int w, \
+         float beta, float* __restrict__ C, unsigned int ldc, unsigned int k_split,            \
+         unsigned long long split_stride) {                                                   \
+        gemm_tile<BMv, BNv, BKv, T, T>(                                                       \
+            M, N, K, alpha, A, rsa, csa,                                                      \
+            ConvDgradB{ConvSrc{dy, cout, batch, oh, ow, ksize, 1, pad, h, w}}, beta, C, ldc,  \
+            k_split, split_stride);                                                           \
+    }
+ENG_CONV_DGRAD_GEMM(eng_gemm_conv_dgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4)
+ENG_CONV_DGRAD_GEMM(eng_gemm_big_conv_dgrad, BIG_BM, BIG_BN, BIG_BK, 8)
+#undef ENG_CONV_DGRAD_GEMM
 
 // C (rows x cols, leading dimension ldc) = alpha * sum_z P_z + beta * C, where the slices P_z
 // are rows x cols row-major (leading dimension cols), split_stride elements apart; summed in
@@ -696,8 +752,8 @@ static_assert(TC_BK % 16 == 0, "a stage is whole m16n8k16 steps");
 // s + 1's rounded values in registers and stores them into the other buffer afterwards, so one
 // barrier per stage suffices.
 //
-// Where B(k, n) comes from is the policy BL, as in gemm_tile (StridedB; ConvFwdB, ConvWgradB
-// for the implicit-GEMM convolutions): the values, hence their roundings, the tiles and the k
+// Where B(k, n) comes from is the policy BL, as in gemm_tile (StridedB; ConvFwdB, ConvWgradB,
+// ConvDgradB for the implicit-GEMM convolutions): the values, hence their roundings, the tiles and the k
 // order are the same for every policy, so a product with a gathered B equals, bit for bit, the
 // same product over the materialised matrix.
 template <class Op, class BL>
@@ -865,3 +921,21 @@ ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_wgrad, Tf32Op, ConvWgradB)
 ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_fwd, Bf16Op, ConvFwdB)
 ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_wgrad, Bf16Op, ConvWgradB)
 #undef ENG_TC_CONV_GEMM
+
+// The stride-1 implicit data gradients (eng_gemm_conv_dgrad) on the tensor cores.
+// Launch: as eng_gemm_tf32.
+#define ENG_TC_CONV_DGRAD_GEMM(name, Op)                                                      \
+    extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                               \
+    name(unsigned int M, unsigned int N, unsigned int K, float alpha,                         \
+         const float* __restrict__ A, unsigned int rsa, unsigned int csa,                     \
+         const float* __restrict__ dy, unsigned int cout, unsigned int batch, unsigned int oh, \
+         unsigned int ow, unsigned int ksize, unsigned int pad, unsigned int h, unsigned int w, \
+         float beta, float* __restrict__ C, unsigned int ldc, unsigned int k_split,            \
+         unsigned long long split_stride) {                                                   \
+        tc_gemm<Op>(M, N, K, alpha, A, rsa, csa,                                              \
+                    ConvDgradB{ConvSrc{dy, cout, batch, oh, ow, ksize, 1, pad, h, w}}, beta, C, \
+                    ldc, k_split, split_stride);                                              \
+    }
+ENG_TC_CONV_DGRAD_GEMM(eng_gemm_tf32_conv_dgrad, Tf32Op)
+ENG_TC_CONV_DGRAD_GEMM(eng_gemm_bf16_conv_dgrad, Bf16Op)
+#undef ENG_TC_CONV_DGRAD_GEMM

@@ -83,6 +83,8 @@ fn launch_order_work<D: ogm_gpu::engine::Device + 'static>(
     let mut shapes = CONV_SHAPES.to_vec();
     // n oh ow = 8192 columns: a split-K weight gradient.
     shapes.push((2, 3, 3, 1, 1, 2, 64, 64));
+    // 130 input channels: the implicit data gradient on the 128 x 128 tile.
+    shapes.push((130, 8, 3, 1, 1, 2, 9, 8));
     for algo in [ConvAlgo::Im2col, ConvAlgo::Implicit] {
         let b = backend(Precision::Fp32, algo);
         for &shape in &shapes {

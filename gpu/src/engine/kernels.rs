@@ -170,4 +170,27 @@ kernels! {
         alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
         ksize: U32, stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32,
         k_split: U32, split_stride: U64);
+    /// Implicit-GEMM data gradient of a stride-1 convolution: `C = alpha A B + beta C` with
+    /// `A` the weights with their outer dimensions swapped (`cin x cout k k`), `B` gathered from
+    /// `dy` (`cout x batch x oh x ow`) and `C` the input gradient (`cin x batch h w`); 64 x 64
+    /// tiles, same arithmetic and split-K convention as `GEMM`.
+    GEMM_CONV_DGRAD = "engine_gemm".eng_gemm_conv_dgrad(m: U32, n: U32, k: U32, alpha: F32,
+        a: Ptr, rsa: U32, csa: U32, dy: Ptr, cout: U32, batch: U32, oh: U32, ow: U32,
+        ksize: U32, pad: U32, h: U32, w: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
+        split_stride: U64);
+    /// `GEMM_CONV_DGRAD` with the 128 x 128 tiles of `GEMM_BIG`.
+    GEMM_BIG_CONV_DGRAD = "engine_gemm".eng_gemm_big_conv_dgrad(m: U32, n: U32, k: U32,
+        alpha: F32, a: Ptr, rsa: U32, csa: U32, dy: Ptr, cout: U32, batch: U32, oh: U32,
+        ow: U32, ksize: U32, pad: U32, h: U32, w: U32, beta: F32, c: Ptr, ldc: U32,
+        k_split: U32, split_stride: U64);
+    /// `GEMM_CONV_DGRAD` on the TF32 tensor cores (`eng_gemm_tf32`'s tiles).
+    GEMM_TF32_CONV_DGRAD = "engine_gemm".eng_gemm_tf32_conv_dgrad(m: U32, n: U32, k: U32,
+        alpha: F32, a: Ptr, rsa: U32, csa: U32, dy: Ptr, cout: U32, batch: U32, oh: U32,
+        ow: U32, ksize: U32, pad: U32, h: U32, w: U32, beta: F32, c: Ptr, ldc: U32,
+        k_split: U32, split_stride: U64);
+    /// `GEMM_CONV_DGRAD` on the BF16 tensor cores (`eng_gemm_bf16`'s tiles).
+    GEMM_BF16_CONV_DGRAD = "engine_gemm".eng_gemm_bf16_conv_dgrad(m: U32, n: U32, k: U32,
+        alpha: F32, a: Ptr, rsa: U32, csa: U32, dy: Ptr, cout: U32, batch: U32, oh: U32,
+        ow: U32, ksize: U32, pad: U32, h: U32, w: U32, beta: F32, c: Ptr, ldc: U32,
+        k_split: U32, split_stride: U64);
 }

@@ -370,9 +370,8 @@ unsafe fn gemm_launch<D: Device + ?Sized>(
 }
 
 /// How a convolution's products meet its lowered input (`cin k k x n oh ow`, [`im2col`]'s
-/// layout), in the forward pass and the weight gradient. The data gradient is the same either
-/// way (a GEMM into the column buffer, then [`col2im`]), and a 1x1 stride-1 convolution, whose
-/// lowered matrix is its input, uses the input directly either way.
+/// layout). A 1x1 stride-1 convolution, whose lowered matrix is its input, uses the input
+/// directly either way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum ConvAlgo {
     /// Materialise the lowered matrix with [`im2col`] (`kdim x cols` floats: 462 MB for a
@@ -383,7 +382,11 @@ pub enum ConvAlgo {
     /// Implicit GEMM ([`conv_forward_implicit`], [`conv_wgrad_implicit`]): the GEMM gathers
     /// its B operand from the input, so the column buffer is neither written nor read. The
     /// same tiles, roundings and arithmetic, hence bit for bit the [`ConvAlgo::Im2col`]
-    /// result, in FP32 and on the TF32 and BF16 tensor cores alike.
+    /// forward output and weight gradient, in FP32 and on the TF32 and BF16 tensor cores
+    /// alike. The data gradient of a stride-1 convolution gathers `dy` the same way
+    /// ([`conv_dgrad_implicit`]: neither the column gradient nor [`col2im`]), equal to the
+    /// lowered path's within FP32 rounding (another summation order); a strided
+    /// convolution's data gradient takes the lowered path.
     Implicit,
 }
 
@@ -416,26 +419,49 @@ impl std::fmt::Display for ConvAlgo {
 /// for the implicit-GEMM kernels ([`Conv::fits_implicit`]): 2^31.
 pub const IMPLICIT_LIMIT: usize = 1 << 31;
 
+/// Which product of a convolution an implicit-GEMM kernel computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvPass {
+    /// `y = W col` (B gathered from the input).
+    Forward,
+    /// `dW = dy col^T` (B gathered from the input).
+    WeightGrad,
+    /// `dx = W^T dy`, stride 1 (B gathered from the output gradient).
+    DataGrad,
+}
+
 /// The implicit-convolution twin of the kernel [`gemm`] would choose at `precision` for an
-/// `m x n x kk` product (the same tile, hence the same split-K plan): `fwd` the forward
-/// kernels, else the weight-gradient ones.
+/// `m x n x kk` product (the same tile, hence the same split-K plan) in `pass`.
 fn conv_gemm_kernel(
     precision: Precision,
-    fwd: bool,
+    pass: ConvPass,
     m: usize,
     n: usize,
     kk: usize,
 ) -> &'static super::KernelSpec {
-    let name = gemm_kernel(precision, m, n, kk).0.name;
-    match (fwd, name) {
-        (true, n) if n == k::GEMM_TF32.name => &k::GEMM_TF32_CONV_FWD,
-        (false, n) if n == k::GEMM_TF32.name => &k::GEMM_TF32_CONV_WGRAD,
-        (true, n) if n == k::GEMM_BF16.name => &k::GEMM_BF16_CONV_FWD,
-        (false, n) if n == k::GEMM_BF16.name => &k::GEMM_BF16_CONV_WGRAD,
-        (true, n) if n == k::GEMM_BIG.name => &k::GEMM_BIG_CONV_FWD,
-        (false, n) if n == k::GEMM_BIG.name => &k::GEMM_BIG_CONV_WGRAD,
-        (true, _) => &k::GEMM_CONV_FWD,
-        (false, _) => &k::GEMM_CONV_WGRAD,
+    use ConvPass::{DataGrad, Forward, WeightGrad};
+    let [fwd, wgrad, dgrad] = match gemm_kernel(precision, m, n, kk).0.name {
+        n if n == k::GEMM_TF32.name => [
+            &k::GEMM_TF32_CONV_FWD,
+            &k::GEMM_TF32_CONV_WGRAD,
+            &k::GEMM_TF32_CONV_DGRAD,
+        ],
+        n if n == k::GEMM_BF16.name => [
+            &k::GEMM_BF16_CONV_FWD,
+            &k::GEMM_BF16_CONV_WGRAD,
+            &k::GEMM_BF16_CONV_DGRAD,
+        ],
+        n if n == k::GEMM_BIG.name => [
+            &k::GEMM_BIG_CONV_FWD,
+            &k::GEMM_BIG_CONV_WGRAD,
+            &k::GEMM_BIG_CONV_DGRAD,
+        ],
+        _ => [&k::GEMM_CONV_FWD, &k::GEMM_CONV_WGRAD, &k::GEMM_CONV_DGRAD],
+    };
+    match pass {
+        Forward => fwd,
+        WeightGrad => wgrad,
+        DataGrad => dgrad,
     }
 }
 
@@ -461,7 +487,7 @@ pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
     gemm_launch(
         dev,
         precision,
-        conv_gemm_kernel(precision, true, m, n, kk),
+        conv_gemm_kernel(precision, ConvPass::Forward, m, n, kk),
         m,
         n,
         kk,
@@ -497,7 +523,7 @@ pub unsafe fn conv_wgrad_implicit<D: Device + ?Sized>(
     gemm_launch(
         dev,
         precision,
-        conv_gemm_kernel(precision, false, m, n, kk),
+        conv_gemm_kernel(precision, ConvPass::WeightGrad, m, n, kk),
         m,
         n,
         kk,
@@ -506,6 +532,59 @@ pub unsafe fn conv_wgrad_implicit<D: Device + ?Sized>(
         &g.gather_args(x)?,
         0.0,
         dw,
+        n,
+        scratch,
+    )
+}
+
+/// `dx[cin][n h w] = w^T dy` for a stride-1 convolution, `dy` gathered on the fly (implicit
+/// GEMM at `precision`, `dx` overwritten): first `wt = w` with its two outer dimensions swapped
+/// (`cin x cout k k`, [`Conv::w_len`] elements), then one GEMM over it. The same value as the
+/// column-buffer path (a GEMM into `cin k k x n oh ow`, then [`col2im`]) within FP32 rounding,
+/// not the same bits: one sum over `(cout, ky, kx)` where that path rounds each tap's sum
+/// first. An error unless [`Conv::fits_implicit_dgrad`]. `scratch` must hold
+/// `gemm_scratch_len(precision, .., cin, n h w, cout k k)` elements when that is non-zero.
+///
+/// # Safety
+/// See the module documentation.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn conv_dgrad_implicit<D: Device + ?Sized>(
+    dev: &D,
+    precision: Precision,
+    g: &Conv,
+    w: DevPtr,
+    wt: DevPtr,
+    dy: DevPtr,
+    dx: DevPtr,
+    scratch: DevPtr,
+) -> Result<()> {
+    g.check_implicit_dgrad()?;
+    let taps = g.k * g.k;
+    elementwise(
+        dev,
+        &k::SWAP_OUTER,
+        g.w_len(),
+        &[
+            Arg::Ptr(w),
+            Arg::Ptr(wt),
+            Arg::U32(u32_of("conv cout", g.cout)?),
+            Arg::U32(u32_of("conv cin", g.cin)?),
+            Arg::U32(u32_of("conv taps", taps)?),
+        ],
+    )?;
+    let (m, n, kk) = (g.cin, g.n * g.h * g.w, g.cout * taps);
+    gemm_launch(
+        dev,
+        precision,
+        conv_gemm_kernel(precision, ConvPass::DataGrad, m, n, kk),
+        m,
+        n,
+        kk,
+        1.0,
+        MatRef::rm(wt, kk),
+        &g.dgrad_args(dy)?,
+        0.0,
+        dx,
         n,
         scratch,
     )
@@ -595,13 +674,41 @@ impl Conv {
             && self.kdim() < IMPLICIT_LIMIT
             && self.cols() < IMPLICIT_LIMIT
     }
+    /// Whether [`conv_dgrad_implicit`] takes this geometry: stride 1, and the output gradient,
+    /// the product's shared dimension (`cout k k`) and its columns (`n h w`) each below
+    /// [`IMPLICIT_LIMIT`]. A strided convolution's data gradient goes through the column
+    /// buffer: gathered for it, the matrix would be mostly zeros (3 of 4 at stride 2).
+    pub fn fits_implicit_dgrad(&self) -> bool {
+        self.check_implicit_dgrad().is_ok()
+    }
     /// An error unless [`Conv::fits_implicit`].
     fn check_implicit(&self) -> Result<()> {
-        for (what, v) in [
+        Self::check_limits([
             ("implicit convolution input", self.in_len()),
             ("implicit convolution rows", self.kdim()),
             ("implicit convolution columns", self.cols()),
-        ] {
+        ])
+    }
+    /// An error unless [`Conv::fits_implicit_dgrad`].
+    fn check_implicit_dgrad(&self) -> Result<()> {
+        if self.stride != 1 {
+            return Err(GpuError::InvalidParameter {
+                what: "implicit data gradient stride",
+                value: self.stride as f64,
+                reason: "only stride 1 (a strided convolution's goes through col2im)",
+            });
+        }
+        Self::check_limits([
+            ("implicit data gradient dy", self.out_len()),
+            (
+                "implicit data gradient shared dimension",
+                self.cout * self.k * self.k,
+            ),
+            ("implicit data gradient columns", self.n * self.h * self.w),
+        ])
+    }
+    fn check_limits<const N: usize>(sizes: [(&'static str, usize); N]) -> Result<()> {
+        for (what, v) in sizes {
             if v >= IMPLICIT_LIMIT {
                 return Err(GpuError::TooLarge {
                     what,
@@ -611,6 +718,21 @@ impl Conv {
             }
         }
         Ok(())
+    }
+    /// The implicit data-gradient kernels' B operand: `dy` and the geometry (their parameters
+    /// `dy` .. `w`).
+    fn dgrad_args(&self, dy: DevPtr) -> Result<[Arg; 9]> {
+        Ok([
+            Arg::Ptr(dy),
+            Arg::U32(u32_of("conv cout", self.cout)?),
+            Arg::U32(u32_of("conv n", self.n)?),
+            Arg::U32(u32_of("conv oh", self.oh())?),
+            Arg::U32(u32_of("conv ow", self.ow())?),
+            Arg::U32(u32_of("conv k", self.k)?),
+            Arg::U32(u32_of("conv pad", self.pad)?),
+            Arg::U32(u32_of("conv h", self.h)?),
+            Arg::U32(u32_of("conv w", self.w)?),
+        ])
     }
     /// The implicit-GEMM kernels' B operand: the input and the geometry (their parameters
     /// `x` .. `ow`).
@@ -980,46 +1102,43 @@ mod tests {
 
     #[test]
     fn implicit_convolutions_take_the_tile_of_the_same_product() {
+        use ConvPass::{DataGrad, Forward, WeightGrad};
         let fp32 = Precision::Fp32;
-        assert_eq!(
-            conv_gemm_kernel(fp32, true, 64, 64, 64).name,
-            "eng_gemm_conv_fwd"
-        );
-        assert_eq!(
-            conv_gemm_kernel(fp32, true, 128, 128, 64).name,
-            "eng_gemm_big_conv_fwd"
-        );
-        assert_eq!(
-            conv_gemm_kernel(fp32, false, 127, 4096, 64).name,
-            "eng_gemm_conv_wgrad"
-        );
-        assert_eq!(
-            conv_gemm_kernel(fp32, false, 128, 576, 200_704).name,
-            "eng_gemm_big_conv_wgrad"
-        );
-        // The tensor-core twins where gemm would use the tensor cores, FP32 elsewhere.
-        for (p, fwd, wgrad) in [
-            (
-                Precision::Tf32,
-                "eng_gemm_tf32_conv_fwd",
-                "eng_gemm_tf32_conv_wgrad",
-            ),
-            (
-                Precision::Bf16,
-                "eng_gemm_bf16_conv_fwd",
-                "eng_gemm_bf16_conv_wgrad",
-            ),
+        for (pass, m, n, kk, name) in [
+            (Forward, 64, 64, 64, "eng_gemm_conv_fwd"),
+            (Forward, 128, 128, 64, "eng_gemm_big_conv_fwd"),
+            (WeightGrad, 127, 4096, 64, "eng_gemm_conv_wgrad"),
+            (WeightGrad, 128, 576, 200_704, "eng_gemm_big_conv_wgrad"),
+            (DataGrad, 64, 64, 64, "eng_gemm_conv_dgrad"),
+            (DataGrad, 128, 200_704, 1152, "eng_gemm_big_conv_dgrad"),
         ] {
-            assert_eq!(conv_gemm_kernel(p, true, 64, 3136, 576).name, fwd);
-            assert_eq!(conv_gemm_kernel(p, false, 64, 576, 200_704).name, wgrad);
-            assert_eq!(
-                conv_gemm_kernel(p, true, 16, 3136, 576).name,
-                "eng_gemm_conv_fwd"
-            );
-            assert_eq!(
-                conv_gemm_kernel(p, false, 128, 576, 31).name,
-                "eng_gemm_big_conv_wgrad"
-            );
+            assert_eq!(conv_gemm_kernel(fp32, pass, m, n, kk).name, name);
+        }
+        // The tensor-core twins where gemm would use the tensor cores, FP32 elsewhere.
+        for p in [Precision::Tf32, Precision::Bf16] {
+            let unit = p.name();
+            for (pass, m, n, kk, name) in [
+                (Forward, 64, 3136, 576, format!("eng_gemm_{unit}_conv_fwd")),
+                (
+                    WeightGrad,
+                    64,
+                    576,
+                    200_704,
+                    format!("eng_gemm_{unit}_conv_wgrad"),
+                ),
+                (
+                    DataGrad,
+                    64,
+                    200_704,
+                    576,
+                    format!("eng_gemm_{unit}_conv_dgrad"),
+                ),
+                (Forward, 16, 3136, 576, "eng_gemm_conv_fwd".into()),
+                (WeightGrad, 128, 576, 31, "eng_gemm_big_conv_wgrad".into()),
+                (DataGrad, 3, 200_704, 576, "eng_gemm_conv_dgrad".into()),
+            ] {
+                assert_eq!(conv_gemm_kernel(p, pass, m, n, kk).name, name);
+            }
         }
         let g = Conv {
             cin: 64,
@@ -1034,6 +1153,19 @@ mod tests {
         assert!(g.fits_implicit() && g.check_implicit().is_ok());
         let huge = Conv { n: 1 << 17, ..g };
         assert!(!huge.fits_implicit() && huge.check_implicit().is_err());
+        assert!(g.fits_implicit_dgrad() && !huge.fits_implicit_dgrad());
+        // At stride 2 the data gradient goes through the column buffer.
+        assert!(!Conv { stride: 2, ..g }.fits_implicit_dgrad());
+        // The output gradient counts too: 2^31 values of dy, the input below the limit.
+        let wide = Conv {
+            cin: 1,
+            cout: 1 << 11,
+            n: 1 << 10,
+            h: 32,
+            w: 32,
+            ..g
+        };
+        assert!(wide.fits_implicit() && !wide.fits_implicit_dgrad());
         assert_eq!(ConvAlgo::default(), ConvAlgo::Im2col);
         for a in [ConvAlgo::Im2col, ConvAlgo::Implicit] {
             assert_eq!(ConvAlgo::parse(a.name()), Some(a));

@@ -337,6 +337,16 @@ const ESTIMATES: &[(KernelSpec, Estimator)] = &[
     (k::GEMM_BF16_CONV_WGRAD, |p, g| {
         conv_gemm_on(p, g, Unit::Bf16)
     }),
+    (k::GEMM_CONV_DGRAD, |p, g| conv_dgrad_on(p, g, Unit::Fp32)),
+    (k::GEMM_BIG_CONV_DGRAD, |p, g| {
+        conv_dgrad_on(p, g, Unit::Fp32)
+    }),
+    (k::GEMM_TF32_CONV_DGRAD, |p, g| {
+        conv_dgrad_on(p, g, Unit::Tf32)
+    }),
+    (k::GEMM_BF16_CONV_DGRAD, |p, g| {
+        conv_dgrad_on(p, g, Unit::Bf16)
+    }),
     (k::SUM_SLICES, sum_slices),
     (k::IM2COL, im2col),
     (k::COL2IM, col2im),
@@ -493,6 +503,22 @@ fn conv_gemm_on(p: &Params, g: Grid, unit: Unit) -> Option<Work> {
         unit,
         2.0 * m * n * kk,
         F * (m * kk + input + slices * m * n * c_rw),
+    ))
+}
+
+/// An implicit-GEMM data gradient (stride 1): the GEMM's `2 m n k` operations on `unit` (the
+/// taps that fall in the padding included: they are multiplied by gathered zeros); reads A
+/// (the swapped weights) and `dy` once; writes (and reads when `beta != 0`) C once per split-K
+/// slice, as [`gemm`].
+fn conv_dgrad_on(p: &Params, g: Grid, unit: Unit) -> Option<Work> {
+    let (m, n, kk) = (p.u("m")?, p.u("n")?, p.u("k")?);
+    let dy = p.u("cout")? * p.u("batch")? * p.u("oh")? * p.u("ow")?;
+    let slices = f64::from(g.blocks[2].max(1));
+    let c_rw = 1.0 + b2f(p.f32("beta")? != 0.0);
+    Some(Work::new(
+        unit,
+        2.0 * m * n * kk,
+        F * (m * kk + dy + slices * m * n * c_rw),
     ))
 }
 
@@ -995,6 +1021,31 @@ mod tests {
         let want = Work::new(Unit::Fp32, 24.0, 4.0 * (12.0 + 4.0 + 6.0));
         for spec in [k::GEMM_CONV_WGRAD, k::GEMM_BIG_CONV_WGRAD] {
             assert_eq!(est(&spec, g, &set), want, "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn implicit_data_gradient_reads_dy_not_the_column_gradient() {
+        // 4 output channels x 1 image of 3 x 3 (k 3, pad 1) back to 2 input channels: m 2, n 9,
+        // k 36: 2 * 2 * 9 * 36 operations; A 72 + dy 36 + C 18 values.
+        let set = [
+            ("m", U32(2)),
+            ("n", U32(9)),
+            ("k", U32(36)),
+            ("beta", F32(0.0)),
+            ("cout", U32(4)),
+            ("batch", U32(1)),
+            ("oh", U32(3)),
+            ("ow", U32(3)),
+        ];
+        for (spec, unit) in [
+            (k::GEMM_CONV_DGRAD, Unit::Fp32),
+            (k::GEMM_BIG_CONV_DGRAD, Unit::Fp32),
+            (k::GEMM_TF32_CONV_DGRAD, Unit::Tf32),
+            (k::GEMM_BF16_CONV_DGRAD, Unit::Bf16),
+        ] {
+            let want = Work::new(unit, 1296.0, 4.0 * (72.0 + 36.0 + 18.0));
+            assert_eq!(est(&spec, one(), &set), want, "{}", spec.name);
         }
     }
 

@@ -100,6 +100,8 @@ const std::map<std::string, Entry>& table() {
         K(eng_gemm_conv_fwd), K(eng_gemm_big_conv_fwd), K(eng_gemm_conv_wgrad),
         K(eng_gemm_big_conv_wgrad), K(eng_gemm_tf32_conv_fwd), K(eng_gemm_tf32_conv_wgrad),
         K(eng_gemm_bf16_conv_fwd), K(eng_gemm_bf16_conv_wgrad),
+        K(eng_gemm_conv_dgrad), K(eng_gemm_big_conv_dgrad), K(eng_gemm_tf32_conv_dgrad),
+        K(eng_gemm_bf16_conv_dgrad),
 #undef K
     };
     return t;

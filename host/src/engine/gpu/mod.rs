@@ -68,6 +68,9 @@ impl<D: Device> Drop for DevBuf<D> {
 struct Scratch {
     col: (DevPtr, usize),
     split: (DevPtr, usize),
+    // A convolution's weights with their outer dimensions swapped, for the implicit data
+    // gradient.
+    wt: (DevPtr, usize),
 }
 
 /// State a user of the backend keeps with it (the trainer's OGM-GE step buffers).
@@ -308,7 +311,7 @@ impl<D: Device> GpuBackend<D> {
 impl<D: Device> Drop for GpuBackend<D> {
     fn drop(&mut self) {
         let s = lock(&self.scratch);
-        for slot in [s.col, s.split] {
+        for slot in [s.col, s.split, s.wt] {
             if slot.1 > 0 {
                 // SAFETY: scratch allocations of this backend, freed once.
                 unsafe { self.dev.free(slot.0) };
@@ -509,6 +512,17 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                 )?;
                 Some(col)
             };
+            if let (Some(dxp), true) = (dxp, self.implicit(g) && g.fits_implicit_dgrad()) {
+                let p = self.precision;
+                let (n, kk) = (g.n * g.h * g.w, g.cout * g.k * g.k);
+                let scratch = self.split_scratch(p, g.cin, n, kk)?;
+                let wt = self.grow(&mut lock(&self.scratch).wt, g.w_len())?;
+                // SAFETY: w and wt hold the weight's length, dy and dx the geometry's, scratch
+                // what the plan needs.
+                return unsafe {
+                    ops::conv_dgrad_implicit(&*self.dev, p, g, wp, wt, dyp, dxp, scratch)
+                };
+            }
             if let Some(dxp) = dxp {
                 // dcol = W^T dy, written over the lowered input if there is one (no longer
                 // needed: the weight gradient above was queued first), else into the column
