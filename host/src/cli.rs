@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, ConvAlgo, Device, Fusion, OptimizerKind, Precision, TrainConfig};
+use crate::train::eval::EvalRequest;
 
 /// Balanced audio-visual training with OGM-GE (CVPR 2022).
 #[derive(Debug, Parser)]
@@ -117,9 +118,9 @@ pub struct TrainArgs {
     #[arg(
         long,
         value_enum,
-        help = "GPU convolutions: im2col (default) or implicit (implicit GEMM for the FP32 \
-                forward and weight-gradient products: the same results, less memory traffic; \
-                --device cuda only)"
+        help = "GPU convolutions: im2col (default) or implicit (implicit GEMMs, at every \
+                precision: forward and weight gradient bit for bit im2col's, stride-1 data \
+                gradients within FP32 rounding; less memory and traffic; --device cuda only)"
     )]
     pub conv: Option<ConvAlgo>,
     #[arg(long, help = "Engine threads (0: all cores)")]
@@ -227,6 +228,24 @@ pub struct EvalArgs {
     /// Samples per batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// cpu, or cuda (a build with the `cuda` feature): on a GPU the model runs with the run's
+    /// --precision and --conv.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
+}
+
+impl EvalArgs {
+    /// The evaluation these arguments ask for.
+    pub fn to_request(&self) -> EvalRequest {
+        EvalRequest {
+            checkpoint: self.checkpoint.clone(),
+            test_csv: self.test_csv.clone(),
+            audio_path: self.audio_path.clone(),
+            visual_path: self.visual_path.clone(),
+            batch_size: self.batch_size,
+            device: self.device,
+        }
+    }
 }
 
 /// `ogm synth`.

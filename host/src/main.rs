@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ogm_host::cli::{Cli, Command, EvalArgs, SynthArgs};
-use ogm_host::config::TrainConfig;
-use ogm_host::data::{write_dataset, LoaderConfig, Split, SynthConfig};
-use ogm_host::engine::{checkpoint, AvModel, CpuBackend};
+use ogm_host::data::{write_dataset, SynthConfig};
 use ogm_host::train::{self, demo, RunOptions, TrainError};
 
 fn main() -> ExitCode {
@@ -91,56 +89,11 @@ fn set_threads(threads: usize) {
 }
 
 fn eval(args: &EvalArgs) -> Result<(), TrainError> {
-    // A missing checkpoint is named as such, not as the config.toml its path would imply.
-    if !args.checkpoint.is_file() {
-        return Err(TrainError::Checkpoint {
-            path: args.checkpoint.clone(),
-            message: "no such file".into(),
-        });
-    }
-    // <run>/checkpoints/<file>.safetensors: the run's config.toml is two levels up.
-    let run_dir = args
-        .checkpoint
-        .parent()
-        .and_then(|p| p.parent())
-        .ok_or_else(|| TrainError::Checkpoint {
-            path: args.checkpoint.clone(),
-            message: "expected <run folder>/checkpoints/<file>.safetensors".into(),
-        })?;
-    let mut config = TrainConfig::from_file(&run_dir.join("config.toml"))?;
-    if let Some(p) = &args.test_csv {
-        config.test_csv = p.clone();
-    }
-    if let Some(p) = &args.audio_path {
-        config.audio_path = p.clone();
-    }
-    if let Some(p) = &args.visual_path {
-        config.visual_path = p.clone();
-    }
-    let mut ds = train::open_split(&config, Split::Test)?;
-    // Evaluation runs on the CPU engine whatever device trained the checkpoint.
-    let cpu = TrainConfig {
-        device: ogm_host::config::Device::Cpu,
-        ..config.clone()
-    };
-    train::footprint::check_memory(&cpu, args.batch_size.min(ds.len()))?;
-    ds.verify(cpu.loader_threads())?;
-    let classes = ds.num_classes();
-    let skipped = ds.skipped().len();
-    let loader = ogm_host::data::Loader::new(
-        Arc::new(ds),
-        LoaderConfig::eval(args.batch_size, cpu.loader_threads()),
-    )?;
-    let mut model = AvModel::new(
-        CpuBackend::<f32>::new(),
-        train::model_config(&config, classes),
-        config.random_seed,
-    )?;
-    checkpoint::load(&mut model, &args.checkpoint)?;
-    let r = train::evaluate(&mut model, &loader, classes)?;
+    let e = train::eval::evaluate_checkpoint(&args.to_request())?;
+    let r = e.result;
     println!(
-        "samples {}  (skipped {skipped})\nloss    {:.4}\nacc     {:.4}\nacc_a   {:.4}\nacc_v   {:.4}",
-        r.samples, r.loss, r.acc, r.acc_a, r.acc_v
+        "samples {}  (skipped {})\nloss    {:.4}\nacc     {:.4}\nacc_a   {:.4}\nacc_v   {:.4}",
+        r.samples, e.skipped, r.loss, r.acc, r.acc_a, r.acc_v
     );
     Ok(())
 }

@@ -20,6 +20,20 @@ include!("gpu_backend/recorder.rs");
 
 include!("engine_gpu_common/cases.rs");
 
+/// A configuration whose data paths (under `dir`) do not exist: reading them would be a data
+/// error, so a test that gets another error knows nothing was read.
+fn config_without_data(dir: &std::path::Path) -> ogm_host::config::TrainConfig {
+    let missing = dir.join("no-such-dataset");
+    ogm_host::config::TrainConfig {
+        train_csv: missing.join("train.csv"),
+        test_csv: missing.join("test.csv"),
+        audio_path: missing.join("AudioWAV"),
+        visual_path: missing.clone(),
+        ckpt_path: dir.join("ckpt"),
+        ..Default::default()
+    }
+}
+
 /// `ogm train --device cuda` on a machine without a GPU stops with the GPU error before it
 /// reads any data (the data paths here do not exist: reading them would be a data error).
 #[test]
@@ -34,15 +48,9 @@ fn training_without_a_gpu_stops_before_reading_data() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("no-such-dataset");
     let config = TrainConfig {
         device: Device::Cuda,
-        train_csv: missing.join("train.csv"),
-        test_csv: missing.join("test.csv"),
-        audio_path: missing.join("AudioWAV"),
-        visual_path: missing.clone(),
-        ckpt_path: dir.path().join("ckpt"),
-        ..TrainConfig::default()
+        ..config_without_data(dir.path())
     };
     let err = train(
         &config,
@@ -51,6 +59,39 @@ fn training_without_a_gpu_stops_before_reading_data() {
     )
     .expect_err("no GPU: training must stop");
     match err {
+        TrainError::Device(msg) => assert!(msg.contains("no GPU"), "{msg}"),
+        other => panic!("expected the GPU error first, got: {other}"),
+    }
+}
+
+/// `ogm eval --device cuda` on a machine without a GPU stops with the GPU error before it
+/// reads the checkpoint or any data (an empty checkpoint file, data paths that do not exist).
+#[test]
+fn evaluation_without_a_gpu_stops_before_reading_data() {
+    use ogm_host::config::Device;
+    use ogm_host::train::eval::{evaluate_checkpoint, EvalRequest};
+    use ogm_host::train::TrainError;
+
+    if gpu().is_some() {
+        eprintln!("skipping: this machine has a GPU");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_without_data(dir.path());
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::write(run.join("config.toml"), toml::to_string(&config).unwrap()).unwrap();
+    let checkpoint = run.join("checkpoints/best.safetensors");
+    std::fs::write(&checkpoint, b"").unwrap();
+    let req = EvalRequest {
+        checkpoint,
+        test_csv: None,
+        audio_path: None,
+        visual_path: None,
+        batch_size: 4,
+        device: Device::Cuda,
+    };
+    match evaluate_checkpoint(&req).expect_err("no GPU: evaluation must stop") {
         TrainError::Device(msg) => assert!(msg.contains("no GPU"), "{msg}"),
         other => panic!("expected the GPU error first, got: {other}"),
     }

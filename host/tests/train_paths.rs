@@ -83,6 +83,25 @@ fn a_dataset_in_four_folders_trains() {
         text.contains("samples 12") && text.contains("acc_v"),
         "{text}"
     );
+    // In a build without CUDA, a GPU evaluation is refused with the build command (with
+    // CUDA and no GPU: engine_gpu_cuda.rs).
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let out = eval(&[
+        "--test_csv".as_ref(),
+        moved.as_os_str(),
+        "--device".as_ref(),
+        "cuda".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--features cuda"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]

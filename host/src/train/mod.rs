@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod demo;
 pub mod device;
+pub mod eval;
 pub mod footprint;
 #[cfg(feature = "cuda")]
 pub mod gpu;

@@ -6,12 +6,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ogm_core::Mode;
-use ogm_host::config::TrainConfig;
+use ogm_host::config::{Device, TrainConfig};
 use ogm_host::data::loader::Batch;
 use ogm_host::engine::gpu::GpuBackend;
 use ogm_host::engine::{AvModel, CpuBackend, FusionKind, ModelConfig};
 use ogm_host::run::metrics::{read_records, Record, StepRecord};
 use ogm_host::train::device::LOG_SLOTS;
+use ogm_host::train::eval::{evaluate_checkpoint_on, request_config, EvalRequest};
 use ogm_host::train::optimizer::Optimizer;
 use ogm_host::train::{train_on, train_step, StepArgs, StepBackend, TrainError};
 use rand::{Rng, SeedableRng};
@@ -285,7 +286,7 @@ fn the_training_loop_on_the_gpu_backend_resumes_exactly_and_logs_as_the_cpu() {
         &c,
         &opts("split", true, 0),
         stop.clone(),
-        GpuBackend::new(dev),
+        GpuBackend::new(dev.clone()),
     )
     .unwrap();
     assert_eq!(resumed.steps, full.steps);
@@ -329,6 +330,38 @@ fn the_training_loop_on_the_gpu_backend_resumes_exactly_and_logs_as_the_cpu() {
             1e-2,
         );
     }
+
+    // `ogm eval` of each run's last checkpoint, on the GPU backend and on the CPU: on the
+    // engine that trained it (and with the run's batch size), the run's own final evaluation
+    // bit for bit; across engines, the same accuracies and the loss within 1e-4.
+    let eval = |run: &str, device: Device| {
+        let dir = runs.join(run).join("checkpoints");
+        let sidecar = ogm_host::train::checkpoint::read_sidecar(&dir).unwrap().unwrap();
+        let req = EvalRequest {
+            checkpoint: dir.join(sidecar.model_file),
+            test_csv: None,
+            audio_path: None,
+            visual_path: None,
+            batch_size: c.batch_size,
+            device,
+        };
+        let config = request_config(&req).unwrap();
+        match device {
+            Device::Cpu => evaluate_checkpoint_on(&req, &config, CpuBackend::<f32>::new()),
+            Device::Cuda => evaluate_checkpoint_on(&req, &config, GpuBackend::new(dev.clone())),
+        }
+        .unwrap()
+    };
+    let gpu_full = eval("full", Device::Cuda);
+    assert_eq!(Some(gpu_full.result), full.final_eval);
+    assert_eq!(gpu_full.skipped, 0);
+    let cpu_cpu = eval("cpu", Device::Cpu);
+    assert_eq!(Some(cpu_cpu.result), cpu.final_eval);
+    let gpu_cpu = eval("cpu", Device::Cuda);
+    let (a, b) = (gpu_cpu.result, cpu_cpu.result);
+    assert_eq!(a.samples, b.samples);
+    assert_eq!((a.acc, a.acc_a, a.acc_v), (b.acc, b.acc_a, b.acc_v));
+    near("eval loss", a.loss, b.loss, 1e-4 * b.loss.abs().max(1.0));
 }
 
 /// The steady state waits for the device only to read the log ring: over `LOG_SLOTS + 1`
