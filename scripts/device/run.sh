@@ -31,7 +31,8 @@ limit() {
 # `ogm train --device cuda` on synthetic clips of CREMA-D's shapes (6 classes, 224 x 224
 # frames, 3 s of audio): the paper model (two ResNet-18 encoders, concat fusion) with OGM-GE,
 # batch 64, 4 epochs of 3 steps, in FP32 and TF32: the issue's "trains the paper model end to
-# end on the GPU machine". Each run's summary.json is kept as $RAW/e2e_<precision>.json.
+# end on the GPU machine". Each run's summary.json is kept as $RAW/e2e_<precision>.json, and
+# its best checkpoint is evaluated with `ogm eval` on the GPU and on the CPU.
 e2e() {
   local work status=0
   work="$(mktemp -d)"
@@ -45,6 +46,14 @@ e2e() {
       --visual_path "$work/data" --ckpt_path "$work/runs" --run_name "e2e_$precision" ||
       status=1
     cp "$work/runs/e2e_$precision/summary.json" "$RAW/e2e_$precision.json" || status=1
+    # `ogm eval` of the best checkpoint on the GPU (the run's precision) and on the CPU
+    # engine (FP32): loss and accuracies in $RAW/e2e_<precision>_eval_<device>.txt.
+    for device in cuda cpu; do
+      [[ $status -eq 0 ]] || break
+      limit 90 "$HERE/ogm" eval --device "$device" --batch_size 64 \
+        --checkpoint "$work/runs/e2e_$precision/checkpoints/best.safetensors" \
+        >"$RAW/e2e_${precision}_eval_$device.txt" || status=1
+    done
   done
   rm -rf "$work"
   return $status

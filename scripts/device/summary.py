@@ -163,6 +163,13 @@ def e2e_summary(out_dir, results):
         if t.get("train_s") and batch:
             r["train_samples_per_s"] = t.get("steps", 0) * batch / t["train_s"]
             r["loader_wait_share"] = t.get("loader_wait_s", 0.0) / t["train_s"]
+        # `ogm eval` of the best checkpoint on each device (run.sh: "samples N ...", "acc X").
+        for device in ("cuda", "cpu"):
+            ep = os.path.join(out_dir, f"e2e_{precision}_eval_{device}.txt")
+            if os.path.exists(ep):
+                fields = dict(line.split()[:2] for line in open(ep) if len(line.split()) >= 2)
+                r[f"eval_{device}"] = {k: float(v) for k, v in fields.items()
+                                       if k in ("samples", "loss", "acc", "acc_a", "acc_v")}
         results.setdefault("e2e", {})[precision] = r
         rate = f"{r['steps_per_s']:.2f}" if r["steps_per_s"] else "?"
         print(f"ogm train --device cuda --precision {precision}: {r['epochs']} epochs, {steps} "
@@ -171,6 +178,11 @@ def e2e_summary(out_dir, results):
         if "loader_wait_share" in r:
             print(f"  training loop: {r['train_samples_per_s']:.0f} samples/s, "
                   f"{100 * r['loader_wait_share']:.0f}% of it waiting for the data loader")
+        for device in ("cuda", "cpu"):
+            ev = r.get(f"eval_{device}")
+            if ev:
+                print(f"  ogm eval --device {device} (best checkpoint): loss {ev.get('loss')} "
+                      f"acc {ev.get('acc')} acc_a {ev.get('acc_a')} acc_v {ev.get('acc_v')}")
 
 
 def main():
