@@ -232,6 +232,10 @@ pub struct EvalArgs {
     /// --precision and --conv.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: Device,
+    /// Print one JSON object (checkpoint, device, skipped, loss, acc, acc_a, acc_v, samples)
+    /// instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl EvalArgs {

@@ -91,6 +91,22 @@ fn set_threads(threads: usize) {
 fn eval(args: &EvalArgs) -> Result<(), TrainError> {
     let e = train::eval::evaluate_checkpoint(&args.to_request())?;
     let r = e.result;
+    if args.json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "checkpoint".into(),
+                args.checkpoint.display().to_string().into(),
+            );
+            o.insert(
+                "device".into(),
+                serde_json::to_value(args.device).unwrap_or_default(),
+            );
+            o.insert("skipped".into(), e.skipped.into());
+        }
+        println!("{v}");
+        return Ok(());
+    }
     println!(
         "samples {}  (skipped {})\nloss    {:.4}\nacc     {:.4}\nacc_a   {:.4}\nacc_v   {:.4}",
         r.samples, e.skipped, r.loss, r.acc, r.acc_a, r.acc_v

@@ -83,6 +83,18 @@ fn a_dataset_in_four_folders_trains() {
         text.contains("samples 12") && text.contains("acc_v"),
         "{text}"
     );
+    // The same figures as one JSON object.
+    let out = eval(&["--test_csv".as_ref(), moved.as_os_str(), "--json".as_ref()]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["samples"].as_u64(), v["skipped"].as_u64()),
+        (Some(12), Some(0))
+    );
+    assert_eq!(v["device"], "cpu");
+    let acc = v["acc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{v}");
+    assert!(text.contains(&format!("acc     {acc:.4}")), "{text} / {v}");
     // In a build without CUDA, a GPU evaluation is refused with the build command (with
     // CUDA and no GPU: engine_gpu_cuda.rs).
     if cfg!(feature = "cuda") {

@@ -180,6 +180,10 @@ fn implicit_gemm_convolutions_match_im2col() {
     shapes.push((130, 8, 3, 1, 1, 2, 9, 8));
     // 460 x 9 = 4140 taps for one 4 x 25 output tile: a split-K data gradient.
     shapes.push((4, 460, 3, 1, 1, 1, 5, 5));
+    // Stride-1 data gradients whose dy is smaller than x (no padding: the border pixels meet
+    // fewer taps) or read through a wide padding (5x5, pad 2, on a non-square input).
+    shapes.push((3, 5, 3, 1, 0, 2, 7, 6));
+    shapes.push((4, 6, 5, 1, 2, 1, 9, 7));
     let mut ran = std::collections::BTreeSet::new();
     for shape in shapes {
         let g = conv_geom(shape);
