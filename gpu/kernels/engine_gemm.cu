@@ -345,50 +345,56 @@ eng_gemm_big(unsigned int M, unsigned int N, unsigned int K, float alpha,
 //  - *_conv_wgrad: C (M = cout, N = cin k k) = alpha A (M x K = n oh ow, dy) col^T + beta C.
 //
 // Launch: as eng_gemm (64 x 64 tiles) or eng_gemm_big (128 x 128).
-#define ENG_CONV_GEMM(name, BMv, BNv, BKv, T, Policy, bounds)                                 \
+//
+// The parameter lists: the product's A operand and scalars (ENG_CONV_HEAD), the B operand's
+// source with its geometry (ENG_CONV_X_SRC for the input, ENG_CONV_DY_SRC for the output
+// gradient), then C and split-K (ENG_CONV_TAIL); ops.rs passes them in this order.
+#define ENG_CONV_HEAD                                                                         \
+    unsigned int M, unsigned int N, unsigned int K, float alpha, const float *__restrict__ A,  \
+        unsigned int rsa, unsigned int csa
+#define ENG_CONV_X_SRC                                                                        \
+    const float *__restrict__ x, unsigned int cin, unsigned int batch, unsigned int h,         \
+        unsigned int w, unsigned int ksize, unsigned int stride, unsigned int pad,             \
+        unsigned int oh, unsigned int ow
+#define ENG_CONV_DY_SRC                                                                       \
+    const float *__restrict__ dy, unsigned int cout, unsigned int batch, unsigned int oh,      \
+        unsigned int ow, unsigned int ksize, unsigned int pad, unsigned int h, unsigned int w
+#define ENG_CONV_TAIL                                                                         \
+    float beta, float *__restrict__ C, unsigned int ldc, unsigned int k_split,                 \
+        unsigned long long split_stride
+// The B policies built from those parameters. The data gradient's source is dy read as a
+// stride-1 convolution's input of oh x ow (roles swapped: its "output" is the input's h x w).
+#define ENG_CONV_FWD_B ConvFwdB{ConvSrc{x, cin, batch, h, w, ksize, stride, pad, oh, ow}}
+#define ENG_CONV_WGRAD_B ConvWgradB{ConvSrc{x, cin, batch, h, w, ksize, stride, pad, oh, ow}}
+#define ENG_CONV_DGRAD_B ConvDgradB{ConvSrc{dy, cout, batch, oh, ow, ksize, 1, pad, h, w}}
+
+#define ENG_CONV_GEMM(name, BMv, BNv, BKv, T, bounds, SRC, B)                                 \
     extern "C" __global__ void __launch_bounds__ bounds                                       \
-    name(unsigned int M, unsigned int N, unsigned int K, float alpha,                         \
-         const float* __restrict__ A, unsigned int rsa, unsigned int csa,                     \
-         const float* __restrict__ x, unsigned int cin, unsigned int batch, unsigned int h,   \
-         unsigned int w, unsigned int ksize, unsigned int stride, unsigned int pad,           \
-         unsigned int oh, unsigned int ow, float beta, float* __restrict__ C,                 \
-         unsigned int ldc, unsigned int k_split, unsigned long long split_stride) {           \
-        gemm_tile<BMv, BNv, BKv, T, T>(                                                       \
-            M, N, K, alpha, A, rsa, csa,                                                      \
-            Policy{ConvSrc{x, cin, batch, h, w, ksize, stride, pad, oh, ow}}, beta, C, ldc,   \
-            k_split, split_stride);                                                           \
+    name(ENG_CONV_HEAD, SRC, ENG_CONV_TAIL) {                                                 \
+        gemm_tile<BMv, BNv, BKv, T, T>(M, N, K, alpha, A, rsa, csa, B, beta, C, ldc, k_split, \
+                                       split_stride);                                         \
     }
-ENG_CONV_GEMM(eng_gemm_conv_fwd, GEMM_BM, GEMM_BN, GEMM_BK, 4, ConvFwdB, (GEMM_THREADS))
-ENG_CONV_GEMM(eng_gemm_big_conv_fwd, BIG_BM, BIG_BN, BIG_BK, 8, ConvFwdB, (GEMM_THREADS))
-ENG_CONV_GEMM(eng_gemm_conv_wgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4, ConvWgradB, (GEMM_THREADS))
+ENG_CONV_GEMM(eng_gemm_conv_fwd, GEMM_BM, GEMM_BN, GEMM_BK, 4, (GEMM_THREADS), ENG_CONV_X_SRC,
+              ENG_CONV_FWD_B)
+ENG_CONV_GEMM(eng_gemm_big_conv_fwd, BIG_BM, BIG_BN, BIG_BK, 8, (GEMM_THREADS), ENG_CONV_X_SRC,
+              ENG_CONV_FWD_B)
+ENG_CONV_GEMM(eng_gemm_conv_wgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4, (GEMM_THREADS),
+              ENG_CONV_X_SRC, ENG_CONV_WGRAD_B)
 // Two resident blocks asked for explicitly: left alone, ptxas gives this one 130 registers
 // (sm_80 and sm_90), which leaves room for one 256-thread block per multiprocessor; capped
 // at 128 it does not spill.
-ENG_CONV_GEMM(eng_gemm_big_conv_wgrad, BIG_BM, BIG_BN, BIG_BK, 8, ConvWgradB,
-              (GEMM_THREADS, 2))
-#undef ENG_CONV_GEMM
+ENG_CONV_GEMM(eng_gemm_big_conv_wgrad, BIG_BM, BIG_BN, BIG_BK, 8, (GEMM_THREADS, 2),
+              ENG_CONV_X_SRC, ENG_CONV_WGRAD_B)
 
 // Implicit-GEMM data gradients of stride-1 convolutions (ConvDgradB): C (M = cin, N = n h w,
 // the input's CNHW layout) = alpha A (M x K = cout k k: the weights, outer dimensions swapped)
 // B + beta C, B gathered from dy (cout x n x oh x ow). Same tiles and split-K convention as
 // eng_gemm / eng_gemm_big; dy, K and N each below 2^31 (ops.rs checks).
-// Launch: as eng_gemm (64 x 64 tiles) or eng_gemm_big (128 x 128).
-#define ENG_CONV_DGRAD_GEMM(name, BMv, BNv, BKv, T)                                             \
-    extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                \
-    name(unsigned int M, unsigned int N, unsigned int K, float alpha,                         \
-         const float* __restrict__ A, unsigned int rsa, unsigned int csa,                     \
-         const float* __restrict__ dy, unsigned int cout, unsigned int batch, unsigned int oh, \
-         unsigned int ow, unsigned int ksize, unsigned int pad, unsigned int h, unsigned int w, \
-         float beta, float* __restrict__ C, unsigned int ldc, unsigned int k_split,            \
-         unsigned long long split_stride) {                                                   \
-        gemm_tile<BMv, BNv, BKv, T, T>(                                                       \
-            M, N, K, alpha, A, rsa, csa,                                                      \
-            ConvDgradB{ConvSrc{dy, cout, batch, oh, ow, ksize, 1, pad, h, w}}, beta, C, ldc,  \
-            k_split, split_stride);                                                           \
-    }
-ENG_CONV_DGRAD_GEMM(eng_gemm_conv_dgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4)
-ENG_CONV_DGRAD_GEMM(eng_gemm_big_conv_dgrad, BIG_BM, BIG_BN, BIG_BK, 8)
-#undef ENG_CONV_DGRAD_GEMM
+ENG_CONV_GEMM(eng_gemm_conv_dgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4, (GEMM_THREADS),
+              ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B)
+ENG_CONV_GEMM(eng_gemm_big_conv_dgrad, BIG_BM, BIG_BN, BIG_BK, 8, (GEMM_THREADS),
+              ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B)
+#undef ENG_CONV_GEMM
 
 // C (rows x cols, leading dimension ldc) = alpha * sum_z P_z + beta * C, where the slices P_z
 // are rows x cols row-major (leading dimension cols), split_stride elements apart; summed in
@@ -904,38 +910,23 @@ eng_gemm_bf16(unsigned int M, unsigned int N, unsigned int K, float alpha,
 // gathered from the convolution's input, as the FP32 *_conv_fwd / *_conv_wgrad kernels above
 // (same parameters, same 2^31 limits): the bits of eng_im2col + eng_gemm_tf32 (bf16).
 // Launch: as eng_gemm_tf32.
-#define ENG_TC_CONV_GEMM(name, Op, Policy)                                                    \
+#define ENG_TC_CONV_GEMM(name, Op, SRC, B)                                                    \
     extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                               \
-    name(unsigned int M, unsigned int N, unsigned int K, float alpha,                         \
-         const float* __restrict__ A, unsigned int rsa, unsigned int csa,                     \
-         const float* __restrict__ x, unsigned int cin, unsigned int batch, unsigned int h,   \
-         unsigned int w, unsigned int ksize, unsigned int stride, unsigned int pad,           \
-         unsigned int oh, unsigned int ow, float beta, float* __restrict__ C,                 \
-         unsigned int ldc, unsigned int k_split, unsigned long long split_stride) {           \
-        tc_gemm<Op>(M, N, K, alpha, A, rsa, csa,                                              \
-                    Policy{ConvSrc{x, cin, batch, h, w, ksize, stride, pad, oh, ow}}, beta, C, \
-                    ldc, k_split, split_stride);                                              \
+    name(ENG_CONV_HEAD, SRC, ENG_CONV_TAIL) {                                                 \
+        tc_gemm<Op>(M, N, K, alpha, A, rsa, csa, B, beta, C, ldc, k_split, split_stride);     \
     }
-ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_fwd, Tf32Op, ConvFwdB)
-ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_wgrad, Tf32Op, ConvWgradB)
-ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_fwd, Bf16Op, ConvFwdB)
-ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_wgrad, Bf16Op, ConvWgradB)
-#undef ENG_TC_CONV_GEMM
-
+ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_fwd, Tf32Op, ENG_CONV_X_SRC, ENG_CONV_FWD_B)
+ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_wgrad, Tf32Op, ENG_CONV_X_SRC, ENG_CONV_WGRAD_B)
+ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_fwd, Bf16Op, ENG_CONV_X_SRC, ENG_CONV_FWD_B)
+ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_wgrad, Bf16Op, ENG_CONV_X_SRC, ENG_CONV_WGRAD_B)
 // The stride-1 implicit data gradients (eng_gemm_conv_dgrad) on the tensor cores.
-// Launch: as eng_gemm_tf32.
-#define ENG_TC_CONV_DGRAD_GEMM(name, Op)                                                      \
-    extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                               \
-    name(unsigned int M, unsigned int N, unsigned int K, float alpha,                         \
-         const float* __restrict__ A, unsigned int rsa, unsigned int csa,                     \
-         const float* __restrict__ dy, unsigned int cout, unsigned int batch, unsigned int oh, \
-         unsigned int ow, unsigned int ksize, unsigned int pad, unsigned int h, unsigned int w, \
-         float beta, float* __restrict__ C, unsigned int ldc, unsigned int k_split,            \
-         unsigned long long split_stride) {                                                   \
-        tc_gemm<Op>(M, N, K, alpha, A, rsa, csa,                                              \
-                    ConvDgradB{ConvSrc{dy, cout, batch, oh, ow, ksize, 1, pad, h, w}}, beta, C, \
-                    ldc, k_split, split_stride);                                              \
-    }
-ENG_TC_CONV_DGRAD_GEMM(eng_gemm_tf32_conv_dgrad, Tf32Op)
-ENG_TC_CONV_DGRAD_GEMM(eng_gemm_bf16_conv_dgrad, Bf16Op)
-#undef ENG_TC_CONV_DGRAD_GEMM
+ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_dgrad, Tf32Op, ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B)
+ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_dgrad, Bf16Op, ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B)
+#undef ENG_TC_CONV_GEMM
+#undef ENG_CONV_HEAD
+#undef ENG_CONV_X_SRC
+#undef ENG_CONV_DY_SRC
+#undef ENG_CONV_TAIL
+#undef ENG_CONV_FWD_B
+#undef ENG_CONV_WGRAD_B
+#undef ENG_CONV_DGRAD_B

@@ -30,6 +30,14 @@ pub enum ConfigError {
     },
 }
 
+/// The refusal of `--device cuda` by a build without the `cuda` feature, with the command that
+/// builds one.
+pub fn cuda_build_required() -> ConfigError {
+    ConfigError::Invalid(
+        "--device cuda needs a build with CUDA: cargo build --release --features cuda".into(),
+    )
+}
+
 /// Which fusion head joins the two encoders (`--fusion_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -384,10 +392,7 @@ impl TrainConfig {
             );
         }
         if self.device == Device::Cuda && !ogm_gpu::CUDA_ENABLED {
-            return bad(
-                "--device cuda needs a build with CUDA: cargo build --release --features cuda"
-                    .into(),
-            );
+            return Err(cuda_build_required());
         }
         Ok(())
     }

@@ -559,20 +559,8 @@ pub unsafe fn conv_dgrad_implicit<D: Device + ?Sized>(
     scratch: DevPtr,
 ) -> Result<()> {
     g.check_implicit_dgrad()?;
-    let taps = g.k * g.k;
-    elementwise(
-        dev,
-        &k::SWAP_OUTER,
-        g.w_len(),
-        &[
-            Arg::Ptr(w),
-            Arg::Ptr(wt),
-            Arg::U32(u32_of("conv cout", g.cout)?),
-            Arg::U32(u32_of("conv cin", g.cin)?),
-            Arg::U32(u32_of("conv taps", taps)?),
-        ],
-    )?;
-    let (m, n, kk) = (g.cin, g.n * g.h * g.w, g.cout * taps);
+    swap_outer(dev, g.cout, g.cin, g.k * g.k, w, wt)?;
+    let (m, n, kk) = g.dgrad_dims();
     gemm_launch(
         dev,
         precision,
@@ -698,14 +686,21 @@ impl Conv {
                 reason: "only stride 1 (a strided convolution's goes through col2im)",
             });
         }
+        let (_, cols, shared) = self.dgrad_dims();
         Self::check_limits([
             ("implicit data gradient dy", self.out_len()),
-            (
-                "implicit data gradient shared dimension",
-                self.cout * self.k * self.k,
-            ),
-            ("implicit data gradient columns", self.n * self.h * self.w),
+            ("implicit data gradient shared dimension", shared),
+            ("implicit data gradient columns", cols),
         ])
+    }
+    /// The implicit data gradient's GEMM `(m, n, k)`: `(cin, n h w, cout k k)`, `dx` of
+    /// `cin x n h w` from the swapped weight (`cin x cout k k`) and the gathered `dy`.
+    pub fn dgrad_dims(&self) -> (usize, usize, usize) {
+        (
+            self.cin,
+            self.n * self.h * self.w,
+            self.cout * self.k * self.k,
+        )
     }
     fn check_limits<const N: usize>(sizes: [(&'static str, usize); N]) -> Result<()> {
         for (what, v) in sizes {
@@ -837,6 +832,34 @@ pub unsafe fn elementwise<D: Device + ?Sized>(
     args: &[Arg],
 ) -> Result<()> {
     stride_launch(dev, spec, n as u64, args)
+}
+
+/// `y[j][i][t] = x[i][j][t]` for `x` of `a x b x inner`: its two outer dimensions swapped
+/// (`SWAP_OUTER`; the layout change between CNHW and NCHW, and a convolution weight's
+/// `cout x cin k k` to `cin x cout k k`).
+///
+/// # Safety
+/// See the module documentation; `x` and `y` hold `a b inner` elements and do not overlap.
+pub unsafe fn swap_outer<D: Device + ?Sized>(
+    dev: &D,
+    a: usize,
+    b: usize,
+    inner: usize,
+    x: DevPtr,
+    y: DevPtr,
+) -> Result<()> {
+    elementwise(
+        dev,
+        &k::SWAP_OUTER,
+        a * b * inner,
+        &[
+            Arg::Ptr(x),
+            Arg::Ptr(y),
+            Arg::U32(u32_of("swap a", a)?),
+            Arg::U32(u32_of("swap b", b)?),
+            Arg::U32(u32_of("swap inner", inner)?),
+        ],
+    )
 }
 
 /// A kernel with one block of [`ENG_REDUCE_BLOCK`] threads per item (`BN_TRAIN`,

@@ -82,17 +82,9 @@ pub fn evaluate_checkpoint(req: &EvalRequest) -> Result<CheckpointEval, TrainErr
     match config.device {
         Device::Cpu => evaluate_checkpoint_on(req, &config, CpuBackend::<f32>::new()),
         #[cfg(feature = "cuda")]
-        Device::Cuda => {
-            let mut backend = super::gpu::open()?;
-            backend.set_precision(config.precision.engine());
-            backend.set_conv_algo(config.conv.engine());
-            evaluate_checkpoint_on(req, &config, backend)
-        }
+        Device::Cuda => evaluate_checkpoint_on(req, &config, super::gpu::open_for(&config)?),
         #[cfg(not(feature = "cuda"))]
-        Device::Cuda => Err(crate::config::ConfigError::Invalid(
-            "--device cuda needs a build with CUDA: cargo build --release --features cuda".into(),
-        )
-        .into()),
+        Device::Cuda => Err(crate::config::cuda_build_required().into()),
     }
 }
 

@@ -9,6 +9,8 @@ use ogm_gpu::cuda::CudaDevice;
 
 use crate::engine::gpu::GpuBackend;
 
+use crate::config::TrainConfig;
+
 use super::TrainError;
 
 /// The CUDA backend the trainer uses.
@@ -26,4 +28,12 @@ pub fn open() -> Result<CudaBackend, TrainError> {
             "--device cuda: the GPU could not be used: {e}"
         ))),
     }
+}
+
+/// Opens device 0 ([`open`]) set to run `config`'s model: its `--precision` and `--conv`.
+pub fn open_for(config: &TrainConfig) -> Result<CudaBackend, TrainError> {
+    let mut backend = open()?;
+    backend.set_precision(config.precision.engine());
+    backend.set_conv_algo(config.conv.engine());
+    Ok(backend)
 }

@@ -315,18 +315,10 @@ pub fn train(
     match config.device {
         crate::config::Device::Cpu => train_on(config, opts, stop, CpuBackend::<f32>::new()),
         #[cfg(feature = "cuda")]
-        crate::config::Device::Cuda => {
-            let mut backend = gpu::open()?;
-            backend.set_precision(config.precision.engine());
-            backend.set_conv_algo(config.conv.engine());
-            train_on(config, opts, stop, backend)
-        }
+        crate::config::Device::Cuda => train_on(config, opts, stop, gpu::open_for(config)?),
         // validate() refuses --device cuda in a build without the `cuda` feature.
         #[cfg(not(feature = "cuda"))]
-        crate::config::Device::Cuda => Err(ConfigError::Invalid(
-            "--device cuda needs a build with CUDA: cargo build --release --features cuda".into(),
-        )
-        .into()),
+        crate::config::Device::Cuda => Err(crate::config::cuda_build_required().into()),
     }
 }
 

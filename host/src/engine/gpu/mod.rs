@@ -425,21 +425,8 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
     fn swap_outer(&self, a: usize, b: usize, inner: usize, x: &DevBuf<D>, y: &mut DevBuf<D>) {
         let n = a * b * inner;
         let (xp, yp) = (need(x, n, "swap_outer x"), need(y, n, "swap_outer y"));
-        self.run(|| unsafe {
-            // SAFETY: both hold n elements.
-            ops::elementwise(
-                &*self.dev,
-                &k::SWAP_OUTER,
-                n,
-                &[
-                    Arg::Ptr(xp),
-                    Arg::Ptr(yp),
-                    Arg::U32(u32_of("swap a", a)?),
-                    Arg::U32(u32_of("swap b", b)?),
-                    Arg::U32(u32_of("swap inner", inner)?),
-                ],
-            )
-        });
+        // SAFETY: both hold n elements (checked); distinct buffers do not overlap.
+        self.run(|| unsafe { ops::swap_outer(&*self.dev, a, b, inner, xp, yp) });
     }
     fn conv2d_forward(
         &self,
@@ -514,8 +501,8 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
             };
             if let (Some(dxp), true) = (dxp, self.implicit(g) && g.fits_implicit_dgrad()) {
                 let p = self.precision;
-                let (n, kk) = (g.n * g.h * g.w, g.cout * g.k * g.k);
-                let scratch = self.split_scratch(p, g.cin, n, kk)?;
+                let (m, n, kk) = g.dgrad_dims();
+                let scratch = self.split_scratch(p, m, n, kk)?;
                 let wt = self.grow(&mut lock(&self.scratch).wt, g.w_len())?;
                 // SAFETY: w and wt hold the weight's length, dy and dx the geometry's, scratch
                 // what the plan needs.
