@@ -1,50 +1,124 @@
 // Batch normalisation over CNHW activations (one contiguous run of `len` values per channel),
 // PyTorch semantics as the CPU engine (host/src/engine/cpu/norm.rs): biased variance to
 // normalise, unbiased variance into the running estimate, running = (1 - m) running + m batch.
-// Sums are accumulated in f64 (per thread, then a fixed tree); the per-channel arithmetic
-// (scale, shift, running statistics) is the CPU's, in f64, rounded to f32 at the same points,
-// and the per-element arithmetic is the CPU's f32 expression.
+// Sums are accumulated in f64 (per thread, then a fixed tree). The forward's variance comes
+// from one pass of shifted moments (bn_moments) where the CPU takes two passes over f32
+// deviations: the same value within f32 rounding of the deviations, one read of x fewer. The
+// per-channel arithmetic (scale, shift, running statistics) is the CPU's, in f64, rounded to
+// f32 at the same points, and the per-element arithmetic is the CPU's f32 expression.
 #include "engine.cuh"
 
-// Training forward. One block per channel. Writes y (optionally ReLU'd), saved_mean and
-// saved_invstd (1 / sqrt(var + eps)) for backward, and updates the running statistics.
-// Launch: grid c, block ENG_REDUCE_BLOCK.
+// Channels are split into `slices` parts of the grid's y when they are long (ops.rs,
+// bn_slices): one block per channel leaves most of a GPU idle in the first stages of the paper
+// model (64 channels of 200 000 values each at batch 64, on 132 multiprocessors). A split
+// channel's sums are first computed per slice into `part` (f64, 2 per slice, channel-major) by
+// the *_partial kernel; every block of the main kernel then adds its channel's partials in one
+// fixed tree, so all of them get the same statistics and the result does not depend on how
+// the blocks were scheduled. With slices == 1 the main kernel sums its channel itself and
+// `part` is not read.
+
+// Slice s of `slices` over [0, len): [lo, hi).
+__device__ __forceinline__ void bn_slice(unsigned len, unsigned slices, unsigned s,
+                                         unsigned long long* lo, unsigned long long* hi) {
+    const unsigned long long chunk = ((unsigned long long)len + slices - 1) / slices;
+    *lo = min((unsigned long long)s * chunk, (unsigned long long)len);
+    *hi = min(*lo + chunk, (unsigned long long)len);
+}
+
+// The channel's sums from its `slices` partials (pairs) in `part`, in a fixed tree.
+__device__ __forceinline__ void bn_gather(const double* __restrict__ part, unsigned ch,
+                                          unsigned slices, double* scratch, double* s1,
+                                          double* s2) {
+    const double* pc = part + 2ull * ch * slices;
+    double a = 0.0, b = 0.0;
+    for (unsigned i = threadIdx.x; i < slices; i += blockDim.x) {
+        a += pc[2 * i];
+        b += pc[2 * i + 1];
+    }
+    *s1 = block_sum_f64(a, scratch);
+    *s2 = block_sum_f64(b, scratch);
+}
+
+// The forward statistics' sums over [lo, hi) of channel xc: sum (x - k) and sum (x - k)^2 in
+// f64, k = xc[0]. One pass (the variance is s2 / len - (s1 / len)^2); the shift by one of the
+// channel's own values keeps that difference from cancelling when the mean is large against
+// the deviation (each (x - k) and its square are exact or nearly so in f64).
+__device__ __forceinline__ void bn_moments(const float* __restrict__ xc, unsigned long long lo,
+                                           unsigned long long hi, double* scratch, double* s1,
+                                           double* s2) {
+    const double k = (double)xc[0];
+    double a = 0.0, b = 0.0;
+    for (unsigned long long i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        const double d = (double)xc[i] - k;
+        a += d;
+        b += d * d;
+    }
+    *s1 = block_sum_f64(a, scratch);
+    *s2 = block_sum_f64(b, scratch);
+}
+
+// Forward sums of one slice of a split channel into part. Launch: grid (c, slices), block
+// ENG_REDUCE_BLOCK.
+extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
+eng_bn_train_partial(const float* __restrict__ x, double* __restrict__ part, unsigned int len,
+                     unsigned int slices) {
+    __shared__ double scratch[32];
+    const unsigned ch = blockIdx.x, sl = blockIdx.y;
+    unsigned long long lo, hi;
+    bn_slice(len, slices, sl, &lo, &hi);
+    double s1, s2;
+    bn_moments(x + (unsigned long long)ch * len, lo, hi, scratch, &s1, &s2);
+    if (threadIdx.x == 0) {
+        part[2ull * (ch * slices + sl)] = s1;
+        part[2ull * (ch * slices + sl) + 1] = s2;
+    }
+}
+
+// Training forward. Writes y (optionally ReLU'd) over the block's slice; the slice-0 block
+// writes saved_mean and saved_invstd (1 / sqrt(var + eps)) for backward and updates the
+// running statistics. Launch: grid (c, slices), block ENG_REDUCE_BLOCK; with slices > 1 after
+// eng_bn_train_partial into part.
 extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
 eng_bn_train(const float* __restrict__ x, float* __restrict__ y,
              const float* __restrict__ gamma, const float* __restrict__ beta,
              float* __restrict__ running_mean, float* __restrict__ running_var,
              float* __restrict__ saved_mean, float* __restrict__ saved_invstd,
-             unsigned int len, double momentum, double eps, unsigned int relu) {
+             unsigned int len, double momentum, double eps, unsigned int relu,
+             const double* __restrict__ part, unsigned int slices) {
     __shared__ double scratch[32];
     __shared__ float sh_scale, sh_shift;
-    const unsigned ch = blockIdx.x;
+    const unsigned ch = blockIdx.x, sl = blockIdx.y;
     const float* xc = x + (unsigned long long)ch * len;
     float* yc = y + (unsigned long long)ch * len;
-    double s = 0.0;
-    for (unsigned i = threadIdx.x; i < len; i += blockDim.x) s += (double)xc[i];
-    const double mean = block_sum_f64(s, scratch) / (double)len;
-    const float mt = (float)mean;
-    double ss = 0.0;
-    for (unsigned i = threadIdx.x; i < len; i += blockDim.x) {
-        const float d = xc[i] - mt;
-        ss += (double)(d * d);
+    double s1, s2;
+    if (slices == 1) {
+        bn_moments(xc, 0, len, scratch, &s1, &s2);
+    } else {
+        bn_gather(part, ch, slices, scratch, &s1, &s2);
     }
-    const double var = block_sum_f64(ss, scratch) / (double)len;
     if (threadIdx.x == 0) {
+        const double off = s1 / (double)len;
+        const double mean = (double)xc[0] + off;
+        const double var = fmax(s2 / (double)len - off * off, 0.0);
         const double invstd = 1.0 / sqrt(var + eps);
         const double g = (double)gamma[ch];
         sh_scale = (float)(g * invstd);
         sh_shift = (float)((double)beta[ch] - mean * g * invstd);
-        const double unbiased = var * (double)len / (double)(len - 1);
-        saved_mean[ch] = (float)mean;
-        saved_invstd[ch] = (float)invstd;
-        running_mean[ch] = (float)((1.0 - momentum) * (double)running_mean[ch] + momentum * mean);
-        running_var[ch] =
-            (float)((1.0 - momentum) * (double)running_var[ch] + momentum * unbiased);
+        if (sl == 0) {
+            const double unbiased = var * (double)len / (double)(len - 1);
+            saved_mean[ch] = (float)mean;
+            saved_invstd[ch] = (float)invstd;
+            running_mean[ch] =
+                (float)((1.0 - momentum) * (double)running_mean[ch] + momentum * mean);
+            running_var[ch] =
+                (float)((1.0 - momentum) * (double)running_var[ch] + momentum * unbiased);
+        }
     }
     __syncthreads();
     const float scale = sh_scale, shift = sh_shift;
-    for (unsigned i = threadIdx.x; i < len; i += blockDim.x) {
+    unsigned long long lo, hi;
+    bn_slice(len, slices, sl, &lo, &hi);
+    for (unsigned long long i = lo + threadIdx.x; i < hi; i += blockDim.x) {
         const float t = xc[i] * scale + shift;
         yc[i] = relu && !(t > 0.0f) ? 0.0f : t;
     }
@@ -69,38 +143,77 @@ eng_bn_eval(const float* __restrict__ x, float* __restrict__ y, const float* __r
     }
 }
 
-// Training backward. One block per channel. relu_out (may be null): dy is first masked where
-// relu_out <= 0 (the forward ran with its ReLU). Writes dx, dgamma, dbeta (overwritten).
-// Launch: grid c, block ENG_REDUCE_BLOCK.
+// The backward sums over [lo, hi) of one channel (offset base): sum dy and sum dy (x - m),
+// dy masked where relu_out <= 0 when relu_out is set.
+__device__ __forceinline__ void bn_grad_sums(const float* __restrict__ x,
+                                             const float* __restrict__ dy,
+                                             const float* __restrict__ relu_out,
+                                             unsigned long long base, unsigned long long lo,
+                                             unsigned long long hi, float m, double* scratch,
+                                             double* sdy, double* sdyx) {
+    double a = 0.0, b = 0.0;
+    for (unsigned long long i = base + lo + threadIdx.x; i < base + hi; i += blockDim.x) {
+        float g = dy[i];
+        if (relu_out && !(relu_out[i] > 0.0f)) g = 0.0f;
+        a += (double)g;
+        b += (double)(g * (x[i] - m));
+    }
+    *sdy = block_sum_f64(a, scratch);
+    *sdyx = block_sum_f64(b, scratch);
+}
+
+// Backward sums of one slice of a split channel into part. Launch: grid (c, slices), block
+// ENG_REDUCE_BLOCK.
+extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
+eng_bn_backward_partial(const float* __restrict__ x, const float* __restrict__ saved_mean,
+                        const float* __restrict__ dy, const float* __restrict__ relu_out,
+                        double* __restrict__ part, unsigned int len, unsigned int slices) {
+    __shared__ double scratch[32];
+    const unsigned ch = blockIdx.x, sl = blockIdx.y;
+    unsigned long long lo, hi;
+    bn_slice(len, slices, sl, &lo, &hi);
+    double sdy, sdyx;
+    bn_grad_sums(x, dy, relu_out, (unsigned long long)ch * len, lo, hi, saved_mean[ch], scratch,
+                 &sdy, &sdyx);
+    if (threadIdx.x == 0) {
+        part[2ull * (ch * slices + sl)] = sdy;
+        part[2ull * (ch * slices + sl) + 1] = sdyx;
+    }
+}
+
+// Training backward. relu_out (may be null): dy is first masked where relu_out <= 0 (the
+// forward ran with its ReLU). Writes dx over the block's slice; the slice-0 block writes
+// dgamma and dbeta (overwritten). Launch: grid (c, slices), block ENG_REDUCE_BLOCK; with
+// slices > 1 after eng_bn_backward_partial into part.
 extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
 eng_bn_backward(const float* __restrict__ x, const float* __restrict__ gamma,
                 const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
                 const float* __restrict__ dy, const float* __restrict__ relu_out,
                 float* __restrict__ dx, float* __restrict__ dgamma, float* __restrict__ dbeta,
-                unsigned int len) {
+                unsigned int len, const double* __restrict__ part, unsigned int slices) {
     __shared__ double scratch[32];
-    const unsigned ch = blockIdx.x;
+    const unsigned ch = blockIdx.x, sl = blockIdx.y;
     const unsigned long long base = (unsigned long long)ch * len;
     const float m = saved_mean[ch], is = saved_invstd[ch];
-    double sdy = 0.0, sdyx = 0.0;
-    for (unsigned i = threadIdx.x; i < len; i += blockDim.x) {
-        float g = dy[base + i];
-        if (relu_out && !(relu_out[base + i] > 0.0f)) g = 0.0f;
-        sdy += (double)g;
-        sdyx += (double)(g * (x[base + i] - m));
+    double sdy, sdyx;
+    if (slices == 1) {
+        bn_grad_sums(x, dy, relu_out, base, 0, len, m, scratch, &sdy, &sdyx);
+    } else {
+        bn_gather(part, ch, slices, scratch, &sdy, &sdyx);
     }
-    sdy = block_sum_f64(sdy, scratch);
-    sdyx = block_sum_f64(sdyx, scratch) * (double)is;
-    if (threadIdx.x == 0) {
+    sdyx *= (double)is;
+    if (threadIdx.x == 0 && sl == 0) {
         dgamma[ch] = (float)sdyx;
         dbeta[ch] = (float)sdy;
     }
     const float k = gamma[ch] * is;
     const float a = (float)(sdy / (double)len);
     const float bq = (float)(sdyx / (double)len) * is;
-    for (unsigned i = threadIdx.x; i < len; i += blockDim.x) {
-        float g = dy[base + i];
-        if (relu_out && !(relu_out[base + i] > 0.0f)) g = 0.0f;
-        dx[base + i] = k * (g - a - (x[base + i] - m) * bq);
+    unsigned long long lo, hi;
+    bn_slice(len, slices, sl, &lo, &hi);
+    for (unsigned long long i = base + lo + threadIdx.x; i < base + hi; i += blockDim.x) {
+        float g = dy[i];
+        if (relu_out && !(relu_out[i] > 0.0f)) g = 0.0f;
+        dx[i] = k * (g - a - (x[i] - m) * bq);
     }
 }

@@ -99,6 +99,17 @@ fn launch_order_work<D: ogm_gpu::engine::Device + 'static>(
         }
         assert!(b.take_error().is_none());
     }
+    // Batch norm over channels split across blocks (the model above has none that long): the
+    // partial sums' kernels, and the main ones adding them.
+    let (c, len) = (2, 20_000);
+    assert!(ogm_gpu::engine::ops::bn_slices(len) > 1);
+    let gb: Vec<f32> = (0..2 * c).map(|i| 0.5 + 0.1 * i as f32).collect();
+    let data = vec![rand_vec(&mut rng, c * len), gb, rand_vec(&mut rng, c * len)];
+    let b = backend(Precision::Fp32, ConvAlgo::Im2col);
+    for (i, v) in bn_run(&b, c, len, true, &data).into_iter().enumerate() {
+        out.push((format!("split batch norm output {i}"), v));
+    }
+    assert!(b.take_error().is_none());
     out
 }
 

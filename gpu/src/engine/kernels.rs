@@ -40,16 +40,23 @@ kernels! {
     /// The adjoint of `IM2COL` (a gather).
     COL2IM = "engine_conv".eng_col2im(col: Ptr, dx: Ptr, cin: U32, n: U32, h: U32, w: U32,
         k: U32, stride: U32, pad: U32, oh: U32, ow: U32);
-    /// Batch norm, training forward, one block per channel.
+    /// Batch norm, training forward: the sums of each slice of a split channel.
+    BN_TRAIN_PARTIAL = "engine_norm".eng_bn_train_partial(x: Ptr, part: Ptr, len: U32,
+        slices: U32);
+    /// Batch norm, training forward, blocks per channel and slice.
     BN_TRAIN = "engine_norm".eng_bn_train(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
         running_mean: Ptr, running_var: Ptr, saved_mean: Ptr, saved_invstd: Ptr, len: U32,
-        momentum: F64, eps: F64, relu: U32);
+        momentum: F64, eps: F64, relu: U32, part: Ptr, slices: U32);
     /// Batch norm with running statistics.
     BN_EVAL = "engine_norm".eng_bn_eval(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
         running_mean: Ptr, running_var: Ptr, c: U32, len: U32, eps: F64, relu: U32);
-    /// Batch norm backward, one block per channel.
+    /// Batch norm backward: the sums of each slice of a split channel.
+    BN_BACKWARD_PARTIAL = "engine_norm".eng_bn_backward_partial(x: Ptr, saved_mean: Ptr,
+        dy: Ptr, relu_out: Ptr, part: Ptr, len: U32, slices: U32);
+    /// Batch norm backward, blocks per channel and slice.
     BN_BACKWARD = "engine_norm".eng_bn_backward(x: Ptr, gamma: Ptr, saved_mean: Ptr,
-        saved_invstd: Ptr, dy: Ptr, relu_out: Ptr, dx: Ptr, dgamma: Ptr, dbeta: Ptr, len: U32);
+        saved_invstd: Ptr, dy: Ptr, relu_out: Ptr, dx: Ptr, dgamma: Ptr, dbeta: Ptr, len: U32,
+        part: Ptr, slices: U32);
     /// `buf[..n] = value`.
     FILL = "engine_ew".eng_fill(buf: Ptr, n: U64, value: F32);
     /// `dst[..n] = src[..n]`.

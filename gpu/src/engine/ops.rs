@@ -862,8 +862,69 @@ pub unsafe fn swap_outer<D: Device + ?Sized>(
     )
 }
 
-/// A kernel with one block of [`ENG_REDUCE_BLOCK`] threads per item (`BN_TRAIN`,
-/// `BN_BACKWARD`, `AVGPOOL_FORWARD`).
+/// Values of a channel above which batch norm splits it over several blocks: one block per
+/// channel would leave most of a GPU idle where channels are few and long (the paper model's
+/// first stages: 64 channels of about 200 000 values at batch 64, against 132
+/// multiprocessors on an H200), and 8192 values are 32 per thread of a block.
+pub const BN_SLICE: usize = 8192;
+
+/// The most slices a batch-norm channel is split into (each block of the main pass adds all
+/// its channel's partial sums).
+pub const BN_MAX_SLICES: usize = 128;
+
+/// The slices of a batch-norm channel of `len` values: `len / BN_SLICE` rounded up, within
+/// `1 ..= BN_MAX_SLICES`. It depends on `len` only, so the sums' order, hence the result, is
+/// the same on every GPU.
+pub fn bn_slices(len: usize) -> usize {
+    len.div_ceil(BN_SLICE).clamp(1, BN_MAX_SLICES)
+}
+
+/// The f64 values of partial sums a batch-norm pass over `c` channels of `len` needs
+/// (`part` of [`bn_pass`]): two per slice, none when channels are not split.
+pub fn bn_part_len(c: usize, len: usize) -> usize {
+    match bn_slices(len) {
+        1 => 0,
+        s => 2 * c * s,
+    }
+}
+
+/// One batch-norm pass (training forward or backward) over `c` channels of `len` values, on a
+/// `c x slices` grid of [`ENG_REDUCE_BLOCK`]-thread blocks ([`bn_slices`]): when the channels
+/// are split, first `partial` with `partial_args` then `(part, len, slices)`, each slice's sums
+/// into `part` ([`bn_part_len`] f64 values); then `main` with `main_args` then `(part,
+/// slices)`. `part` is not used (may be null) when the channels are not split.
+///
+/// # Safety
+/// See the module documentation; `part` holds [`bn_part_len`] f64 values.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn bn_pass<D: Device + ?Sized>(
+    dev: &D,
+    partial: &super::KernelSpec,
+    main: &super::KernelSpec,
+    c: usize,
+    len: usize,
+    part: DevPtr,
+    partial_args: &[Arg],
+    main_args: &[Arg],
+) -> Result<()> {
+    if c == 0 || len == 0 {
+        return Ok(());
+    }
+    let slices = bn_slices(len);
+    let grid = Grid {
+        blocks: [u32_of("bn channels", c)?, slices as u32, 1],
+        threads: ENG_REDUCE_BLOCK,
+    };
+    let (len32, slices32) = (u32_of("bn len", len)?, slices as u32);
+    if slices > 1 {
+        let tail = [Arg::Ptr(part), Arg::U32(len32), Arg::U32(slices32)];
+        dev.launch(partial, grid, &[partial_args, &tail].concat())?;
+    }
+    let tail = [Arg::Ptr(part), Arg::U32(slices32)];
+    dev.launch(main, grid, &[main_args, &tail].concat())
+}
+
+/// A kernel with one block of [`ENG_REDUCE_BLOCK`] threads per item (`AVGPOOL_FORWARD`).
 ///
 /// # Safety
 /// See the module documentation.
@@ -1221,5 +1282,38 @@ mod tests {
             let (splits, len) = split_plan_at(p, 132, 64, 576, 200_704);
             assert!(splits > 1 && len % TC_BK as usize == 0 && splits * len >= 200_704);
         }
+    }
+
+    #[test]
+    fn batch_norm_splits_only_long_channels_and_every_slice_holds_values() {
+        // The kernels' slice s is [s chunk, (s + 1) chunk) clipped to len, chunk = len /
+        // slices rounded up: no slice may be empty (its block would add nothing, harmless,
+        // but a slice count above what len needs wastes blocks).
+        for len in [
+            1,
+            2,
+            8191,
+            8192,
+            8193,
+            12_544,
+            50_176,
+            200_704,
+            1 << 20,
+            1 << 30,
+        ] {
+            let s = bn_slices(len);
+            assert!((1..=BN_MAX_SLICES).contains(&s), "{len}: {s}");
+            let chunk = len.div_ceil(s);
+            assert!((s - 1) * chunk < len, "{len}: slice {} is empty", s - 1);
+            assert!(
+                s == BN_MAX_SLICES || chunk <= BN_SLICE,
+                "{len}: {chunk} per slice"
+            );
+            assert_eq!(bn_part_len(3, len), if s == 1 { 0 } else { 6 * s });
+        }
+        assert_eq!(bn_slices(BN_SLICE), 1);
+        assert_eq!(bn_slices(BN_SLICE + 1), 2);
+        // The paper model's first stage at batch 64: 64 channels become 64 x 25 blocks.
+        assert_eq!(bn_slices(64 * 56 * 56), 25);
     }
 }

@@ -351,8 +351,10 @@ const ESTIMATES: &[(KernelSpec, Estimator)] = &[
     (k::IM2COL, im2col),
     (k::COL2IM, col2im),
     (k::BN_TRAIN, bn_train),
+    (k::BN_TRAIN_PARTIAL, bn_train_partial),
     (k::BN_EVAL, bn_eval),
     (k::BN_BACKWARD, bn_backward),
+    (k::BN_BACKWARD_PARTIAL, bn_backward_partial),
     // Element-wise over n values: bytes per value, FP32 flops per value.
     (k::FILL, |p, _| Some(Work::bytes(F * p.u("n")?))), // write
     (k::COPY, |p, _| Some(Work::bytes(2.0 * F * p.u("n")?))), // read, write
@@ -585,15 +587,33 @@ fn col2im(p: &Params, _: Grid) -> Option<Work> {
     Some(Work::new(Unit::Fp32, taps, F * (taps + dx)))
 }
 
-/// Batch-norm training forward, one block per channel (`ops::per_block`: the channel count is
-/// the grid's x). Reads x, writes y; per channel reads gamma, beta and the running statistics,
-/// writes those and the saved mean and inverse deviation (8 values). Per value: two f64 adds
-/// (the sums), an f32 subtract and multiply (the squared deviation), an f32 multiply and add
-/// (the normalisation).
+/// Batch-norm training forward on a `channels x slices` grid (`ops::bn_pass`). Reads x,
+/// writes y; per channel reads gamma, beta and the running statistics, writes those and the
+/// saved mean and inverse deviation (8 values). Per value an f32 multiply and add (the
+/// normalisation). Unsplit channels (one slice) are also summed here: per value an f64
+/// subtract, square and two adds, and x read a second time, not counted: a block's channel is
+/// at most `ops::BN_SLICE` values (32 KB), read again at once, from L2. Split channels read
+/// their partial sums instead (two f64 per slice, added).
 fn bn_train(p: &Params, g: Grid) -> Option<Work> {
-    let c = f64::from(g.blocks[0]);
+    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
     let n = c * p.u("len")?;
-    Some(Work::new(Unit::Fp32, 4.0 * n, F * (2.0 * n + 8.0 * c)).plus(Unit::Fp64, 2.0 * n))
+    // (partials read, f64 operations of the sums)
+    let (parts, sums) = match slices > 1.0 {
+        true => (2.0 * c * slices, 2.0 * c * slices),
+        false => (0.0, 4.0 * n),
+    };
+    Some(
+        Work::new(Unit::Fp32, 2.0 * n, F * (2.0 * n + 8.0 * c) + 8.0 * parts)
+            .plus(Unit::Fp64, sums),
+    )
+}
+
+/// The forward sums of split channels (grid `channels x slices`): reads x, writes two f64 per
+/// slice; per value an f64 subtract, square and two adds.
+fn bn_train_partial(p: &Params, g: Grid) -> Option<Work> {
+    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
+    let n = c * p.u("len")?;
+    Some(Work::new(Unit::Fp64, 4.0 * n, F * n + 16.0 * c * slices))
 }
 
 /// Batch norm with running statistics: reads x, writes y, reads four per-channel vectors. The
@@ -606,15 +626,42 @@ fn bn_eval(p: &Params, _: Grid) -> Option<Work> {
     Some(Work::new(Unit::Fp32, 2.0 * n, F * (2.0 * n + 4.0 * c)).plus(Unit::Fp64, 7.0 * n))
 }
 
-/// Batch-norm backward, one block per channel (grid x). Reads x, dy and, when set, the ReLU
-/// output; writes dx; per channel reads gamma, the saved mean and inverse deviation, writes
-/// dgamma and dbeta. Per value: two f64 adds (the sums), an f32 subtract and multiply in the
-/// first pass, three subtracts and two multiplies in the second.
+/// Batch-norm backward on a `channels x slices` grid (`ops::bn_pass`). Reads x, dy and, when
+/// set, the ReLU output; writes dx; per channel reads gamma, the saved mean and inverse
+/// deviation, writes dgamma and dbeta. Per value three f32 subtracts and two multiplies (dx).
+/// Unsplit channels are also summed here (as [`bn_train`], the second read of the inputs from
+/// L2): per value an f32 subtract and multiply and two f64 adds. Split channels read their
+/// partial sums instead.
 fn bn_backward(p: &Params, g: Grid) -> Option<Work> {
-    let c = f64::from(g.blocks[0]);
+    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
     let n = c * p.u("len")?;
     let arrays = 3.0 + b2f(p.set("relu_out")?);
-    Some(Work::new(Unit::Fp32, 7.0 * n, F * (arrays * n + 5.0 * c)).plus(Unit::Fp64, 2.0 * n))
+    // (partials read, f32 and f64 operations of the sums)
+    let (parts, f32_sums, f64_sums) = match slices > 1.0 {
+        true => (2.0 * c * slices, 0.0, 2.0 * c * slices),
+        false => (0.0, 2.0 * n, 2.0 * n),
+    };
+    Some(
+        Work::new(
+            Unit::Fp32,
+            5.0 * n + f32_sums,
+            F * (arrays * n + 5.0 * c) + 8.0 * parts,
+        )
+        .plus(Unit::Fp64, f64_sums),
+    )
+}
+
+/// The backward sums of split channels (grid `channels x slices`): reads x, dy and, when set,
+/// the ReLU output; writes two f64 per slice; per value an f32 subtract and multiply and two
+/// f64 adds.
+fn bn_backward_partial(p: &Params, g: Grid) -> Option<Work> {
+    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
+    let n = c * p.u("len")?;
+    let arrays = 2.0 + b2f(p.set("relu_out")?);
+    Some(
+        Work::new(Unit::Fp32, 2.0 * n, F * arrays * n + 16.0 * c * slices)
+            .plus(Unit::Fp64, 2.0 * n),
+    )
 }
 
 /// Max pooling: reads the input values some window covers, writes each output and its index
@@ -1051,10 +1098,23 @@ mod tests {
 
     #[test]
     fn batch_norm() {
-        // 3 channels (grid x) of 10 values: x read, y written (60), 8 values per channel (24).
+        // 3 channels (grid x) of 10 values, one slice each: x read, y written (60), 8 values
+        // per channel (24); the normalisation in f32 (60), the sums in f64 (120).
         let set = [("len", U32(10))];
         let w = est(&k::BN_TRAIN, Grid::linear(3, 256), &set);
-        let want = Work::new(Unit::Fp32, 4.0 * 30.0, 4.0 * (60.0 + 24.0)).plus(Unit::Fp64, 60.0);
+        let want = Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 24.0)).plus(Unit::Fp64, 120.0);
+        assert_eq!(w, want);
+        // Split in 2 slices (grid y): the sums move to the partial kernel (x read, 6 pairs of
+        // f64 written); the main kernel reads and adds the pairs.
+        let split = Grid {
+            blocks: [3, 2, 1],
+            threads: 256,
+        };
+        let w = est(&k::BN_TRAIN_PARTIAL, split, &set);
+        assert_eq!(w, Work::new(Unit::Fp64, 120.0, 4.0 * 30.0 + 8.0 * 12.0));
+        let w = est(&k::BN_TRAIN, split, &set);
+        let want =
+            Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 24.0) + 8.0 * 12.0).plus(Unit::Fp64, 12.0);
         assert_eq!(w, want);
         let set = [("c", U32(3)), ("len", U32(10))];
         let w = est(&k::BN_EVAL, one(), &set);
@@ -1062,13 +1122,26 @@ mod tests {
         assert_eq!(w, want);
         // Backward without the ReLU output: x, dy, dx (90) and 5 per channel (15); with it,
         // 30 more.
-        let set = [("len", U32(10))];
+        let set = [("len", U32(10)), ("relu_out", Ptr(0))];
         let w = est(&k::BN_BACKWARD, Grid::linear(3, 256), &set);
         let want = Work::new(Unit::Fp32, 210.0, 4.0 * (90.0 + 15.0)).plus(Unit::Fp64, 60.0);
         assert_eq!(w, want);
-        let set = [("len", U32(10)), ("relu_out", Ptr(256))];
-        let w = est(&k::BN_BACKWARD, Grid::linear(3, 256), &set);
+        let relu = [("len", U32(10)), ("relu_out", Ptr(256))];
+        let w = est(&k::BN_BACKWARD, Grid::linear(3, 256), &relu);
         assert_eq!(w.bytes, 4.0 * (120.0 + 15.0));
+        // Split: the partial kernel reads x and dy (60) and writes 6 pairs; the main kernel
+        // reads those too, and computes dx only.
+        let w = est(&k::BN_BACKWARD_PARTIAL, split, &set);
+        let want = Work::new(Unit::Fp32, 60.0, 4.0 * 60.0 + 8.0 * 12.0).plus(Unit::Fp64, 60.0);
+        assert_eq!(w, want);
+        let w = est(&k::BN_BACKWARD, split, &set);
+        let want =
+            Work::new(Unit::Fp32, 150.0, 4.0 * (90.0 + 15.0) + 8.0 * 12.0).plus(Unit::Fp64, 12.0);
+        assert_eq!(w, want);
+        assert_eq!(
+            est(&k::BN_BACKWARD_PARTIAL, split, &relu).bytes,
+            4.0 * 90.0 + 96.0
+        );
     }
 
     #[test]

@@ -71,6 +71,8 @@ struct Scratch {
     // A convolution's weights with their outer dimensions swapped, for the implicit data
     // gradient.
     wt: (DevPtr, usize),
+    // Batch norm's per-slice partial sums (f64, so two f32 slots each).
+    bn: (DevPtr, usize),
 }
 
 /// State a user of the backend keeps with it (the trainer's OGM-GE step buffers).
@@ -229,6 +231,15 @@ impl<D: Device> GpuBackend<D> {
         Ok(slot.0)
     }
 
+    /// The scratch for batch norm's partial sums over `c` channels of `len` (null when the
+    /// channels are not split).
+    fn bn_part(&self, c: usize, len: usize) -> Result<DevPtr, GpuError> {
+        match ops::bn_part_len(c, len) {
+            0 => Ok(0),
+            n => self.grow(&mut lock(&self.scratch).bn, 2 * n),
+        }
+    }
+
     /// `C = A B (+ C)` at the backend's precision, with the split-K scratch managed here.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
@@ -311,7 +322,7 @@ impl<D: Device> GpuBackend<D> {
 impl<D: Device> Drop for GpuBackend<D> {
     fn drop(&mut self) {
         let s = lock(&self.scratch);
-        for slot in [s.col, s.split, s.wt] {
+        for slot in [s.col, s.split, s.wt, s.bn] {
             if slot.1 > 0 {
                 // SAFETY: scratch allocations of this backend, freed once.
                 unsafe { self.dev.free(slot.0) };
@@ -556,11 +567,16 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         let (gp, sp) = (region(params, gb), region(state, rs));
         let savp = need(saved, 2 * c, "bn saved");
         self.run(|| unsafe {
-            // SAFETY: sizes checked above.
-            ops::per_block(
+            let part = self.bn_part(c, len)?;
+            // SAFETY: sizes checked above; part holds what the pass needs.
+            ops::bn_pass(
                 &*self.dev,
+                &k::BN_TRAIN_PARTIAL,
                 &k::BN_TRAIN,
                 c,
+                len,
+                part,
+                &[Arg::Ptr(xp)],
                 &[
                     Arg::Ptr(xp),
                     Arg::Ptr(yp),
@@ -637,11 +653,17 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         let savp = need(saved, 2 * c, "bn saved");
         let rp = relu_out.map_or(0, |r| need(r, n, "bn relu_out"));
         self.run(|| unsafe {
-            // SAFETY: sizes checked above; a null relu_out means no mask.
-            ops::per_block(
+            let part = self.bn_part(c, len)?;
+            // SAFETY: sizes checked above; a null relu_out means no mask; part holds what the
+            // pass needs.
+            ops::bn_pass(
                 &*self.dev,
+                &k::BN_BACKWARD_PARTIAL,
                 &k::BN_BACKWARD,
                 c,
+                len,
+                part,
+                &[Arg::Ptr(xp), Arg::Ptr(savp), Arg::Ptr(dyp), Arg::Ptr(rp)],
                 &[
                     Arg::Ptr(xp),
                     Arg::Ptr(gp),
