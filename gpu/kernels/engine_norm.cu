@@ -124,20 +124,28 @@ eng_bn_train(const float* __restrict__ x, float* __restrict__ y,
     }
 }
 
-// Evaluation forward with the running statistics. Launch: grid-stride over c * len values,
-// block ENG_BLOCK.
-extern "C" __global__ void __launch_bounds__(ENG_BLOCK)
+// Evaluation forward with the running statistics. Thread 0 of each block computes its
+// channel's scale and shift once (the CPU's f64 expressions); the block normalises its slice.
+// Launch: grid (c, slices), block ENG_REDUCE_BLOCK (slices as for training, ops.rs bn_slices).
+extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
 eng_bn_eval(const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
             const float* __restrict__ beta, const float* __restrict__ running_mean,
-            const float* __restrict__ running_var, unsigned int c, unsigned int len, double eps,
-            unsigned int relu) {
-    const unsigned long long n = (unsigned long long)c * len;
-    ENG_FOR(i, n) {
-        const unsigned ch = i / len;
+            const float* __restrict__ running_var, unsigned int len, double eps,
+            unsigned int relu, unsigned int slices) {
+    __shared__ float sh_scale, sh_shift;
+    const unsigned ch = blockIdx.x;
+    if (threadIdx.x == 0) {
         const double invstd = 1.0 / sqrt((double)running_var[ch] + eps);
         const double g = (double)gamma[ch];
-        const float scale = (float)(g * invstd);
-        const float shift = (float)((double)beta[ch] - (double)running_mean[ch] * g * invstd);
+        sh_scale = (float)(g * invstd);
+        sh_shift = (float)((double)beta[ch] - (double)running_mean[ch] * g * invstd);
+    }
+    __syncthreads();
+    const float scale = sh_scale, shift = sh_shift;
+    const unsigned long long base = (unsigned long long)ch * len;
+    unsigned long long lo, hi;
+    bn_slice(len, slices, blockIdx.y, &lo, &hi);
+    for (unsigned long long i = base + lo + threadIdx.x; i < base + hi; i += blockDim.x) {
         const float t = x[i] * scale + shift;
         y[i] = relu && !(t > 0.0f) ? 0.0f : t;
     }

@@ -49,7 +49,7 @@ kernels! {
         momentum: F64, eps: F64, relu: U32, part: Ptr, slices: U32);
     /// Batch norm with running statistics.
     BN_EVAL = "engine_norm".eng_bn_eval(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
-        running_mean: Ptr, running_var: Ptr, c: U32, len: U32, eps: F64, relu: U32);
+        running_mean: Ptr, running_var: Ptr, len: U32, eps: F64, relu: U32, slices: U32);
     /// Batch norm backward: the sums of each slice of a split channel.
     BN_BACKWARD_PARTIAL = "engine_norm".eng_bn_backward_partial(x: Ptr, saved_mean: Ptr,
         dy: Ptr, relu_out: Ptr, part: Ptr, len: U32, slices: U32);

@@ -910,11 +910,7 @@ pub unsafe fn bn_pass<D: Device + ?Sized>(
     if c == 0 || len == 0 {
         return Ok(());
     }
-    let slices = bn_slices(len);
-    let grid = Grid {
-        blocks: [u32_of("bn channels", c)?, slices as u32, 1],
-        threads: ENG_REDUCE_BLOCK,
-    };
+    let (grid, slices) = bn_grid(c, len)?;
     let (len32, slices32) = (u32_of("bn len", len)?, slices as u32);
     if slices > 1 {
         let tail = [Arg::Ptr(part), Arg::U32(len32), Arg::U32(slices32)];
@@ -922,6 +918,39 @@ pub unsafe fn bn_pass<D: Device + ?Sized>(
     }
     let tail = [Arg::Ptr(part), Arg::U32(slices32)];
     dev.launch(main, grid, &[main_args, &tail].concat())
+}
+
+/// Batch norm with running statistics (`BN_EVAL`) over `c` channels of `len` values, on the
+/// grid of [`bn_pass`]: `args` then the slice count.
+///
+/// # Safety
+/// See the module documentation.
+pub unsafe fn bn_eval<D: Device + ?Sized>(
+    dev: &D,
+    c: usize,
+    len: usize,
+    args: &[Arg],
+) -> Result<()> {
+    if c == 0 || len == 0 {
+        return Ok(());
+    }
+    let (grid, slices) = bn_grid(c, len)?;
+    dev.launch(
+        &k::BN_EVAL,
+        grid,
+        &[args, &[Arg::U32(slices as u32)]].concat(),
+    )
+}
+
+/// The batch-norm grid: `c x bn_slices(len)` blocks of [`ENG_REDUCE_BLOCK`] threads, and the
+/// slice count.
+fn bn_grid(c: usize, len: usize) -> Result<(Grid, usize)> {
+    let slices = bn_slices(len);
+    let grid = Grid {
+        blocks: [u32_of("bn channels", c)?, slices as u32, 1],
+        threads: ENG_REDUCE_BLOCK,
+    };
+    Ok((grid, slices))
 }
 
 /// A kernel with one block of [`ENG_REDUCE_BLOCK`] threads per item (`AVGPOOL_FORWARD`).

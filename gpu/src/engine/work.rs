@@ -616,14 +616,14 @@ fn bn_train_partial(p: &Params, g: Grid) -> Option<Work> {
     Some(Work::new(Unit::Fp64, 4.0 * n, F * n + 16.0 * c * slices))
 }
 
-/// Batch norm with running statistics: reads x, writes y, reads four per-channel vectors. The
-/// kernel recomputes the channel's scale and shift per value: an f64 add, square root and
-/// division (the inverse deviation), one multiply (the scale), two multiplies and a subtract
-/// (the shift); then an f32 multiply and add.
-fn bn_eval(p: &Params, _: Grid) -> Option<Work> {
-    let c = p.u("c")?;
+/// Batch norm with running statistics on a `channels x slices` grid: reads x, writes y, reads
+/// four per-channel vectors. Each block computes its channel's scale and shift once: an f64
+/// add, square root and division (the inverse deviation), one multiply (the scale), two
+/// multiplies and a subtract (the shift); then per value an f32 multiply and add.
+fn bn_eval(p: &Params, g: Grid) -> Option<Work> {
+    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
     let n = c * p.u("len")?;
-    Some(Work::new(Unit::Fp32, 2.0 * n, F * (2.0 * n + 4.0 * c)).plus(Unit::Fp64, 7.0 * n))
+    Some(Work::new(Unit::Fp32, 2.0 * n, F * (2.0 * n + 4.0 * c)).plus(Unit::Fp64, 7.0 * c * slices))
 }
 
 /// Batch-norm backward on a `channels x slices` grid (`ops::bn_pass`). Reads x, dy and, when
@@ -1116,10 +1116,12 @@ mod tests {
         let want =
             Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 24.0) + 8.0 * 12.0).plus(Unit::Fp64, 12.0);
         assert_eq!(w, want);
-        let set = [("c", U32(3)), ("len", U32(10))];
-        let w = est(&k::BN_EVAL, one(), &set);
-        let want = Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 12.0)).plus(Unit::Fp64, 210.0);
+        // Evaluation: the scale and shift once per block (7 f64 operations).
+        let w = est(&k::BN_EVAL, Grid::linear(3, 256), &set);
+        let want = Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 12.0)).plus(Unit::Fp64, 21.0);
         assert_eq!(w, want);
+        let w = est(&k::BN_EVAL, split, &set);
+        assert_eq!(w, want.plus(Unit::Fp64, 21.0));
         // Backward without the ReLU output: x, dy, dx (90) and 5 per channel (15); with it,
         // 30 more.
         let set = [("len", U32(10)), ("relu_out", Ptr(0))];

@@ -611,10 +611,10 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         let (gp, sp) = (region(params, gb), region(state, rs));
         self.run(|| unsafe {
             // SAFETY: sizes checked above.
-            ops::elementwise(
+            ops::bn_eval(
                 &*self.dev,
-                &k::BN_EVAL,
-                c * len,
+                c,
+                len,
                 &[
                     Arg::Ptr(xp),
                     Arg::Ptr(yp),
@@ -622,7 +622,6 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                     Arg::Ptr(at(gp, c)),
                     Arg::Ptr(sp),
                     Arg::Ptr(at(sp, c)),
-                    Arg::U32(u32_of("bn channels", c)?),
                     Arg::U32(u32_of("bn len", len)?),
                     Arg::F64(eps),
                     Arg::U32(relu as u32),
