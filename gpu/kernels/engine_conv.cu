@@ -30,12 +30,13 @@ eng_im2col(const float* __restrict__ x, float* __restrict__ col, unsigned int ci
 
 // The adjoint of eng_im2col: dx[ci][s][iy][ix] = sum of the col entries that read it, in
 // (ky, kx) order. A gather (one thread per input element) rather than a scatter: no atomics,
-// and the sum's order is fixed. dx is overwritten.
+// and the sum's order is fixed. dx is overwritten, or with `accumulate` the sum is added to it
+// (one add: the bits of writing it, then adding dx's old value).
 // Launch: grid-stride over every element of dx, block ENG_BLOCK.
 extern "C" __global__ void __launch_bounds__(ENG_BLOCK)
 eng_col2im(const float* __restrict__ col, float* __restrict__ dx, unsigned int cin,
            unsigned int n, unsigned int h, unsigned int w, unsigned int k, unsigned int stride,
-           unsigned int pad, unsigned int oh, unsigned int ow) {
+           unsigned int pad, unsigned int oh, unsigned int ow, unsigned int accumulate) {
     const unsigned long long cols = (unsigned long long)n * oh * ow;
     const unsigned long long total = (unsigned long long)cin * n * h * w;
     ENG_FOR(i, total) {
@@ -57,6 +58,6 @@ eng_col2im(const float* __restrict__ col, float* __restrict__ dx, unsigned int c
                 acc += col[row * cols + ((unsigned long long)s * oh + oy) * ow + ox];
             }
         }
-        dx[i] = acc;
+        dx[i] = accumulate ? acc + dx[i] : acc;
     }
 }

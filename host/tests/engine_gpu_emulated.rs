@@ -109,6 +109,10 @@ fn launch_order_work<D: ogm_gpu::engine::Device + 'static>(
     for (i, v) in bn_run(&b, c, len, true, &data).into_iter().enumerate() {
         out.push((format!("split batch norm output {i}"), v));
     }
+    // The residual add the model now fuses into its data gradients (Backend::add_assign).
+    let mut y = upload(&b, &data[0]);
+    b.add_assign(c * len, &mut y, &upload(&b, &data[2]));
+    out.push(("add_assign".into(), all(&b, &y)));
     assert!(b.take_error().is_none());
     out
 }

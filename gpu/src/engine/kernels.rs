@@ -39,7 +39,7 @@ kernels! {
         k: U32, stride: U32, pad: U32, oh: U32, ow: U32);
     /// The adjoint of `IM2COL` (a gather).
     COL2IM = "engine_conv".eng_col2im(col: Ptr, dx: Ptr, cin: U32, n: U32, h: U32, w: U32,
-        k: U32, stride: U32, pad: U32, oh: U32, ow: U32);
+        k: U32, stride: U32, pad: U32, oh: U32, ow: U32, accumulate: U32);
     /// Batch norm, training forward: the sums of each slice of a split channel.
     BN_TRAIN_PARTIAL = "engine_norm".eng_bn_train_partial(x: Ptr, part: Ptr, len: U32,
         slices: U32);

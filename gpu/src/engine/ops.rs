@@ -537,8 +537,9 @@ pub unsafe fn conv_wgrad_implicit<D: Device + ?Sized>(
     )
 }
 
-/// `dx[cin][n h w] = w^T dy` for a stride-1 convolution, `dy` gathered on the fly (implicit
-/// GEMM at `precision`, `dx` overwritten): first `wt = w` with its two outer dimensions swapped
+/// `dx[cin][n h w] = w^T dy + beta dx` for a stride-1 convolution, `dy` gathered on the fly
+/// (implicit GEMM at `precision`; `beta` 0 overwrites `dx`, 1 adds to it with the bits of
+/// writing the product and adding the old `dx` after): first `wt = w` with its two outer dimensions swapped
 /// (`cin x cout k k`, [`Conv::w_len`] elements), then one GEMM over it. The same value as the
 /// column-buffer path (a GEMM into `cin k k x n oh ow`, then [`col2im`]) within FP32 rounding,
 /// not the same bits: one sum over `(cout, ky, kx)` where that path rounds each tap's sum
@@ -556,6 +557,7 @@ pub unsafe fn conv_dgrad_implicit<D: Device + ?Sized>(
     wt: DevPtr,
     dy: DevPtr,
     dx: DevPtr,
+    beta: f32,
     scratch: DevPtr,
 ) -> Result<()> {
     g.check_implicit_dgrad()?;
@@ -571,7 +573,7 @@ pub unsafe fn conv_dgrad_implicit<D: Device + ?Sized>(
         1.0,
         MatRef::rm(wt, kk),
         &g.dgrad_args(dy)?,
-        0.0,
+        beta,
         dx,
         n,
         scratch,
@@ -775,17 +777,20 @@ pub unsafe fn im2col<D: Device + ?Sized>(dev: &D, g: &Conv, x: DevPtr, col: DevP
     )
 }
 
-/// `dx` (overwritten) from the lowered gradient `col`.
+/// `dx` from the lowered gradient `col`: overwritten, or with `accumulate` the gradient added
+/// to it (the bits of writing it and adding the old `dx` after).
 ///
 /// # Safety
 /// See the module documentation.
-pub unsafe fn col2im<D: Device + ?Sized>(dev: &D, g: &Conv, col: DevPtr, dx: DevPtr) -> Result<()> {
-    stride_launch(
-        dev,
-        &k::COL2IM,
-        (g.cin * g.n * g.h * g.w) as u64,
-        &g.args(col, dx)?,
-    )
+pub unsafe fn col2im<D: Device + ?Sized>(
+    dev: &D,
+    g: &Conv,
+    col: DevPtr,
+    dx: DevPtr,
+    accumulate: bool,
+) -> Result<()> {
+    let args = [&g.args(col, dx)?[..], &[Arg::U32(accumulate.into())]].concat();
+    stride_launch(dev, &k::COL2IM, (g.cin * g.n * g.h * g.w) as u64, &args)
 }
 
 /// `buf[..n] = value`.

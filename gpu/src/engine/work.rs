@@ -578,13 +578,19 @@ fn im2col(p: &Params, _: Grid) -> Option<Work> {
 }
 
 /// col2im (a gather): reads the column entries that map inside the input (not the padding
-/// taps), one add each; writes every input gradient.
+/// taps), one add each; writes every input gradient, and when accumulating reads it first and
+/// adds once more.
 fn col2im(p: &Params, _: Grid) -> Option<Work> {
     let ((_, ph), (_, pw)) = windows(p)?;
     let planes = p.u("cin")? * p.u("n")?;
     let taps = planes * (ph * pw) as f64;
     let dx = planes * p.u("h")? * p.u("w")?;
-    Some(Work::new(Unit::Fp32, taps, F * (taps + dx)))
+    let acc = f64::from(p.n("accumulate")? != 0);
+    Some(Work::new(
+        Unit::Fp32,
+        taps + acc * dx,
+        F * (taps + (1.0 + acc) * dx),
+    ))
 }
 
 /// Batch-norm training forward on a `channels x slices` grid (`ops::bn_pass`). Reads x,

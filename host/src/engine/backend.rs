@@ -145,7 +145,11 @@ pub trait Backend: Send + Sync {
         w: Region,
         y: &mut Self::Buf,
     );
-    /// Convolution backward: the weight gradient (at `w`) and `dx`.
+    /// Convolution backward: the weight gradient (at `w`, overwritten) and `dx`: overwritten,
+    /// or with `dx_add` the data gradient added to it, with the bits of writing it and then
+    /// adding the old `dx` ([`Backend::add_assign`]); a residual block's two branches meet
+    /// that way without a pass of their own where the backend can fuse the add.
+    #[allow(clippy::too_many_arguments)]
     fn conv2d_backward(
         &self,
         g: &ConvGeom,
@@ -155,6 +159,7 @@ pub trait Backend: Send + Sync {
         dy: &Self::Buf,
         grads: &mut Self::Buf,
         dx: Option<&mut Self::Buf>,
+        dx_add: bool,
     );
     /// Batch norm, training mode. `gb` is weight then bias, `rs` running mean then variance;
     /// `saved` receives the batch mean then `1/sqrt(var+eps)`.
@@ -371,16 +376,32 @@ impl<T: Scalar> Backend for CpuBackend<T> {
         dy: &Vec<T>,
         grads: &mut Vec<T>,
         dx: Option<&mut Vec<T>>,
+        dx_add: bool,
     ) {
-        conv::conv2d_backward_with(
-            &self.pool,
-            g,
-            &x[..g.in_len()],
-            &params[w.range()],
-            &dy[..g.out_len()],
-            &mut grads[w.range()],
-            dx.map(|d| &mut d[..g.in_len()]),
-        );
+        let n = g.in_len();
+        let mut run = |out: Option<&mut [T]>| {
+            conv::conv2d_backward_with(
+                &self.pool,
+                g,
+                &x[..n],
+                &params[w.range()],
+                &dy[..g.out_len()],
+                &mut grads[w.range()],
+                out,
+            )
+        };
+        match dx {
+            // Added: computed into a pooled buffer first, then one add per value (the pass the
+            // caller's add_assign would make; the CPU's col2im scatter-adds its taps, so
+            // starting from dx's old values would change the sum's order and bits).
+            Some(d) if dx_add => {
+                let mut t = self.pool.take(n);
+                run(Some(&mut t[..n]));
+                self.add_assign(n, d, &t);
+                self.pool.give(t);
+            }
+            d => run(d.map(|d| &mut d[..n])),
+        }
     }
     fn bn_forward_train(
         &self,

@@ -481,7 +481,11 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         dy: &DevBuf<D>,
         grads: &mut DevBuf<D>,
         dx: Option<&mut DevBuf<D>>,
+        dx_add: bool,
     ) {
+        // Every path below adds in its last write (GEMM beta 1, col2im's accumulate): one
+        // add per value, the bits of an add_assign after.
+        let beta = if dx_add { 1.0 } else { 0.0 };
         let (xp, wp) = (need(x, g.in_len(), "conv x"), region(params, w));
         let dyp = need(dy, g.out_len(), "conv dy");
         let dwp = region(grads, w);
@@ -518,7 +522,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                 // SAFETY: w and wt hold the weight's length, dy and dx the geometry's, scratch
                 // what the plan needs.
                 return unsafe {
-                    ops::conv_dgrad_implicit(&*self.dev, p, g, wp, wt, dyp, dxp, scratch)
+                    ops::conv_dgrad_implicit(&*self.dev, p, g, wp, wt, dyp, dxp, beta, scratch)
                 };
             }
             if let Some(dxp) = dxp {
@@ -530,19 +534,20 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                     Some(col) => col,
                     None => self.grow(&mut lock(&self.scratch).col, g.col_len())?,
                 };
+                let identity = g.is_identity_lowering();
                 self.gemm(
                     kdim,
                     cols,
                     g.cout,
                     MatRef::tr(wp, kdim),
                     MatRef::rm(dyp, cols),
-                    0.0,
+                    if identity { beta } else { 0.0 },
                     dcol,
                     cols,
                 )?;
-                if !g.is_identity_lowering() {
+                if !identity {
                     // SAFETY: dcol holds col_len elements, dx the input's length.
-                    unsafe { ops::col2im(&*self.dev, g, dcol, dxp)? };
+                    unsafe { ops::col2im(&*self.dev, g, dcol, dxp, dx_add)? };
                 }
             }
             Ok(())

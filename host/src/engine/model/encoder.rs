@@ -214,7 +214,16 @@ impl<B: Backend> Block<B> {
             s1,
         );
         let g2 = self.conv2.geom(od.n, od.h, od.w);
-        b.conv2d_backward(&g2, &self.a1, params, self.conv2.w, s1, grads, Some(s2));
+        b.conv2d_backward(
+            &g2,
+            &self.a1,
+            params,
+            self.conv2.w,
+            s1,
+            grads,
+            Some(s2),
+            false,
+        );
         b.bn_backward(
             len,
             &self.c1,
@@ -226,17 +235,19 @@ impl<B: Backend> Block<B> {
             grads,
             s1,
         );
+        // The two branches' input gradients meet in the second one's data gradient (dx_add):
+        // no add pass of their own where the backend fuses it (the GPU does).
         let g1 = self.conv1.geom(d.n, d.h, d.w);
-        b.conv2d_backward(&g1, x, params, self.conv1.w, s1, grads, Some(s3));
         if let Some((dconv, dbn)) = &self.down {
+            b.conv2d_backward(&g1, x, params, self.conv1.w, s1, grads, Some(s3), false);
             b.bn_backward(len, &self.dc, params, dbn.gb, &self.sd, s0, None, grads, s1);
             let gd = dconv.geom(d.n, d.h, d.w);
-            b.conv2d_backward(&gd, x, params, dconv.w, s1, grads, Some(s2));
-            b.add_assign(in_total, s3, s2);
+            b.conv2d_backward(&gd, x, params, dconv.w, s1, grads, Some(s3), true);
+            std::mem::swap(s0, s3);
         } else {
-            b.add_assign(in_total, s3, s0);
+            // The identity branch's gradient is s0 itself: conv1's is added to it in place.
+            b.conv2d_backward(&g1, x, params, self.conv1.w, s1, grads, Some(s0), true);
         }
-        std::mem::swap(s0, s3);
     }
 }
 
@@ -521,6 +532,6 @@ impl<B: Backend> Encoder<B> {
         );
         let [d0, _, _] = self.dims;
         let gs = self.stem.geom(d0.n, d0.h, d0.w);
-        b.conv2d_backward(&gs, &self.x, params, self.stem.w, s2, grads, None);
+        b.conv2d_backward(&gs, &self.x, params, self.stem.w, s2, grads, None, false);
     }
 }
