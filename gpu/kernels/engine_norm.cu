@@ -29,7 +29,7 @@ __device__ __forceinline__ void bn_slice(unsigned len, unsigned slices, unsigned
 __device__ __forceinline__ void bn_gather(const double* __restrict__ part, unsigned ch,
                                           unsigned slices, double* scratch, double* s1,
                                           double* s2) {
-    const double* pc = part + 2ull * ch * slices;
+    const double* pc = part + 2ull * ((unsigned long long)ch * slices);
     double a = 0.0, b = 0.0;
     for (unsigned i = threadIdx.x; i < slices; i += blockDim.x) {
         a += pc[2 * i];
@@ -37,6 +37,15 @@ __device__ __forceinline__ void bn_gather(const double* __restrict__ part, unsig
     }
     *s1 = block_sum_f64(a, scratch);
     *s2 = block_sum_f64(b, scratch);
+}
+
+// Slice sl's two sums of channel ch into part (channel-major pairs).
+__device__ __forceinline__ void bn_put_part(double* __restrict__ part, unsigned ch,
+                                            unsigned slices, unsigned sl, double s1,
+                                            double s2) {
+    double* p = part + 2ull * ((unsigned long long)ch * slices + sl);
+    p[0] = s1;
+    p[1] = s2;
 }
 
 // The forward statistics' sums over [lo, hi) of channel xc: sum (x - k) and sum (x - k)^2 in
@@ -68,10 +77,7 @@ eng_bn_train_partial(const float* __restrict__ x, double* __restrict__ part, uns
     bn_slice(len, slices, sl, &lo, &hi);
     double s1, s2;
     bn_moments(x + (unsigned long long)ch * len, lo, hi, scratch, &s1, &s2);
-    if (threadIdx.x == 0) {
-        part[2ull * (ch * slices + sl)] = s1;
-        part[2ull * (ch * slices + sl) + 1] = s2;
-    }
+    if (threadIdx.x == 0) bn_put_part(part, ch, slices, sl, s1, s2);
 }
 
 // Training forward. Writes y (optionally ReLU'd) over the block's slice; the slice-0 block
@@ -183,10 +189,7 @@ eng_bn_backward_partial(const float* __restrict__ x, const float* __restrict__ s
     double sdy, sdyx;
     bn_grad_sums(x, dy, relu_out, (unsigned long long)ch * len, lo, hi, saved_mean[ch], scratch,
                  &sdy, &sdyx);
-    if (threadIdx.x == 0) {
-        part[2ull * (ch * slices + sl)] = sdy;
-        part[2ull * (ch * slices + sl) + 1] = sdyx;
-    }
+    if (threadIdx.x == 0) bn_put_part(part, ch, slices, sl, sdy, sdyx);
 }
 
 // Training backward. relu_out (may be null): dy is first masked where relu_out <= 0 (the

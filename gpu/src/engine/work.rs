@@ -593,6 +593,13 @@ fn col2im(p: &Params, _: Grid) -> Option<Work> {
     ))
 }
 
+/// A batch-norm kernel's `channels x slices` grid (`ops::bn_pass`): channels, slices and the
+/// values of all channels.
+fn bn_sizes(p: &Params, g: Grid) -> Option<(f64, f64, f64)> {
+    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
+    Some((c, slices, c * p.u("len")?))
+}
+
 /// Batch-norm training forward on a `channels x slices` grid (`ops::bn_pass`). Reads x,
 /// writes y; per channel reads gamma, beta and the running statistics, writes those and the
 /// saved mean and inverse deviation (8 values). Per value an f32 multiply and add (the
@@ -601,8 +608,7 @@ fn col2im(p: &Params, _: Grid) -> Option<Work> {
 /// at most `ops::BN_SLICE` values (32 KB), read again at once, from L2. Split channels read
 /// their partial sums instead (two f64 per slice, added).
 fn bn_train(p: &Params, g: Grid) -> Option<Work> {
-    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
-    let n = c * p.u("len")?;
+    let (c, slices, n) = bn_sizes(p, g)?;
     // (partials read, f64 operations of the sums)
     let (parts, sums) = match slices > 1.0 {
         true => (2.0 * c * slices, 2.0 * c * slices),
@@ -617,8 +623,7 @@ fn bn_train(p: &Params, g: Grid) -> Option<Work> {
 /// The forward sums of split channels (grid `channels x slices`): reads x, writes two f64 per
 /// slice; per value an f64 subtract, square and two adds.
 fn bn_train_partial(p: &Params, g: Grid) -> Option<Work> {
-    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
-    let n = c * p.u("len")?;
+    let (c, slices, n) = bn_sizes(p, g)?;
     Some(Work::new(Unit::Fp64, 4.0 * n, F * n + 16.0 * c * slices))
 }
 
@@ -627,8 +632,7 @@ fn bn_train_partial(p: &Params, g: Grid) -> Option<Work> {
 /// add, square root and division (the inverse deviation), one multiply (the scale), two
 /// multiplies and a subtract (the shift); then per value an f32 multiply and add.
 fn bn_eval(p: &Params, g: Grid) -> Option<Work> {
-    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
-    let n = c * p.u("len")?;
+    let (c, slices, n) = bn_sizes(p, g)?;
     Some(Work::new(Unit::Fp32, 2.0 * n, F * (2.0 * n + 4.0 * c)).plus(Unit::Fp64, 7.0 * c * slices))
 }
 
@@ -639,8 +643,7 @@ fn bn_eval(p: &Params, g: Grid) -> Option<Work> {
 /// L2): per value an f32 subtract and multiply and two f64 adds. Split channels read their
 /// partial sums instead.
 fn bn_backward(p: &Params, g: Grid) -> Option<Work> {
-    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
-    let n = c * p.u("len")?;
+    let (c, slices, n) = bn_sizes(p, g)?;
     let arrays = 3.0 + b2f(p.set("relu_out")?);
     // (partials read, f32 and f64 operations of the sums)
     let (parts, f32_sums, f64_sums) = match slices > 1.0 {
@@ -661,8 +664,7 @@ fn bn_backward(p: &Params, g: Grid) -> Option<Work> {
 /// the ReLU output; writes two f64 per slice; per value an f32 subtract and multiply and two
 /// f64 adds.
 fn bn_backward_partial(p: &Params, g: Grid) -> Option<Work> {
-    let (c, slices) = (f64::from(g.blocks[0]), f64::from(g.blocks[1]));
-    let n = c * p.u("len")?;
+    let (c, slices, n) = bn_sizes(p, g)?;
     let arrays = 2.0 + b2f(p.set("relu_out")?);
     Some(
         Work::new(Unit::Fp32, 2.0 * n, F * arrays * n + 16.0 * c * slices)
