@@ -16,15 +16,6 @@ eng_copy(float* __restrict__ dst, const float* __restrict__ src, unsigned long l
     ENG_FOR(i, n) dst[i] = src[i];
 }
 
-// y = relu(y + identity) (elementwise::add_relu).
-extern "C" __global__ void __launch_bounds__(ENG_BLOCK)
-eng_add_relu(float* __restrict__ y, const float* __restrict__ identity, unsigned long long n) {
-    ENG_FOR(i, n) {
-        const float t = y[i] + identity[i];
-        y[i] = t > 0.0f ? t : 0.0f;
-    }
-}
-
 // dy = 0 where out <= 0 (elementwise::relu_backward).
 extern "C" __global__ void __launch_bounds__(ENG_BLOCK)
 eng_relu_backward(const float* __restrict__ out, float* __restrict__ dy, unsigned long long n) {

@@ -6,7 +6,29 @@
 // deviations: the same value within f32 rounding of the deviations, one read of x fewer. The
 // per-channel arithmetic (scale, shift, running statistics) is the CPU's, in f64, rounded to
 // f32 at the same points, and the per-element arithmetic is the CPU's f32 expression.
+//
+// `saved` (written by the training forward, read by the backward) holds four runs of c values
+// (c = gridDim.x): the batch mean, 1 / sqrt(var + eps), and the scale and shift applied. A
+// forward ReLU's mask is recomputed by the backward from x and that scale and shift, the
+// forward's own f32 expression and so the same bits, instead of reading the output back.
 #include "engine.cuh"
+
+// The normalised value's activation: t = x * scale + shift (the CPU's f32 expression, no
+// contraction), plus the residual when there is one (the end of a residual block), then the
+// ReLU when asked for. The sum takes the rounding the separate add pass gave it.
+__device__ __forceinline__ float bn_act(float x, float scale, float shift,
+                                        const float* __restrict__ residual,
+                                        unsigned long long i, unsigned relu) {
+    float t = x * scale + shift;
+    if (residual) t = t + residual[i];
+    return relu && !(t > 0.0f) ? 0.0f : t;
+}
+
+// dy, masked where the forward's ReLU gave zero (its input recomputed) when relu is set.
+__device__ __forceinline__ float bn_masked(float dy, float x, float scale, float shift,
+                                           unsigned relu) {
+    return relu && !(x * scale + shift > 0.0f) ? 0.0f : dy;
+}
 
 // Channels are split into `slices` parts of the grid's y when they are long (ops.rs,
 // bn_slices): one block per channel leaves most of a GPU idle in the first stages of the paper
@@ -80,22 +102,22 @@ eng_bn_train_partial(const float* __restrict__ x, double* __restrict__ part, uns
     if (threadIdx.x == 0) bn_put_part(part, ch, slices, sl, s1, s2);
 }
 
-// Training forward. Writes y (optionally ReLU'd) over the block's slice; the slice-0 block
-// writes saved_mean and saved_invstd (1 / sqrt(var + eps)) for backward and updates the
-// running statistics. Launch: grid (c, slices), block ENG_REDUCE_BLOCK; with slices > 1 after
-// eng_bn_train_partial into part.
+// Training forward. Writes y over the block's slice: the normalised value, plus residual
+// (null: none), ReLU'd when relu is set; the slice-0 block writes `saved` for backward and
+// updates the running statistics. Launch: grid (c, slices), block ENG_REDUCE_BLOCK; with
+// slices > 1 after eng_bn_train_partial into part.
 extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
 eng_bn_train(const float* __restrict__ x, float* __restrict__ y,
              const float* __restrict__ gamma, const float* __restrict__ beta,
              float* __restrict__ running_mean, float* __restrict__ running_var,
-             float* __restrict__ saved_mean, float* __restrict__ saved_invstd,
-             unsigned int len, double momentum, double eps, unsigned int relu,
-             const double* __restrict__ part, unsigned int slices) {
+             float* __restrict__ saved, const float* __restrict__ residual, unsigned int len,
+             double momentum, double eps, unsigned int relu, const double* __restrict__ part,
+             unsigned int slices) {
     __shared__ double scratch[32];
     __shared__ float sh_scale, sh_shift;
-    const unsigned ch = blockIdx.x, sl = blockIdx.y;
-    const float* xc = x + (unsigned long long)ch * len;
-    float* yc = y + (unsigned long long)ch * len;
+    const unsigned ch = blockIdx.x, sl = blockIdx.y, c = gridDim.x;
+    const unsigned long long base = (unsigned long long)ch * len;
+    const float* xc = x + base;
     double s1, s2;
     if (slices == 1) {
         bn_moments(xc, 0, len, scratch, &s1, &s2);
@@ -112,8 +134,10 @@ eng_bn_train(const float* __restrict__ x, float* __restrict__ y,
         sh_shift = (float)((double)beta[ch] - mean * g * invstd);
         if (sl == 0) {
             const double unbiased = var * (double)len / (double)(len - 1);
-            saved_mean[ch] = (float)mean;
-            saved_invstd[ch] = (float)invstd;
+            saved[ch] = (float)mean;
+            saved[c + ch] = (float)invstd;
+            saved[2 * c + ch] = sh_scale;
+            saved[3 * c + ch] = sh_shift;
             running_mean[ch] =
                 (float)((1.0 - momentum) * (double)running_mean[ch] + momentum * mean);
             running_var[ch] =
@@ -124,20 +148,19 @@ eng_bn_train(const float* __restrict__ x, float* __restrict__ y,
     const float scale = sh_scale, shift = sh_shift;
     unsigned long long lo, hi;
     bn_slice(len, slices, sl, &lo, &hi);
-    for (unsigned long long i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        const float t = xc[i] * scale + shift;
-        yc[i] = relu && !(t > 0.0f) ? 0.0f : t;
-    }
+    for (unsigned long long i = base + lo + threadIdx.x; i < base + hi; i += blockDim.x)
+        y[i] = bn_act(x[i], scale, shift, residual, i, relu);
 }
 
 // Evaluation forward with the running statistics. Thread 0 of each block computes its
-// channel's scale and shift once (the CPU's f64 expressions); the block normalises its slice.
-// Launch: grid (c, slices), block ENG_REDUCE_BLOCK (slices as for training, ops.rs bn_slices).
+// channel's scale and shift once (the CPU's f64 expressions); the block normalises its slice,
+// adds residual (null: none) and applies the ReLU as eng_bn_train. Launch: grid (c, slices),
+// block ENG_REDUCE_BLOCK (slices as for training, ops.rs bn_slices).
 extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
 eng_bn_eval(const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
             const float* __restrict__ beta, const float* __restrict__ running_mean,
-            const float* __restrict__ running_var, unsigned int len, double eps,
-            unsigned int relu, unsigned int slices) {
+            const float* __restrict__ running_var, const float* __restrict__ residual,
+            unsigned int len, double eps, unsigned int relu, unsigned int slices) {
     __shared__ float sh_scale, sh_shift;
     const unsigned ch = blockIdx.x;
     if (threadIdx.x == 0) {
@@ -151,26 +174,24 @@ eng_bn_eval(const float* __restrict__ x, float* __restrict__ y, const float* __r
     const unsigned long long base = (unsigned long long)ch * len;
     unsigned long long lo, hi;
     bn_slice(len, slices, blockIdx.y, &lo, &hi);
-    for (unsigned long long i = base + lo + threadIdx.x; i < base + hi; i += blockDim.x) {
-        const float t = x[i] * scale + shift;
-        y[i] = relu && !(t > 0.0f) ? 0.0f : t;
-    }
+    for (unsigned long long i = base + lo + threadIdx.x; i < base + hi; i += blockDim.x)
+        y[i] = bn_act(x[i], scale, shift, residual, i, relu);
 }
 
 // The backward sums over [lo, hi) of one channel (offset base): sum dy and sum dy (x - m),
-// dy masked where relu_out <= 0 when relu_out is set.
+// dy masked (bn_masked) when relu is set.
 __device__ __forceinline__ void bn_grad_sums(const float* __restrict__ x,
-                                             const float* __restrict__ dy,
-                                             const float* __restrict__ relu_out,
-                                             unsigned long long base, unsigned long long lo,
-                                             unsigned long long hi, float m, double* scratch,
-                                             double* sdy, double* sdyx) {
+                                             const float* __restrict__ dy, unsigned relu,
+                                             float scale, float shift, unsigned long long base,
+                                             unsigned long long lo, unsigned long long hi,
+                                             float m, double* scratch, double* sdy,
+                                             double* sdyx) {
     double a = 0.0, b = 0.0;
     for (unsigned long long i = base + lo + threadIdx.x; i < base + hi; i += blockDim.x) {
-        float g = dy[i];
-        if (relu_out && !(relu_out[i] > 0.0f)) g = 0.0f;
+        const float v = x[i];
+        const float g = bn_masked(dy[i], v, scale, shift, relu);
         a += (double)g;
-        b += (double)(g * (x[i] - m));
+        b += (double)(g * (v - m));
     }
     *sdy = block_sum_f64(a, scratch);
     *sdyx = block_sum_f64(b, scratch);
@@ -179,36 +200,37 @@ __device__ __forceinline__ void bn_grad_sums(const float* __restrict__ x,
 // Backward sums of one slice of a split channel into part. Launch: grid (c, slices), block
 // ENG_REDUCE_BLOCK.
 extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
-eng_bn_backward_partial(const float* __restrict__ x, const float* __restrict__ saved_mean,
-                        const float* __restrict__ dy, const float* __restrict__ relu_out,
+eng_bn_backward_partial(const float* __restrict__ x, const float* __restrict__ saved,
+                        const float* __restrict__ dy, unsigned int relu,
                         double* __restrict__ part, unsigned int len, unsigned int slices) {
     __shared__ double scratch[32];
-    const unsigned ch = blockIdx.x, sl = blockIdx.y;
+    const unsigned ch = blockIdx.x, sl = blockIdx.y, c = gridDim.x;
     unsigned long long lo, hi;
     bn_slice(len, slices, sl, &lo, &hi);
     double sdy, sdyx;
-    bn_grad_sums(x, dy, relu_out, (unsigned long long)ch * len, lo, hi, saved_mean[ch], scratch,
-                 &sdy, &sdyx);
+    bn_grad_sums(x, dy, relu, saved[2 * c + ch], saved[3 * c + ch],
+                 (unsigned long long)ch * len, lo, hi, saved[ch], scratch, &sdy, &sdyx);
     if (threadIdx.x == 0) bn_put_part(part, ch, slices, sl, sdy, sdyx);
 }
 
-// Training backward. relu_out (may be null): dy is first masked where relu_out <= 0 (the
-// forward ran with its ReLU). Writes dx over the block's slice; the slice-0 block writes
-// dgamma and dbeta (overwritten). Launch: grid (c, slices), block ENG_REDUCE_BLOCK; with
-// slices > 1 after eng_bn_backward_partial into part.
+// Training backward. relu: the forward ran with its ReLU (and no residual), so dy is first
+// masked where that output was zero (bn_masked). Writes dx over the block's slice; the
+// slice-0 block writes dgamma and dbeta (overwritten). Launch: grid (c, slices), block
+// ENG_REDUCE_BLOCK; with slices > 1 after eng_bn_backward_partial into part.
 extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
 eng_bn_backward(const float* __restrict__ x, const float* __restrict__ gamma,
-                const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
-                const float* __restrict__ dy, const float* __restrict__ relu_out,
-                float* __restrict__ dx, float* __restrict__ dgamma, float* __restrict__ dbeta,
-                unsigned int len, const double* __restrict__ part, unsigned int slices) {
+                const float* __restrict__ saved, const float* __restrict__ dy,
+                unsigned int relu, float* __restrict__ dx, float* __restrict__ dgamma,
+                float* __restrict__ dbeta, unsigned int len, const double* __restrict__ part,
+                unsigned int slices) {
     __shared__ double scratch[32];
-    const unsigned ch = blockIdx.x, sl = blockIdx.y;
+    const unsigned ch = blockIdx.x, sl = blockIdx.y, c = gridDim.x;
     const unsigned long long base = (unsigned long long)ch * len;
-    const float m = saved_mean[ch], is = saved_invstd[ch];
+    const float m = saved[ch], is = saved[c + ch];
+    const float scale = saved[2 * c + ch], shift = saved[3 * c + ch];
     double sdy, sdyx;
     if (slices == 1) {
-        bn_grad_sums(x, dy, relu_out, base, 0, len, m, scratch, &sdy, &sdyx);
+        bn_grad_sums(x, dy, relu, scale, shift, base, 0, len, m, scratch, &sdy, &sdyx);
     } else {
         bn_gather(part, ch, slices, scratch, &sdy, &sdyx);
     }
@@ -223,8 +245,8 @@ eng_bn_backward(const float* __restrict__ x, const float* __restrict__ gamma,
     unsigned long long lo, hi;
     bn_slice(len, slices, sl, &lo, &hi);
     for (unsigned long long i = base + lo + threadIdx.x; i < base + hi; i += blockDim.x) {
-        float g = dy[i];
-        if (relu_out && !(relu_out[i] > 0.0f)) g = 0.0f;
-        dx[i] = k * (g - a - (x[i] - m) * bq);
+        const float v = x[i];
+        const float g = bn_masked(dy[i], v, scale, shift, relu);
+        dx[i] = k * (g - a - (v - m) * bq);
     }
 }

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use ogm_host::engine::backend::{AdamStep, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep};
+use ogm_host::engine::backend::{
+    AdamStep, BnAct, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep, BN_SAVED,
+};
 use ogm_host::engine::gpu::GpuBackend;
 use ogm_host::engine::{
     softmax_cross_entropy, AvModel, Backend, CpuBackend, FusionKind, Input, Mode, ModelConfig, Sgd,

@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use ogm_host::engine::backend::{AdamStep, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep};
+use ogm_host::engine::backend::{
+    AdamStep, BnAct, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep, BN_SAVED,
+};
 use ogm_host::engine::gpu::GpuBackend;
 use ogm_host::engine::{
     softmax_cross_entropy, AvModel, Backend, CpuBackend, FusionKind, Input, Mode, ModelConfig, Sgd,
@@ -104,10 +106,17 @@ fn launch_order_work<D: ogm_gpu::engine::Device + 'static>(
     let (c, len) = (2, 20_000);
     assert!(ogm_gpu::engine::ops::bn_slices(len) > 1);
     let gb: Vec<f32> = (0..2 * c).map(|i| 0.5 + 0.1 * i as f32).collect();
-    let data = vec![rand_vec(&mut rng, c * len), gb, rand_vec(&mut rng, c * len)];
+    let data = vec![
+        rand_vec(&mut rng, c * len),
+        gb,
+        rand_vec(&mut rng, c * len),
+        rand_vec(&mut rng, c * len),
+    ];
     let b = backend(Precision::Fp32, ConvAlgo::Im2col);
-    for (i, v) in bn_run(&b, c, len, true, &data).into_iter().enumerate() {
-        out.push((format!("split batch norm output {i}"), v));
+    for act in [Act::Relu, Act::AddRelu] {
+        for (i, v) in bn_run(&b, c, len, act, &data).into_iter().enumerate() {
+            out.push((format!("split batch norm {act:?} output {i}"), v));
+        }
     }
     // The residual add the model now fuses into its data gradients (Backend::add_assign).
     let mut y = upload(&b, &data[0]);

@@ -12,10 +12,12 @@ mod engine_common;
 use engine_common::{check_grad, dot, Rng};
 use ogm_host::engine::cpu::conv::{conv2d_backward, conv2d_forward, ConvGeom};
 use ogm_host::engine::cpu::elementwise::{
-    add_relu, film_backward, film_forward, gate_backward, gate_forward, relu_backward,
+    film_backward, film_forward, gate_backward, gate_forward, relu_backward,
 };
 use ogm_host::engine::cpu::linear::{linear_backward, linear_forward, LinearSpec};
-use ogm_host::engine::cpu::norm::{bn_backward, bn_forward_eval, bn_forward_train};
+use ogm_host::engine::cpu::norm::{
+    bn_backward, bn_forward_eval, bn_forward_train, BnAct, BN_SAVED,
+};
 use ogm_host::engine::cpu::pool::{
     avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward, PoolGeom,
 };
@@ -176,22 +178,36 @@ fn conv_row_blocks_on_spare_threads_match_direct_loops() {
     }
 }
 
-fn bn_case(relu: bool) {
-    let mut rng = Rng(3 + relu as u64);
+/// Which activation a batch-norm case runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Act {
+    Identity,
+    Relu,
+    AddRelu,
+}
+
+fn bn_case(act: Act) {
+    let mut rng = Rng(3 + act as u64);
     let (c, len) = (3, 10);
     let mut x = rng.vec(c * len);
     let mut gamma: Vec<f64> = rng.vec(c).iter().map(|v| 1.0 + 0.5 * v).collect();
     let mut beta = rng.vec(c);
+    let mut res = rng.vec(c * len);
     let r = rng.vec(c * len);
-    let fwd = |x: &[f64], gamma: &[f64], beta: &[f64]| {
-        let (mut y, mut m, mut is) = (vec![0.0; c * len], vec![0.0; c], vec![0.0; c]);
+    let fwd = |x: &[f64], gamma: &[f64], beta: &[f64], res: &[f64]| {
+        let (mut y, mut saved) = (vec![0.0; c * len], vec![0.0; BN_SAVED * c]);
         let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+        let a = match act {
+            Act::Identity => BnAct::Identity,
+            Act::Relu => BnAct::Relu,
+            Act::AddRelu => BnAct::AddRelu(res),
+        };
         bn_forward_train(
-            len, x, gamma, beta, &mut y, &mut m, &mut is, &mut rm, &mut rv, 0.1, 1e-5, relu,
+            len, x, gamma, beta, a, &mut y, &mut saved, &mut rm, &mut rv, 0.1, 1e-5,
         );
-        (y, m, is, rm, rv)
+        (y, saved, rm, rv)
     };
-    let (y, m, is, rm, rv) = fwd(&x, &gamma, &beta);
+    let (y, saved, rm, rv) = fwd(&x, &gamma, &beta, &res);
     // Running statistics: PyTorch's momentum rule with the unbiased batch variance.
     for ch in 0..c {
         let xs = &x[ch * len..(ch + 1) * len];
@@ -199,16 +215,36 @@ fn bn_case(relu: bool) {
         let var_u = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (len - 1) as f64;
         assert!((rm[ch] - 0.1 * mean).abs() < 1e-14);
         assert!((rv[ch] - (0.9 + 0.1 * var_u)).abs() < 1e-14);
+        // The saved scale and shift are what was applied: y = x scale + shift.
+        let (scale, shift) = (saved[2 * c + ch], saved[3 * c + ch]);
+        if act == Act::Identity {
+            for i in ch * len..(ch + 1) * len {
+                assert_eq!(y[i], x[i] * scale + shift);
+            }
+        }
+    }
+    // The backward pass as the model runs it: a fused ReLU's mask recomputed inside; after a
+    // residual, the output gradient masked by y > 0 first (and that is the residual's).
+    let mut dy = r.clone();
+    if act == Act::AddRelu {
+        relu_backward(&y, &mut dy);
     }
     let (mut dx, mut dg, mut db) = (vec![0.0; c * len], vec![0.0; c], vec![0.0; c]);
-    let mask = relu.then_some(&y[..]);
     bn_backward(
-        len, &x, &gamma, &m, &is, &r, mask, &mut dx, &mut dg, &mut db,
+        len,
+        &x,
+        &gamma,
+        &saved,
+        &dy,
+        act == Act::Relu,
+        &mut dx,
+        &mut dg,
+        &mut db,
     );
     let all = |n: usize| (0..n).collect::<Vec<_>>();
-    let (g0, b0) = (gamma.clone(), beta.clone());
+    let (g0, b0, r0) = (gamma.clone(), beta.clone(), res.clone());
     check_grad("bn dx", &mut x, &dx, &all(c * len), EPS, RTOL, ATOL, |x| {
-        dot(&r, &fwd(x, &g0, &b0).0)
+        dot(&r, &fwd(x, &g0, &b0, &r0).0)
     });
     let x0 = x.clone();
     check_grad(
@@ -219,22 +255,42 @@ fn bn_case(relu: bool) {
         EPS,
         RTOL,
         ATOL,
-        |g| dot(&r, &fwd(&x0, g, &b0).0),
+        |g| dot(&r, &fwd(&x0, g, &b0, &r0).0),
     );
     let g1 = gamma.clone();
     check_grad("bn dbeta", &mut beta, &db, &all(c), EPS, RTOL, ATOL, |b| {
-        dot(&r, &fwd(&x0, &g1, b).0)
+        dot(&r, &fwd(&x0, &g1, b, &r0).0)
     });
+    if act == Act::AddRelu {
+        let b1 = beta.clone();
+        check_grad(
+            "bn dresidual",
+            &mut res,
+            &dy,
+            &all(c * len),
+            EPS,
+            RTOL,
+            ATOL,
+            |res| dot(&r, &fwd(&x0, &g1, &b1, res).0),
+        );
+    }
 }
 
 #[test]
 fn batchnorm_train_gradients_and_running_stats() {
-    bn_case(false);
+    bn_case(Act::Identity);
 }
 
 #[test]
 fn batchnorm_relu_train_gradients() {
-    bn_case(true);
+    bn_case(Act::Relu);
+}
+
+/// The end of a residual block: relu(bn(x) + residual), then the gradient as the model takes
+/// it (relu_backward on the output, that gradient into batch norm and to the residual).
+#[test]
+fn batchnorm_residual_relu_train_gradients() {
+    bn_case(Act::AddRelu);
 }
 
 #[test]
@@ -244,12 +300,21 @@ fn batchnorm_eval_uses_running_stats() {
     let x = rng.vec(c * len);
     let (gamma, beta) = (vec![1.5, 0.5], vec![0.1, -0.2]);
     let (rm, rv) = (vec![0.3, -0.1], vec![2.0, 0.5]);
-    let mut y = vec![0.0; c * len];
-    bn_forward_eval(len, &x, &gamma, &beta, &rm, &rv, &mut y, 1e-5, false);
-    for ch in 0..c {
-        for i in 0..len {
-            let want = (x[ch * len + i] - rm[ch]) / (rv[ch] + 1e-5).sqrt() * gamma[ch] + beta[ch];
-            assert!((y[ch * len + i] - want).abs() < 1e-14);
+    let res = rng.vec(c * len);
+    for act in [BnAct::Identity, BnAct::Relu, BnAct::AddRelu(&res[..])] {
+        let mut y = vec![0.0; c * len];
+        bn_forward_eval(len, &x, &gamma, &beta, &rm, &rv, act, &mut y, 1e-5);
+        for ch in 0..c {
+            for i in 0..len {
+                let j = ch * len + i;
+                let t = (x[j] - rm[ch]) / (rv[ch] + 1e-5).sqrt() * gamma[ch] + beta[ch];
+                let want = match act {
+                    BnAct::Identity => t,
+                    BnAct::Relu => t.max(0.0),
+                    BnAct::AddRelu(r) => (t + r[j]).max(0.0),
+                };
+                assert!((y[j] - want).abs() < 1e-14, "{j}: {} vs {want}", y[j]);
+            }
         }
     }
 }
@@ -405,27 +470,6 @@ fn linear_block_gradients() {
             dot(&r, &y)
         },
     );
-}
-
-#[test]
-fn relu_residual_gradients() {
-    let mut rng = Rng(9);
-    let n = 20;
-    let mut y = rng.vec(n);
-    let id = rng.vec(n);
-    let r = rng.vec(n);
-    let fwd = |y: &[f64]| {
-        let mut o = y.to_vec();
-        add_relu(&mut o, &id);
-        o
-    };
-    let out = fwd(&y);
-    let mut d = r.clone();
-    relu_backward(&out, &mut d);
-    let all: Vec<usize> = (0..n).collect();
-    check_grad("add_relu", &mut y, &d, &all, EPS, RTOL, ATOL, |y| {
-        dot(&r, &fwd(y))
-    });
 }
 
 #[test]

@@ -44,25 +44,24 @@ kernels! {
     BN_TRAIN_PARTIAL = "engine_norm".eng_bn_train_partial(x: Ptr, part: Ptr, len: U32,
         slices: U32);
     /// Batch norm, training forward, blocks per channel and slice.
+    /// `saved`: mean, inverse deviation, scale and shift (c each); `residual` may be null.
     BN_TRAIN = "engine_norm".eng_bn_train(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
-        running_mean: Ptr, running_var: Ptr, saved_mean: Ptr, saved_invstd: Ptr, len: U32,
+        running_mean: Ptr, running_var: Ptr, saved: Ptr, residual: Ptr, len: U32,
         momentum: F64, eps: F64, relu: U32, part: Ptr, slices: U32);
     /// Batch norm with running statistics.
     BN_EVAL = "engine_norm".eng_bn_eval(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
-        running_mean: Ptr, running_var: Ptr, len: U32, eps: F64, relu: U32, slices: U32);
+        running_mean: Ptr, running_var: Ptr, residual: Ptr, len: U32, eps: F64, relu: U32,
+        slices: U32);
     /// Batch norm backward: the sums of each slice of a split channel.
-    BN_BACKWARD_PARTIAL = "engine_norm".eng_bn_backward_partial(x: Ptr, saved_mean: Ptr,
-        dy: Ptr, relu_out: Ptr, part: Ptr, len: U32, slices: U32);
+    BN_BACKWARD_PARTIAL = "engine_norm".eng_bn_backward_partial(x: Ptr, saved: Ptr,
+        dy: Ptr, relu: U32, part: Ptr, len: U32, slices: U32);
     /// Batch norm backward, blocks per channel and slice.
-    BN_BACKWARD = "engine_norm".eng_bn_backward(x: Ptr, gamma: Ptr, saved_mean: Ptr,
-        saved_invstd: Ptr, dy: Ptr, relu_out: Ptr, dx: Ptr, dgamma: Ptr, dbeta: Ptr, len: U32,
-        part: Ptr, slices: U32);
+    BN_BACKWARD = "engine_norm".eng_bn_backward(x: Ptr, gamma: Ptr, saved: Ptr, dy: Ptr,
+        relu: U32, dx: Ptr, dgamma: Ptr, dbeta: Ptr, len: U32, part: Ptr, slices: U32);
     /// `buf[..n] = value`.
     FILL = "engine_ew".eng_fill(buf: Ptr, n: U64, value: F32);
     /// `dst[..n] = src[..n]`.
     COPY = "engine_ew".eng_copy(dst: Ptr, src: Ptr, n: U64);
-    /// `y = relu(y + identity)`.
-    ADD_RELU = "engine_ew".eng_add_relu(y: Ptr, identity: Ptr, n: U64);
     /// `dy = 0` where `out <= 0`.
     RELU_BACKWARD = "engine_ew".eng_relu_backward(out: Ptr, dy: Ptr, n: U64);
     /// `y += x`.

@@ -806,8 +806,7 @@ pub unsafe fn fill<D: Device + ?Sized>(dev: &D, buf: DevPtr, n: usize, value: f3
     )
 }
 
-/// A two-pointer element-wise kernel over `n` values (`ADD_RELU`, `RELU_BACKWARD`,
-/// `ADD_ASSIGN`).
+/// A two-pointer element-wise kernel over `n` values (`RELU_BACKWARD`, `ADD_ASSIGN`).
 ///
 /// # Safety
 /// See the module documentation.

@@ -358,8 +358,6 @@ const ESTIMATES: &[(KernelSpec, Estimator)] = &[
     // Element-wise over n values: bytes per value, FP32 flops per value.
     (k::FILL, |p, _| Some(Work::bytes(F * p.u("n")?))), // write
     (k::COPY, |p, _| Some(Work::bytes(2.0 * F * p.u("n")?))), // read, write
-    // y + identity: read both, write y; one add.
-    (k::ADD_RELU, |p, _| ew(p.u("n")?, 3.0, 1.0)),
     // Reads `out`; `dy` is written where `out <= 0` and never read. Counted as if every value
     // were written: ReLU zeros are scattered, so nearly every 32-byte sector gets a write.
     (k::RELU_BACKWARD, |p, _| ew(p.u("n")?, 2.0, 0.0)),
@@ -600,23 +598,29 @@ fn bn_sizes(p: &Params, g: Grid) -> Option<(f64, f64, f64)> {
     Some((c, slices, c * p.u("len")?))
 }
 
-/// Batch-norm training forward on a `channels x slices` grid (`ops::bn_pass`). Reads x,
-/// writes y; per channel reads gamma, beta and the running statistics, writes those and the
-/// saved mean and inverse deviation (8 values). Per value an f32 multiply and add (the
-/// normalisation). Unsplit channels (one slice) are also summed here: per value an f64
-/// subtract, square and two adds, and x read a second time, not counted: a block's channel is
-/// at most `ops::BN_SLICE` values (32 KB), read again at once, from L2. Split channels read
-/// their partial sums instead (two f64 per slice, added).
+/// Batch-norm training forward on a `channels x slices` grid (`ops::bn_pass`). Reads x and,
+/// when set, the residual; writes y; per channel reads gamma, beta and the running
+/// statistics, writes those and the four saved values (10 values). Per value an f32 multiply
+/// and add (the normalisation), and one more add with a residual. Unsplit channels (one
+/// slice) are also summed here: per value an f64 subtract, square and two adds, and x read a
+/// second time, not counted: a block's channel is at most `ops::BN_SLICE` values (32 KB),
+/// read again at once, from L2. Split channels read their partial sums instead (two f64 per
+/// slice, added).
 fn bn_train(p: &Params, g: Grid) -> Option<Work> {
     let (c, slices, n) = bn_sizes(p, g)?;
+    let residual = b2f(p.set("residual")?);
     // (partials read, f64 operations of the sums)
     let (parts, sums) = match slices > 1.0 {
         true => (2.0 * c * slices, 2.0 * c * slices),
         false => (0.0, 4.0 * n),
     };
     Some(
-        Work::new(Unit::Fp32, 2.0 * n, F * (2.0 * n + 8.0 * c) + 8.0 * parts)
-            .plus(Unit::Fp64, sums),
+        Work::new(
+            Unit::Fp32,
+            (2.0 + residual) * n,
+            F * ((2.0 + residual) * n + 10.0 * c) + 8.0 * parts,
+        )
+        .plus(Unit::Fp64, sums),
     )
 }
 
@@ -627,48 +631,63 @@ fn bn_train_partial(p: &Params, g: Grid) -> Option<Work> {
     Some(Work::new(Unit::Fp64, 4.0 * n, F * n + 16.0 * c * slices))
 }
 
-/// Batch norm with running statistics on a `channels x slices` grid: reads x, writes y, reads
-/// four per-channel vectors. Each block computes its channel's scale and shift once: an f64
-/// add, square root and division (the inverse deviation), one multiply (the scale), two
-/// multiplies and a subtract (the shift); then per value an f32 multiply and add.
+/// Batch norm with running statistics on a `channels x slices` grid: reads x and, when set,
+/// the residual, writes y, reads four per-channel vectors. Each block computes its channel's
+/// scale and shift once: an f64 add, square root and division (the inverse deviation), one
+/// multiply (the scale), two multiplies and a subtract (the shift); then per value an f32
+/// multiply and add, and one more add with a residual.
 fn bn_eval(p: &Params, g: Grid) -> Option<Work> {
     let (c, slices, n) = bn_sizes(p, g)?;
-    Some(Work::new(Unit::Fp32, 2.0 * n, F * (2.0 * n + 4.0 * c)).plus(Unit::Fp64, 7.0 * c * slices))
+    let residual = b2f(p.set("residual")?);
+    Some(
+        Work::new(
+            Unit::Fp32,
+            (2.0 + residual) * n,
+            F * ((2.0 + residual) * n + 4.0 * c),
+        )
+        .plus(Unit::Fp64, 7.0 * c * slices),
+    )
 }
 
-/// Batch-norm backward on a `channels x slices` grid (`ops::bn_pass`). Reads x, dy and, when
-/// set, the ReLU output; writes dx; per channel reads gamma, the saved mean and inverse
-/// deviation, writes dgamma and dbeta. Per value three f32 subtracts and two multiplies (dx).
+/// Batch-norm backward on a `channels x slices` grid (`ops::bn_pass`). Reads x and dy,
+/// writes dx; per channel reads gamma and the saved mean and inverse deviation (and with the
+/// ReLU its scale and shift), writes dgamma and dbeta. Per value three f32 subtracts and two
+/// multiplies (dx), and with the ReLU a multiply and add more (its mask, recomputed from x).
 /// Unsplit channels are also summed here (as [`bn_train`], the second read of the inputs from
-/// L2): per value an f32 subtract and multiply and two f64 adds. Split channels read their
-/// partial sums instead.
+/// L2): per value an f32 subtract and multiply (and the mask again) and two f64 adds. Split
+/// channels read their partial sums instead.
 fn bn_backward(p: &Params, g: Grid) -> Option<Work> {
     let (c, slices, n) = bn_sizes(p, g)?;
-    let arrays = 3.0 + b2f(p.set("relu_out")?);
+    let relu = b2f(p.n("relu")? != 0);
+    let mask = 2.0 * relu * n;
     // (partials read, f32 and f64 operations of the sums)
     let (parts, f32_sums, f64_sums) = match slices > 1.0 {
         true => (2.0 * c * slices, 0.0, 2.0 * c * slices),
-        false => (0.0, 2.0 * n, 2.0 * n),
+        false => (0.0, 2.0 * n + mask, 2.0 * n),
     };
     Some(
         Work::new(
             Unit::Fp32,
-            5.0 * n + f32_sums,
-            F * (arrays * n + 5.0 * c) + 8.0 * parts,
+            5.0 * n + mask + f32_sums,
+            F * (3.0 * n + (5.0 + 2.0 * relu) * c) + 8.0 * parts,
         )
         .plus(Unit::Fp64, f64_sums),
     )
 }
 
-/// The backward sums of split channels (grid `channels x slices`): reads x, dy and, when set,
-/// the ReLU output; writes two f64 per slice; per value an f32 subtract and multiply and two
-/// f64 adds.
+/// The backward sums of split channels (grid `channels x slices`): reads x and dy, writes two
+/// f64 per slice; per value an f32 subtract and multiply (with the ReLU, a multiply and add
+/// more for its mask) and two f64 adds. Per block the saved mean (and scale and shift).
 fn bn_backward_partial(p: &Params, g: Grid) -> Option<Work> {
     let (c, slices, n) = bn_sizes(p, g)?;
-    let arrays = 2.0 + b2f(p.set("relu_out")?);
+    let relu = b2f(p.n("relu")? != 0);
     Some(
-        Work::new(Unit::Fp32, 2.0 * n, F * arrays * n + 16.0 * c * slices)
-            .plus(Unit::Fp64, 2.0 * n),
+        Work::new(
+            Unit::Fp32,
+            (2.0 + 2.0 * relu) * n,
+            F * (2.0 * n + (1.0 + 2.0 * relu) * c * slices) + 16.0 * c * slices,
+        )
+        .plus(Unit::Fp64, 2.0 * n),
     )
 }
 
@@ -1106,11 +1125,16 @@ mod tests {
 
     #[test]
     fn batch_norm() {
-        // 3 channels (grid x) of 10 values, one slice each: x read, y written (60), 8 values
-        // per channel (24); the normalisation in f32 (60), the sums in f64 (120).
-        let set = [("len", U32(10))];
+        // 3 channels (grid x) of 10 values, one slice each: x read, y written (60), 10 values
+        // per channel (30); the normalisation in f32 (60), the sums in f64 (120).
+        let set = [("len", U32(10)), ("residual", Ptr(0))];
         let w = est(&k::BN_TRAIN, Grid::linear(3, 256), &set);
-        let want = Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 24.0)).plus(Unit::Fp64, 120.0);
+        let want = Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 30.0)).plus(Unit::Fp64, 120.0);
+        assert_eq!(w, want);
+        // With a residual: read too (30 more), and added (30 more f32 operations).
+        let res = [("len", U32(10)), ("residual", Ptr(256))];
+        let w = est(&k::BN_TRAIN, Grid::linear(3, 256), &res);
+        let want = Work::new(Unit::Fp32, 90.0, 4.0 * (90.0 + 30.0)).plus(Unit::Fp64, 120.0);
         assert_eq!(w, want);
         // Split in 2 slices (grid y): the sums move to the partial kernel (x read, 6 pairs of
         // f64 written); the main kernel reads and adds the pairs.
@@ -1122,7 +1146,7 @@ mod tests {
         assert_eq!(w, Work::new(Unit::Fp64, 120.0, 4.0 * 30.0 + 8.0 * 12.0));
         let w = est(&k::BN_TRAIN, split, &set);
         let want =
-            Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 24.0) + 8.0 * 12.0).plus(Unit::Fp64, 12.0);
+            Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 30.0) + 8.0 * 12.0).plus(Unit::Fp64, 12.0);
         assert_eq!(w, want);
         // Evaluation: the scale and shift once per block (7 f64 operations).
         let w = est(&k::BN_EVAL, Grid::linear(3, 256), &set);
@@ -1130,28 +1154,32 @@ mod tests {
         assert_eq!(w, want);
         let w = est(&k::BN_EVAL, split, &set);
         assert_eq!(w, want.plus(Unit::Fp64, 21.0));
-        // Backward without the ReLU output: x, dy, dx (90) and 5 per channel (15); with it,
-        // 30 more.
-        let set = [("len", U32(10)), ("relu_out", Ptr(0))];
+        let w = est(&k::BN_EVAL, Grid::linear(3, 256), &res);
+        let want = Work::new(Unit::Fp32, 90.0, 4.0 * (90.0 + 12.0)).plus(Unit::Fp64, 21.0);
+        assert_eq!(w, want);
+        // Backward without the ReLU: x, dy, dx (90) and 5 per channel (15). With it, 2 more per
+        // channel (its scale and shift) and its mask recomputed in both passes (60 more f32
+        // operations), no array more.
+        let set = [("len", U32(10)), ("relu", U32(0))];
         let w = est(&k::BN_BACKWARD, Grid::linear(3, 256), &set);
         let want = Work::new(Unit::Fp32, 210.0, 4.0 * (90.0 + 15.0)).plus(Unit::Fp64, 60.0);
         assert_eq!(w, want);
-        let relu = [("len", U32(10)), ("relu_out", Ptr(256))];
+        let relu = [("len", U32(10)), ("relu", U32(1))];
         let w = est(&k::BN_BACKWARD, Grid::linear(3, 256), &relu);
-        assert_eq!(w.bytes, 4.0 * (120.0 + 15.0));
-        // Split: the partial kernel reads x and dy (60) and writes 6 pairs; the main kernel
-        // reads those too, and computes dx only.
+        let want = Work::new(Unit::Fp32, 330.0, 4.0 * (90.0 + 21.0)).plus(Unit::Fp64, 60.0);
+        assert_eq!(w, want);
+        // Split: the partial kernel reads x and dy (60) and the mean per block (6), writes 6
+        // pairs; the main kernel reads those too, and computes dx only.
         let w = est(&k::BN_BACKWARD_PARTIAL, split, &set);
-        let want = Work::new(Unit::Fp32, 60.0, 4.0 * 60.0 + 8.0 * 12.0).plus(Unit::Fp64, 60.0);
+        let want = Work::new(Unit::Fp32, 60.0, 4.0 * 66.0 + 8.0 * 12.0).plus(Unit::Fp64, 60.0);
         assert_eq!(w, want);
         let w = est(&k::BN_BACKWARD, split, &set);
         let want =
             Work::new(Unit::Fp32, 150.0, 4.0 * (90.0 + 15.0) + 8.0 * 12.0).plus(Unit::Fp64, 12.0);
         assert_eq!(w, want);
-        assert_eq!(
-            est(&k::BN_BACKWARD_PARTIAL, split, &relu).bytes,
-            4.0 * 90.0 + 96.0
-        );
+        let w = est(&k::BN_BACKWARD_PARTIAL, split, &relu);
+        let want = Work::new(Unit::Fp32, 120.0, 4.0 * 78.0 + 8.0 * 12.0).plus(Unit::Fp64, 60.0);
+        assert_eq!(w, want);
     }
 
     #[test]
@@ -1159,10 +1187,6 @@ mod tests {
         let n = [("n", U64(10))];
         assert_eq!(est(&k::FILL, one(), &n), Work::bytes(40.0));
         assert_eq!(est(&k::COPY, one(), &n), Work::bytes(80.0));
-        assert_eq!(
-            est(&k::ADD_RELU, one(), &n),
-            Work::new(Unit::Fp32, 10.0, 120.0)
-        );
         assert_eq!(
             est(&k::ADD_ASSIGN, one(), &n),
             Work::new(Unit::Fp32, 10.0, 120.0)

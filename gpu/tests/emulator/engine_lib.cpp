@@ -88,7 +88,6 @@ const std::map<std::string, Entry>& table() {
         K(eng_col2im),        K(eng_bn_train),         K(eng_bn_eval),
         K(eng_bn_backward),   K(eng_bn_train_partial), K(eng_bn_backward_partial),
         K(eng_fill),          K(eng_copy),
-        K(eng_add_relu),
         K(eng_relu_backward), K(eng_add_assign),       K(eng_swap_outer),
         K(eng_maxpool_forward), K(eng_maxpool_backward), K(eng_avgpool_forward),
         K(eng_avgpool_backward), K(eng_bias_add),      K(eng_col_sum),

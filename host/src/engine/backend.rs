@@ -16,6 +16,7 @@ use crate::engine::scalar::Scalar;
 
 pub use crate::engine::cpu::conv::ConvGeom;
 pub use crate::engine::cpu::linear::LinearSpec;
+pub use crate::engine::cpu::norm::{BnAct, BN_SAVED};
 pub use crate::engine::cpu::pool::PoolGeom;
 
 /// A tensor inside an arena: `len` elements from `offset`.
@@ -162,7 +163,9 @@ pub trait Backend: Send + Sync {
         dx_add: bool,
     );
     /// Batch norm, training mode. `gb` is weight then bias, `rs` running mean then variance;
-    /// `saved` receives the batch mean then `1/sqrt(var+eps)`.
+    /// `act` what the normalised output gets (a residual of `y`'s length); `saved` receives
+    /// [`BN_SAVED`] runs of `c` values: the batch mean, `1/sqrt(var+eps)`, the scale and the
+    /// shift.
     fn bn_forward_train(
         &self,
         len: usize,
@@ -173,11 +176,11 @@ pub trait Backend: Send + Sync {
         rs: Region,
         momentum: f64,
         eps: f64,
-        relu: bool,
+        act: BnAct<&Self::Buf>,
         y: &mut Self::Buf,
         saved: &mut Self::Buf,
     );
-    /// Batch norm, evaluation mode (running statistics).
+    /// Batch norm, evaluation mode (running statistics), then `act`.
     fn bn_forward_eval(
         &self,
         len: usize,
@@ -187,11 +190,12 @@ pub trait Backend: Send + Sync {
         state: &Self::Buf,
         rs: Region,
         eps: f64,
-        relu: bool,
+        act: BnAct<&Self::Buf>,
         y: &mut Self::Buf,
     );
-    /// Batch norm backward (training mode). `relu_out`: mask `dy` by `relu_out > 0` first.
-    /// Writes the weight and bias gradients (at `gb`) and `dx`.
+    /// Batch norm backward (training mode). `relu`: the forward ran with [`BnAct::Relu`], so
+    /// `dy` is first masked where its output was not positive (recomputed from `x` and
+    /// `saved`). Writes the weight and bias gradients (at `gb`) and `dx`.
     fn bn_backward(
         &self,
         len: usize,
@@ -200,7 +204,7 @@ pub trait Backend: Send + Sync {
         gb: Region,
         saved: &Self::Buf,
         dy: &Self::Buf,
-        relu_out: Option<&Self::Buf>,
+        relu: bool,
         grads: &mut Self::Buf,
         dx: &mut Self::Buf,
     );
@@ -231,8 +235,6 @@ pub trait Backend: Send + Sync {
         dfeat: &Self::Buf,
         dx: &mut Self::Buf,
     );
-    /// `y = relu(y + identity)`.
-    fn add_relu(&self, len: usize, y: &mut Self::Buf, identity: &Self::Buf);
     /// `dy = 0` where `out <= 0`.
     fn relu_backward(&self, len: usize, out: &Self::Buf, dy: &mut Self::Buf);
     /// `y += x`.
@@ -413,26 +415,24 @@ impl<T: Scalar> Backend for CpuBackend<T> {
         rs: Region,
         momentum: f64,
         eps: f64,
-        relu: bool,
+        act: BnAct<&Vec<T>>,
         y: &mut Vec<T>,
         saved: &mut Vec<T>,
     ) {
         let c = gb.len / 2;
         let (rm, rv) = state[rs.range()].split_at_mut(c);
-        let (mean, invstd) = saved[..2 * c].split_at_mut(c);
         norm::bn_forward_train(
             len,
             &x[..c * len],
             &params[gb.first_half().range()],
             &params[gb.second_half().range()],
+            act.map(|r| &r[..c * len]),
             &mut y[..c * len],
-            mean,
-            invstd,
+            &mut saved[..BN_SAVED * c],
             rm,
             rv,
             momentum,
             eps,
-            relu,
         );
     }
     fn bn_forward_eval(
@@ -444,7 +444,7 @@ impl<T: Scalar> Backend for CpuBackend<T> {
         state: &Vec<T>,
         rs: Region,
         eps: f64,
-        relu: bool,
+        act: BnAct<&Vec<T>>,
         y: &mut Vec<T>,
     ) {
         let c = gb.len / 2;
@@ -455,9 +455,9 @@ impl<T: Scalar> Backend for CpuBackend<T> {
             &params[gb.second_half().range()],
             &state[rs.first_half().range()],
             &state[rs.second_half().range()],
+            act.map(|r| &r[..c * len]),
             &mut y[..c * len],
             eps,
-            relu,
         );
     }
     fn bn_backward(
@@ -468,7 +468,7 @@ impl<T: Scalar> Backend for CpuBackend<T> {
         gb: Region,
         saved: &Vec<T>,
         dy: &Vec<T>,
-        relu_out: Option<&Vec<T>>,
+        relu: bool,
         grads: &mut Vec<T>,
         dx: &mut Vec<T>,
     ) {
@@ -478,10 +478,9 @@ impl<T: Scalar> Backend for CpuBackend<T> {
             len,
             &x[..c * len],
             &params[gb.first_half().range()],
-            &saved[..c],
-            &saved[c..2 * c],
+            &saved[..BN_SAVED * c],
             &dy[..c * len],
-            relu_out.map(|o| &o[..c * len]),
+            relu,
             &mut dx[..c * len],
             dg,
             db,
@@ -500,9 +499,6 @@ impl<T: Scalar> Backend for CpuBackend<T> {
     }
     fn avgpool_backward(&self, c: usize, b: usize, run: usize, dfeat: &Vec<T>, dx: &mut Vec<T>) {
         pool::avgpool_backward(c, b, run, &dfeat[..b * c], &mut dx[..c * b * run]);
-    }
-    fn add_relu(&self, len: usize, y: &mut Vec<T>, identity: &Vec<T>) {
-        ew::add_relu(&mut y[..len], &identity[..len]);
     }
     fn relu_backward(&self, len: usize, out: &Vec<T>, dy: &mut Vec<T>) {
         ew::relu_backward(&out[..len], &mut dy[..len]);

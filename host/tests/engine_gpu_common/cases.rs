@@ -398,29 +398,47 @@ fn split_k_weight_gradient_matches_the_cpu() {
     close("split-K dw", &gdw, &cdw, 1e-5);
 }
 
-/// BN train forward (with and without ReLU), backward, eval: outputs, saved statistics,
-/// running statistics, parameter gradients.
+/// A batch-norm case's activation ([`BnAct`] without its residual).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Act {
+    Identity,
+    Relu,
+    AddRelu,
+}
+
+/// BN train forward (plain, with ReLU, or with a residual then ReLU), backward as the model
+/// runs it, eval: outputs, saved values, running statistics, parameter gradients.
 fn bn_run<B: Backend<Elem = f32>>(
     b: &B,
     c: usize,
     len: usize,
-    relu: bool,
+    act: Act,
     data: &[Vec<f32>],
 ) -> Vec<Vec<f32>> {
-    let (x, gb, dy) = (&data[0], &data[1], &data[2]);
+    let (x, gb, dy, res) = (&data[0], &data[1], &data[2], &data[3]);
     let xb = upload(b, x);
     let params = upload(b, gb);
+    let rb = upload(b, res);
+    let bn_act = match act {
+        Act::Identity => BnAct::Identity,
+        Act::Relu => BnAct::Relu,
+        Act::AddRelu => BnAct::AddRelu(&rb),
+    };
     let gbr = Region {
         offset: 0,
         len: 2 * c,
     };
     let mut state = upload(b, &[vec![0.1f32; c], vec![0.9f32; c]].concat());
     let mut y = b.zeros(c * len);
-    let mut saved = b.zeros(2 * c);
+    let mut saved = b.zeros(BN_SAVED * c);
     b.bn_forward_train(
-        len, &xb, &params, gbr, &mut state, gbr, 0.1, 1e-5, relu, &mut y, &mut saved,
+        len, &xb, &params, gbr, &mut state, gbr, 0.1, 1e-5, bn_act, &mut y, &mut saved,
     );
-    let dyb = upload(b, dy);
+    let mut dyb = upload(b, dy);
+    if act == Act::AddRelu {
+        // The block's output gradient, masked by its output first (the encoder's order).
+        b.relu_backward(c * len, &y, &mut dyb);
+    }
     let mut grads = b.zeros(2 * c);
     let mut dx = b.zeros(c * len);
     b.bn_backward(
@@ -430,12 +448,12 @@ fn bn_run<B: Backend<Elem = f32>>(
         gbr,
         &saved,
         &dyb,
-        relu.then_some(&y),
+        act == Act::Relu,
         &mut grads,
         &mut dx,
     );
     let mut ye = b.zeros(c * len);
-    b.bn_forward_eval(len, &xb, &params, gbr, &state, gbr, 1e-5, relu, &mut ye);
+    b.bn_forward_eval(len, &xb, &params, gbr, &state, gbr, 1e-5, bn_act, &mut ye);
     vec![
         all(b, &y),
         all(b, &saved),
@@ -457,11 +475,13 @@ fn batch_norm_matches_the_cpu() {
     assert_eq!(ogm_gpu::engine::ops::bn_slices(8193), 2);
     assert_eq!(ogm_gpu::engine::ops::bn_slices(8192), 1);
     let cases = [
-        (3, 700, false, 3.0, 2.0),
-        (5, 37, true, 3.0, 2.0),
-        (2, 2, true, 3.0, 2.0),
-        (2, 20_000, true, 3.0, 2.0),
-        (1, 8193, false, 3.0, 2.0),
+        (3, 700, Act::Identity, 3.0, 2.0),
+        (5, 37, Act::Relu, 3.0, 2.0),
+        (2, 2, Act::Relu, 3.0, 2.0),
+        (2, 20_000, Act::Relu, 3.0, 2.0),
+        (1, 8193, Act::Identity, 3.0, 2.0),
+        (4, 300, Act::AddRelu, 3.0, 2.0),
+        (2, 20_000, Act::AddRelu, 3.0, 2.0),
         // A mean 10 000 spreads away (about 17 000 deviations): the statistics still agree to
         // 1e-5 (the GPU's one-pass moments are shifted by a value of the channel, so they do
         // not cancel). What is computed per value from them does not, in either engine: y =
@@ -471,32 +491,109 @@ fn batch_norm_matches_the_cpu() {
         // difference moves them by that much, so they are held to that conditioning,
         // 2e-7 offset / spread of their scale (2e-3). Without the ReLU: its mask, taken from
         // those y, would differ wherever y is within that of zero.
-        (3, 700, false, 1000.0, 0.1),
-        (2, 20_000, false, 1000.0, 0.1),
+        (3, 700, Act::Identity, 1000.0, 0.1),
+        (2, 20_000, Act::Identity, 1000.0, 0.1),
     ];
-    for (c, len, relu, offset, spread) in cases {
+    for (c, len, act, offset, spread) in cases {
         let mut x = rand_vec(&mut rng, c * len);
         // An offset mean, as after a convolution: the centred second pass matters.
         x.iter_mut().for_each(|v| *v = offset + spread * *v);
         let gb: Vec<f32> = (0..2 * c).map(|i| 0.5 + 0.1 * i as f32).collect();
-        let data = vec![x, gb, rand_vec(&mut rng, c * len)];
-        let g = bn_run(&gpu, c, len, relu, &data);
-        let r = bn_run(&cpu, c, len, relu, &data);
+        let (dy, res) = (rand_vec(&mut rng, c * len), rand_vec(&mut rng, c * len));
+        let data = vec![x, gb, dy, res];
+        let g = bn_run(&gpu, c, len, act, &data);
+        let r = bn_run(&cpu, c, len, act, &data);
         let values_tol = f64::max(1e-5, 2e-7 * f64::from(offset / spread));
+        // dx = k (dy - mean dy - xhat mean(dy xhat)), k = gamma invstd: a difference of terms
+        // of the size k |dy|, so it is held to 1e-5 of that where it cancels far below it (a
+        // channel of 2 values: its dx is zero in exact arithmetic, and both engines give
+        // rounding residue of those terms).
+        let max_abs = |v: &[f32]| v.iter().fold(1e-6f64, |m, x| m.max(f64::from(x.abs())));
+        let k_max = (0..c)
+            .map(|ch| f64::from((data[1][ch] * r[1][c + ch]).abs()))
+            .fold(0.0, f64::max);
+        let dx_tol = f64::max(values_tol, 1e-5 * k_max * max_abs(&data[2]) / max_abs(&r[4]));
         for (i, name, tol) in [
             (0, "y", values_tol),
             (1, "saved", 1e-5),
             (2, "running", 1e-5),
             (3, "dgamma/dbeta", values_tol),
-            (4, "dx", values_tol),
+            (4, "dx", dx_tol),
             (5, "eval y", values_tol),
         ] {
             close(
-                &format!("bn c={c} len={len} relu={relu} offset={offset} {name}"),
+                &format!("bn c={c} len={len} {act:?} offset={offset} {name}"),
                 &g[i],
                 &r[i],
                 tol,
             );
+        }
+    }
+}
+
+/// Batch norm's fused activations give the bits of the separate passes they replace, on each
+/// engine: relu(bn(x)) and relu(bn(x) + residual) in f32 after the plain output, and the
+/// backward's recomputed ReLU mask the gradient masked by the ReLU output beforehand.
+fn bn_fusions_exact<B: Backend<Elem = f32>>(b: &B, what: &str, c: usize, len: usize, seed: u64) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let x: Vec<f32> = rand_vec(&mut rng, c * len).iter().map(|v| 3.0 + 2.0 * v).collect();
+    let (dy, res) = (rand_vec(&mut rng, c * len), rand_vec(&mut rng, c * len));
+    let gb: Vec<f32> = (0..2 * c).map(|i| 0.5 + 0.1 * i as f32).collect();
+    let (xb, params, rb, dyb) = (upload(b, &x), upload(b, &gb), upload(b, &res), upload(b, &dy));
+    let gbr = Region {
+        offset: 0,
+        len: 2 * c,
+    };
+    let forward = |act: BnAct<&B::Buf>| {
+        let mut state = upload(b, &[vec![0.1f32; c], vec![0.9f32; c]].concat());
+        let (mut y, mut saved) = (b.zeros(c * len), b.zeros(BN_SAVED * c));
+        b.bn_forward_train(
+            len, &xb, &params, gbr, &mut state, gbr, 0.1, 1e-5, act, &mut y, &mut saved,
+        );
+        let mut ye = b.zeros(c * len);
+        b.bn_forward_eval(len, &xb, &params, gbr, &state, gbr, 1e-5, act, &mut ye);
+        (y, saved, all(b, &ye))
+    };
+    let backward = |saved: &B::Buf, dy: &B::Buf, relu: bool| {
+        let (mut grads, mut dx) = (b.zeros(2 * c), b.zeros(c * len));
+        b.bn_backward(len, &xb, &params, gbr, saved, dy, relu, &mut grads, &mut dx);
+        (all(b, &grads), all(b, &dx))
+    };
+    let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
+    let (y0, saved0, ye0) = forward(BnAct::Identity);
+    let (y0, s0) = (all(b, &y0), all(b, &saved0));
+    let (y1, saved1, ye1) = forward(BnAct::Relu);
+    let (y2, _, ye2) = forward(BnAct::AddRelu(&rb));
+    let plus = |y: &[f32]| -> Vec<f32> { y.iter().zip(&res).map(|(v, r)| relu(v + r)).collect() };
+    exact(&format!("{what} relu"), &all(b, &y1), &y0.iter().map(|&v| relu(v)).collect::<Vec<_>>());
+    exact(&format!("{what} relu eval"), &ye1, &ye0.iter().map(|&v| relu(v)).collect::<Vec<_>>());
+    exact(&format!("{what} residual relu"), &all(b, &y2), &plus(&y0));
+    exact(&format!("{what} residual relu eval"), &ye2, &plus(&ye0));
+    // The saved scale and shift are what the forward applied.
+    for ch in 0..c {
+        let (scale, shift) = (s0[2 * c + ch], s0[3 * c + ch]);
+        let want: Vec<f32> = x[ch * len..(ch + 1) * len].iter().map(|v| v * scale + shift).collect();
+        exact(&format!("{what} scale and shift, channel {ch}"), &y0[ch * len..(ch + 1) * len], &want);
+    }
+    exact(&format!("{what} saved"), &all(b, &saved1), &s0);
+    // Backward: the mask recomputed from x equals the mask read from the output.
+    let y1h = all(b, &y1);
+    let masked: Vec<f32> = dy.iter().zip(&y1h).map(|(&g, &o)| if o > 0.0 { g } else { 0.0 }).collect();
+    let (g_fused, dx_fused) = backward(&saved1, &dyb, true);
+    let (g_sep, dx_sep) = backward(&saved1, &upload(b, &masked), false);
+    exact(&format!("{what} relu backward: dgamma, dbeta"), &g_fused, &g_sep);
+    exact(&format!("{what} relu backward: dx"), &dx_fused, &dx_sep);
+    assert!(masked.iter().filter(|&&g| g == 0.0).count() > c * len / 20, "{what}: the ReLU masks some");
+}
+
+#[test]
+fn batch_norm_fusions_give_the_separate_passes_bits() {
+    let cpu = CpuBackend::<f32>::new();
+    // One block per channel, and channels split over three slices on the GPU.
+    for (c, len) in [(3, 700), (2, 20_000)] {
+        bn_fusions_exact(&cpu, &format!("cpu c={c} len={len}"), c, len, 11);
+        if let Some(gpu) = gpu() {
+            bn_fusions_exact(&gpu, &format!("gpu c={c} len={len}"), c, len, 11);
         }
     }
 }
@@ -529,11 +626,9 @@ fn pooling_and_elementwise_match_the_cpu_bit_for_bit() {
         b.avgpool_forward(3, 7, 9, &xb, &mut feat);
         let mut dxa = b.zeros(189);
         b.avgpool_backward(3, 7, 9, &dyb, &mut dxa);
-        let mut r = upload(b, x);
         let ib = upload(b, ident);
-        b.add_relu(189, &mut r, &ib);
         let mut d = upload(b, dy);
-        b.relu_backward(189, &r, &mut d);
+        b.relu_backward(189, &xb, &mut d);
         b.add_assign(100, &mut d, &ib);
         let mut s = b.zeros(189);
         b.swap_outer(7, 3, 9, &xb, &mut s);
@@ -544,7 +639,6 @@ fn pooling_and_elementwise_match_the_cpu_bit_for_bit() {
             all(b, &dx),
             all(b, &feat),
             all(b, &dxa),
-            all(b, &r),
             all(b, &d),
             all(b, &s),
             all(b, &f),
@@ -562,7 +656,6 @@ fn pooling_and_elementwise_match_the_cpu_bit_for_bit() {
         "maxpool dx",
         "avgpool",
         "avgpool dx",
-        "add_relu",
         "relu_backward+add",
         "swap_outer",
         "fill",

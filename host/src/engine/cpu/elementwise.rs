@@ -1,4 +1,5 @@
-//! Element-wise kernels: ReLU, residual add, sigmoid gate, FiLM, layout transposes.
+//! Element-wise kernels: ReLU backward, add, sigmoid gate, FiLM, layout transposes (a residual
+//! block's add and ReLU run inside batch norm: [`super::norm::BnAct`]).
 
 use rayon::prelude::*;
 
@@ -7,27 +8,6 @@ use crate::engine::scalar::Scalar;
 /// Chunk length for parallel element-wise passes (fixed, so splitting never depends on the
 /// scheduler; element-wise results do not depend on it anyway).
 const CHUNK: usize = 1 << 15;
-
-#[inline]
-fn relu<T: Scalar>(v: T) -> T {
-    if v > T::ZERO {
-        v
-    } else {
-        T::ZERO
-    }
-}
-
-/// `y = relu(y + identity)` in place (the end of a residual block).
-pub fn add_relu<T: Scalar>(y: &mut [T], identity: &[T]) {
-    assert_eq!(y.len(), identity.len());
-    y.par_chunks_mut(CHUNK)
-        .zip(identity.par_chunks(CHUNK))
-        .for_each(|(yc, ic)| {
-            for (a, &b) in yc.iter_mut().zip(ic) {
-                *a = relu(*a + b);
-            }
-        });
-}
 
 /// ReLU backward in place: `dy[i] = 0` where the ReLU output `out[i]` is not positive.
 pub fn relu_backward<T: Scalar>(out: &[T], dy: &mut [T]) {

@@ -9,29 +9,61 @@ use rayon::prelude::*;
 
 use crate::engine::scalar::Scalar;
 
-/// Training-mode forward over `c` channels of `len` values each. Writes `y`, the batch mean
-/// and `1/sqrt(var + eps)` per channel (for backward), and updates the running statistics.
-/// `relu` applies a ReLU to `y` in the same pass. `len` must be at least 2.
+/// Values per channel that the training forward saves for the backward pass, one run of
+/// `c` values each: the batch mean, `1/sqrt(var + eps)`, and the scale and shift it applied
+/// (`y = x * scale + shift`). The backward pass recomputes a fused ReLU's mask from the last
+/// two and `x` (the forward's own expression, so the same bits), instead of reading the
+/// output back.
+pub const BN_SAVED: usize = 4;
+
+/// What batch norm applies to its normalised output `t = x * scale + shift`, in the same pass.
+#[derive(Debug, Clone, Copy)]
+pub enum BnAct<R> {
+    /// `y = t`.
+    Identity,
+    /// `y = relu(t)`.
+    Relu,
+    /// `y = relu(t + residual)`: the end of a residual block, whose sum and ReLU then take no
+    /// pass of their own. The ReLU's mask is not recomputed by the backward pass: the caller
+    /// masks the output gradient by `y > 0` (it is the residual's gradient too).
+    AddRelu(R),
+}
+
+impl<R> BnAct<R> {
+    /// The same activation over another residual type.
+    pub fn map<S>(self, f: impl FnOnce(R) -> S) -> BnAct<S> {
+        match self {
+            BnAct::Identity => BnAct::Identity,
+            BnAct::Relu => BnAct::Relu,
+            BnAct::AddRelu(r) => BnAct::AddRelu(f(r)),
+        }
+    }
+}
+
+/// Training-mode forward over `c` channels of `len` values each. Writes `y` (with `act`
+/// applied), the [`BN_SAVED`] values per channel into `saved` (for backward), and updates the
+/// running statistics. `len` must be at least 2.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_forward_train<T: Scalar>(
     len: usize,
     x: &[T],
     gamma: &[T],
     beta: &[T],
+    act: BnAct<&[T]>,
     y: &mut [T],
-    mean_out: &mut [T],
-    invstd_out: &mut [T],
+    saved: &mut [T],
     running_mean: &mut [T],
     running_var: &mut [T],
     momentum: f64,
     eps: f64,
-    relu: bool,
 ) {
     let c = gamma.len();
     assert!(len >= 2);
     assert_eq!(x.len(), c * len);
     assert_eq!(y.len(), c * len);
-    let stats: Vec<(f64, f64)> = x
+    assert_eq!(saved.len(), BN_SAVED * c);
+    check_residual(act, c * len);
+    let stats: Vec<(f64, f64, T, T)> = x
         .par_chunks(len)
         .zip(y.par_chunks_mut(len))
         .enumerate()
@@ -43,14 +75,19 @@ pub fn bn_forward_train<T: Scalar>(
             let invstd = 1.0 / (var + eps).sqrt();
             let scale = T::from_f64(gamma[ch].to_f64() * invstd);
             let shift = T::from_f64(beta[ch].to_f64() - mean * gamma[ch].to_f64() * invstd);
-            affine(xc, yc, scale, shift, relu);
-            (mean, var)
+            affine(xc, yc, scale, shift, channel(act, ch, len));
+            (mean, var, scale, shift)
         })
         .collect();
-    for (ch, (mean, var)) in stats.into_iter().enumerate() {
+    let (mean_out, rest) = saved.split_at_mut(c);
+    let (invstd_out, rest) = rest.split_at_mut(c);
+    let (scale_out, shift_out) = rest.split_at_mut(c);
+    for (ch, (mean, var, scale, shift)) in stats.into_iter().enumerate() {
         let unbiased = var * len as f64 / (len - 1) as f64;
         mean_out[ch] = T::from_f64(mean);
         invstd_out[ch] = T::from_f64(1.0 / (var + eps).sqrt());
+        scale_out[ch] = scale;
+        shift_out[ch] = shift;
         running_mean[ch] =
             T::from_f64((1.0 - momentum) * running_mean[ch].to_f64() + momentum * mean);
         running_var[ch] =
@@ -58,7 +95,7 @@ pub fn bn_forward_train<T: Scalar>(
     }
 }
 
-/// Evaluation-mode forward: normalise with the running statistics.
+/// Evaluation-mode forward: normalise with the running statistics, then apply `act`.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_forward_eval<T: Scalar>(
     len: usize,
@@ -67,13 +104,14 @@ pub fn bn_forward_eval<T: Scalar>(
     beta: &[T],
     running_mean: &[T],
     running_var: &[T],
+    act: BnAct<&[T]>,
     y: &mut [T],
     eps: f64,
-    relu: bool,
 ) {
     let c = gamma.len();
     assert_eq!(x.len(), c * len);
     assert_eq!(y.len(), c * len);
+    check_residual(act, c * len);
     x.par_chunks(len)
         .zip(y.par_chunks_mut(len))
         .enumerate()
@@ -82,35 +120,64 @@ pub fn bn_forward_eval<T: Scalar>(
             let g = gamma[ch].to_f64();
             let scale = T::from_f64(g * invstd);
             let shift = T::from_f64(beta[ch].to_f64() - running_mean[ch].to_f64() * g * invstd);
-            affine(xc, yc, scale, shift, relu);
+            affine(xc, yc, scale, shift, channel(act, ch, len));
         });
 }
 
-fn affine<T: Scalar>(x: &[T], y: &mut [T], scale: T, shift: T, relu: bool) {
-    if relu {
-        for (o, &v) in y.iter_mut().zip(x) {
-            let t = v * scale + shift;
-            *o = if t > T::ZERO { t } else { T::ZERO };
-        }
+/// Channel `ch`'s part of `act` (its run of the residual).
+fn channel<T>(act: BnAct<&[T]>, ch: usize, len: usize) -> BnAct<&[T]> {
+    act.map(|r| &r[ch * len..(ch + 1) * len])
+}
+
+/// Panics unless a residual has the output's length `n`.
+fn check_residual<T>(act: BnAct<&[T]>, n: usize) {
+    if let BnAct::AddRelu(r) = act {
+        assert_eq!(r.len(), n, "batch norm residual length");
+    }
+}
+
+#[inline]
+fn relu<T: Scalar>(t: T) -> T {
+    if t > T::ZERO {
+        t
     } else {
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = v * scale + shift;
+        T::ZERO
+    }
+}
+
+/// `y = act(x * scale + shift)`: the expression [`bn_backward`] repeats for a ReLU's mask.
+fn affine<T: Scalar>(x: &[T], y: &mut [T], scale: T, shift: T, act: BnAct<&[T]>) {
+    match act {
+        BnAct::Identity => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v * scale + shift;
+            }
+        }
+        BnAct::Relu => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = relu(v * scale + shift);
+            }
+        }
+        BnAct::AddRelu(r) => {
+            for ((o, &v), &rv) in y.iter_mut().zip(x).zip(r) {
+                *o = relu(v * scale + shift + rv);
+            }
         }
     }
 }
 
-/// Training-mode backward. `x` is the forward input, `mean`/`invstd` the saved statistics.
-/// Where `relu_out` is given (the forward ran with `relu`), `dy` is first masked by
-/// `relu_out > 0`. Writes `dx` and the parameter gradients `dgamma`, `dbeta` (overwritten).
+/// Training-mode backward. `x` is the forward input, `saved` what the forward saved
+/// ([`BN_SAVED`] per channel). With `relu` (the forward ran with [`BnAct::Relu`]), `dy` is
+/// first masked where that ReLU's output was not positive, recomputed from `x` and the saved
+/// scale and shift. Writes `dx` and the parameter gradients `dgamma`, `dbeta` (overwritten).
 #[allow(clippy::too_many_arguments)]
 pub fn bn_backward<T: Scalar>(
     len: usize,
     x: &[T],
     gamma: &[T],
-    mean: &[T],
-    invstd: &[T],
+    saved: &[T],
     dy: &[T],
-    relu_out: Option<&[T]>,
+    relu: bool,
     dx: &mut [T],
     dgamma: &mut [T],
     dbeta: &mut [T],
@@ -119,22 +186,25 @@ pub fn bn_backward<T: Scalar>(
     assert_eq!(x.len(), c * len);
     assert_eq!(dy.len(), c * len);
     assert_eq!(dx.len(), c * len);
+    assert_eq!(saved.len(), BN_SAVED * c);
+    let (mean, invstd) = (&saved[..c], &saved[c..2 * c]);
+    let (scale, shift) = (&saved[2 * c..3 * c], &saved[3 * c..]);
     let sums: Vec<(f64, f64)> = dx
         .par_chunks_mut(len)
         .enumerate()
         .map(|(ch, dxc)| {
             let r = ch * len..(ch + 1) * len;
-            let (xc, dyc) = (&x[r.clone()], &dy[r.clone()]);
+            let (xc, dyc) = (&x[r.clone()], &dy[r]);
             let m = mean[ch];
             let is = invstd[ch];
             // The masked output gradient, written into dx first (dx is overwritten below).
-            match relu_out {
-                Some(o) => {
-                    for ((d, &g), &ov) in dxc.iter_mut().zip(dyc).zip(&o[r]) {
-                        *d = if ov > T::ZERO { g } else { T::ZERO };
-                    }
+            if relu {
+                let (sc, sh) = (scale[ch], shift[ch]);
+                for ((d, &g), &v) in dxc.iter_mut().zip(dyc).zip(xc) {
+                    *d = if v * sc + sh > T::ZERO { g } else { T::ZERO };
                 }
-                None => dxc.copy_from_slice(dyc),
+            } else {
+                dxc.copy_from_slice(dyc);
             }
             let sdy = block_sum(dxc, |g| g);
             let sdyx = block_sum2(dxc, xc, |g, v| g * (v - m)) * is.to_f64();

@@ -29,7 +29,9 @@ pub use ogm_gpu::engine::ops::{ConvAlgo, Precision};
 use ogm_gpu::engine::{Arg, DevPtr, Device};
 use ogm_gpu::GpuError;
 
-use crate::engine::backend::{AdamStep, Backend, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep};
+use crate::engine::backend::{
+    AdamStep, Backend, BnAct, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep, BN_SAVED,
+};
 
 /// A device buffer of 4-byte elements (`f32` values or `u32` indices).
 pub struct DevBuf<D: Device> {
@@ -331,6 +333,16 @@ impl<D: Device> Drop for GpuBackend<D> {
     }
 }
 
+/// A batch norm's activation as kernel arguments: the residual's pointer (null: none) and
+/// the ReLU flag.
+fn bn_act<D: Device>(act: BnAct<&DevBuf<D>>, n: usize) -> (DevPtr, u32) {
+    match act {
+        BnAct::Identity => (0, 0),
+        BnAct::Relu => (0, 1),
+        BnAct::AddRelu(r) => (need(r, n, "bn residual"), 1),
+    }
+}
+
 /// Checks, as the CPU backend's slicing does, that `buf` holds `need` elements: a shorter one
 /// is an engine bug (the model sizes every buffer), so it panics like an out-of-range slice.
 fn need<D: Device>(buf: &DevBuf<D>, need: usize, what: &str) -> DevPtr {
@@ -563,14 +575,15 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         rs: Region,
         momentum: f64,
         eps: f64,
-        relu: bool,
+        act: BnAct<&DevBuf<D>>,
         y: &mut DevBuf<D>,
         saved: &mut DevBuf<D>,
     ) {
         let c = gb.len / 2;
         let (xp, yp) = (need(x, c * len, "bn x"), need(y, c * len, "bn y"));
         let (gp, sp) = (region(params, gb), region(state, rs));
-        let savp = need(saved, 2 * c, "bn saved");
+        let savp = need(saved, BN_SAVED * c, "bn saved");
+        let (rp, relu) = bn_act(act, c * len);
         self.run(|| unsafe {
             let part = self.bn_part(c, len)?;
             // SAFETY: sizes checked above; part holds what the pass needs.
@@ -590,11 +603,11 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                     Arg::Ptr(sp),
                     Arg::Ptr(at(sp, c)),
                     Arg::Ptr(savp),
-                    Arg::Ptr(at(savp, c)),
+                    Arg::Ptr(rp),
                     Arg::U32(u32_of("bn len", len)?),
                     Arg::F64(momentum),
                     Arg::F64(eps),
-                    Arg::U32(relu as u32),
+                    Arg::U32(relu),
                 ],
             )
         });
@@ -608,12 +621,13 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         state: &DevBuf<D>,
         rs: Region,
         eps: f64,
-        relu: bool,
+        act: BnAct<&DevBuf<D>>,
         y: &mut DevBuf<D>,
     ) {
         let c = gb.len / 2;
         let (xp, yp) = (need(x, c * len, "bn x"), need(y, c * len, "bn y"));
         let (gp, sp) = (region(params, gb), region(state, rs));
+        let (rp, relu) = bn_act(act, c * len);
         self.run(|| unsafe {
             // SAFETY: sizes checked above.
             ops::bn_eval(
@@ -627,9 +641,10 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                     Arg::Ptr(at(gp, c)),
                     Arg::Ptr(sp),
                     Arg::Ptr(at(sp, c)),
+                    Arg::Ptr(rp),
                     Arg::U32(u32_of("bn len", len)?),
                     Arg::F64(eps),
-                    Arg::U32(relu as u32),
+                    Arg::U32(relu),
                 ],
             )
         });
@@ -642,7 +657,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         gb: Region,
         saved: &DevBuf<D>,
         dy: &DevBuf<D>,
-        relu_out: Option<&DevBuf<D>>,
+        relu: bool,
         grads: &mut DevBuf<D>,
         dx: &mut DevBuf<D>,
     ) {
@@ -654,12 +669,11 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
             need(dx, n, "bn dx"),
         );
         let (gp, dgp) = (region(params, gb), region(grads, gb));
-        let savp = need(saved, 2 * c, "bn saved");
-        let rp = relu_out.map_or(0, |r| need(r, n, "bn relu_out"));
+        let savp = need(saved, BN_SAVED * c, "bn saved");
+        let relu = Arg::U32(relu as u32);
         self.run(|| unsafe {
             let part = self.bn_part(c, len)?;
-            // SAFETY: sizes checked above; a null relu_out means no mask; part holds what the
-            // pass needs.
+            // SAFETY: sizes checked above; part holds what the pass needs.
             ops::bn_pass(
                 &*self.dev,
                 &k::BN_BACKWARD_PARTIAL,
@@ -667,14 +681,13 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                 c,
                 len,
                 part,
-                &[Arg::Ptr(xp), Arg::Ptr(savp), Arg::Ptr(dyp), Arg::Ptr(rp)],
+                &[Arg::Ptr(xp), Arg::Ptr(savp), Arg::Ptr(dyp), relu],
                 &[
                     Arg::Ptr(xp),
                     Arg::Ptr(gp),
                     Arg::Ptr(savp),
-                    Arg::Ptr(at(savp, c)),
                     Arg::Ptr(dyp),
-                    Arg::Ptr(rp),
+                    relu,
                     Arg::Ptr(dxp),
                     Arg::Ptr(dgp),
                     Arg::Ptr(at(dgp, c)),
@@ -753,14 +766,6 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                 &avg_args(fp, dxp, c, b, run)?,
             )
         });
-    }
-    fn add_relu(&self, len: usize, y: &mut DevBuf<D>, identity: &DevBuf<D>) {
-        let (yp, ip) = (
-            need(y, len, "add_relu y"),
-            need(identity, len, "add_relu identity"),
-        );
-        // SAFETY: both hold len elements.
-        self.run(|| unsafe { ops::binary(&*self.dev, &k::ADD_RELU, yp, ip, len) });
     }
     fn relu_backward(&self, len: usize, out: &DevBuf<D>, dy: &mut DevBuf<D>) {
         let (op, dp) = (need(out, len, "relu out"), need(dy, len, "relu dy"));

@@ -5,7 +5,7 @@
 //! reused from step to step (same batch shape: no allocation).
 
 use crate::engine::arena::{Modality, TensorTable};
-use crate::engine::backend::{Backend, PoolGeom};
+use crate::engine::backend::{Backend, BnAct, PoolGeom, BN_SAVED};
 use crate::engine::error::{EngineError, Result};
 
 use super::layers::{Bn, Conv, BN_EPS, BN_MOMENTUM};
@@ -52,7 +52,7 @@ fn bn_forward<B: Backend>(
     params: &B::Buf,
     state: &mut B::Buf,
     counters: &mut [(String, u64)],
-    relu: bool,
+    act: BnAct<&B::Buf>,
     y: &mut B::Buf,
     saved: &mut B::Buf,
 ) -> Result<()> {
@@ -65,7 +65,7 @@ fn bn_forward<B: Backend>(
                     count: len,
                 });
             }
-            exact(b, saved, 2 * bn.c);
+            exact(b, saved, BN_SAVED * bn.c);
             b.bn_forward_train(
                 len,
                 x,
@@ -75,13 +75,13 @@ fn bn_forward<B: Backend>(
                 bn.rs,
                 BN_MOMENTUM,
                 BN_EPS,
-                relu,
+                act,
                 y,
                 saved,
             );
             counters[bn.counter].1 += 1;
         }
-        Mode::Eval => b.bn_forward_eval(len, x, params, bn.gb, state, bn.rs, BN_EPS, relu, y),
+        Mode::Eval => b.bn_forward_eval(len, x, params, bn.gb, state, bn.rs, BN_EPS, act, y),
     }
     Ok(())
 }
@@ -138,27 +138,15 @@ impl<B: Backend> Block<B> {
             params,
             state,
             counters,
-            true,
+            BnAct::Relu,
             &mut self.a1,
             &mut self.s1,
         )?;
         let g2 = self.conv2.geom(od.n, od.h, od.w);
         exact(b, &mut self.c2, g2.out_len());
         b.conv2d_forward(&g2, &self.a1, params, self.conv2.w, &mut self.c2);
-        bn_forward(
-            b,
-            &self.bn2,
-            mode,
-            len,
-            &self.c2,
-            params,
-            state,
-            counters,
-            false,
-            &mut self.out,
-            &mut self.s2,
-        )?;
-        let total = self.conv2.cout * len;
+        // The shortcut first: the second batch norm adds it and applies the block's ReLU in
+        // its own pass (BnAct::AddRelu).
         if let Some((dconv, dbn)) = &self.down {
             let gd = dconv.geom(d.n, d.h, d.w);
             exact(b, &mut self.dc, gd.out_len());
@@ -172,14 +160,25 @@ impl<B: Backend> Block<B> {
                 params,
                 state,
                 counters,
-                false,
+                BnAct::Identity,
                 &mut self.dbn,
                 &mut self.sd,
             )?;
-            b.add_relu(total, &mut self.out, &self.dbn);
-        } else {
-            b.add_relu(total, &mut self.out, x);
         }
+        let shortcut = if self.down.is_some() { &self.dbn } else { x };
+        bn_forward(
+            b,
+            &self.bn2,
+            mode,
+            len,
+            &self.c2,
+            params,
+            state,
+            counters,
+            BnAct::AddRelu(shortcut),
+            &mut self.out,
+            &mut self.s2,
+        )?;
         Ok(od)
     }
 
@@ -209,7 +208,7 @@ impl<B: Backend> Block<B> {
             self.bn2.gb,
             &self.s2,
             s0,
-            None,
+            false,
             grads,
             s1,
         );
@@ -231,7 +230,7 @@ impl<B: Backend> Block<B> {
             self.bn1.gb,
             &self.s1,
             s2,
-            Some(&self.a1),
+            true,
             grads,
             s1,
         );
@@ -240,7 +239,9 @@ impl<B: Backend> Block<B> {
         let g1 = self.conv1.geom(d.n, d.h, d.w);
         if let Some((dconv, dbn)) = &self.down {
             b.conv2d_backward(&g1, x, params, self.conv1.w, s1, grads, Some(s3), false);
-            b.bn_backward(len, &self.dc, params, dbn.gb, &self.sd, s0, None, grads, s1);
+            b.bn_backward(
+                len, &self.dc, params, dbn.gb, &self.sd, s0, false, grads, s1,
+            );
             let gd = dconv.geom(d.n, d.h, d.w);
             b.conv2d_backward(&gd, x, params, dconv.w, s1, grads, Some(s3), true);
             std::mem::swap(s0, s3);
@@ -442,7 +443,7 @@ impl<B: Backend> Encoder<B> {
             params,
             state,
             counters,
-            true,
+            BnAct::Relu,
             &mut self.stem_a,
             &mut self.stem_s,
         )?;
@@ -526,7 +527,7 @@ impl<B: Backend> Encoder<B> {
             self.stem_bn.gb,
             &self.stem_s,
             s1,
-            Some(&self.stem_a),
+            true,
             grads,
             s2,
         );
