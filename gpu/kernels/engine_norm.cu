@@ -13,13 +13,20 @@
 // forward's own f32 expression and so the same bits, instead of reading the output back.
 #include "engine.cuh"
 
-// The normalised value's activation: t = x * scale + shift (the CPU's f32 expression, no
-// contraction), plus the residual when there is one (the end of a residual block), then the
-// ReLU when asked for. The sum takes the rounding the separate add pass gave it.
+// The normalised value x * scale + shift (the CPU's f32 expression, no contraction): one
+// expression for the forward pass and the backward's recomputed ReLU mask, so that the mask
+// has the forward's bits.
+__device__ __forceinline__ float bn_normalised(float x, float scale, float shift) {
+    return x * scale + shift;
+}
+
+// The normalised value's activation: plus the residual when there is one (the end of a
+// residual block), then the ReLU when asked for. The sum takes the rounding the separate add
+// pass gave it.
 __device__ __forceinline__ float bn_act(float x, float scale, float shift,
                                         const float* __restrict__ residual,
                                         unsigned long long i, unsigned relu) {
-    float t = x * scale + shift;
+    float t = bn_normalised(x, scale, shift);
     if (residual) t = t + residual[i];
     return relu && !(t > 0.0f) ? 0.0f : t;
 }
@@ -27,7 +34,7 @@ __device__ __forceinline__ float bn_act(float x, float scale, float shift,
 // dy, masked where the forward's ReLU gave zero (its input recomputed) when relu is set.
 __device__ __forceinline__ float bn_masked(float dy, float x, float scale, float shift,
                                            unsigned relu) {
-    return relu && !(x * scale + shift > 0.0f) ? 0.0f : dy;
+    return relu && !(bn_normalised(x, scale, shift) > 0.0f) ? 0.0f : dy;
 }
 
 // Channels are split into `slices` parts of the grid's y when they are long (ops.rs,

@@ -63,7 +63,7 @@ pub fn bn_forward_train<T: Scalar>(
     assert_eq!(y.len(), c * len);
     assert_eq!(saved.len(), BN_SAVED * c);
     check_residual(act, c * len);
-    let stats: Vec<(f64, f64, T, T)> = x
+    let stats: Vec<(f64, f64, f64, T, T)> = x
         .par_chunks(len)
         .zip(y.par_chunks_mut(len))
         .enumerate()
@@ -76,16 +76,16 @@ pub fn bn_forward_train<T: Scalar>(
             let scale = T::from_f64(gamma[ch].to_f64() * invstd);
             let shift = T::from_f64(beta[ch].to_f64() - mean * gamma[ch].to_f64() * invstd);
             affine(xc, yc, scale, shift, channel(act, ch, len));
-            (mean, var, scale, shift)
+            (mean, var, invstd, scale, shift)
         })
         .collect();
     let (mean_out, rest) = saved.split_at_mut(c);
     let (invstd_out, rest) = rest.split_at_mut(c);
     let (scale_out, shift_out) = rest.split_at_mut(c);
-    for (ch, (mean, var, scale, shift)) in stats.into_iter().enumerate() {
+    for (ch, (mean, var, invstd, scale, shift)) in stats.into_iter().enumerate() {
         let unbiased = var * len as f64 / (len - 1) as f64;
         mean_out[ch] = T::from_f64(mean);
-        invstd_out[ch] = T::from_f64(1.0 / (var + eps).sqrt());
+        invstd_out[ch] = T::from_f64(invstd);
         scale_out[ch] = scale;
         shift_out[ch] = shift;
         running_mean[ch] =
@@ -145,22 +145,29 @@ fn relu<T: Scalar>(t: T) -> T {
     }
 }
 
-/// `y = act(x * scale + shift)`: the expression [`bn_backward`] repeats for a ReLU's mask.
+/// The normalised value `v * scale + shift`: one expression for the forward pass and the
+/// backward's recomputed ReLU mask, so that the mask has the forward's bits.
+#[inline]
+fn normalised<T: Scalar>(v: T, scale: T, shift: T) -> T {
+    v * scale + shift
+}
+
+/// `y = act(normalised(x))`.
 fn affine<T: Scalar>(x: &[T], y: &mut [T], scale: T, shift: T, act: BnAct<&[T]>) {
     match act {
         BnAct::Identity => {
             for (o, &v) in y.iter_mut().zip(x) {
-                *o = v * scale + shift;
+                *o = normalised(v, scale, shift);
             }
         }
         BnAct::Relu => {
             for (o, &v) in y.iter_mut().zip(x) {
-                *o = relu(v * scale + shift);
+                *o = relu(normalised(v, scale, shift));
             }
         }
         BnAct::AddRelu(r) => {
             for ((o, &v), &rv) in y.iter_mut().zip(x).zip(r) {
-                *o = relu(v * scale + shift + rv);
+                *o = relu(normalised(v, scale, shift) + rv);
             }
         }
     }
@@ -201,7 +208,11 @@ pub fn bn_backward<T: Scalar>(
             if relu {
                 let (sc, sh) = (scale[ch], shift[ch]);
                 for ((d, &g), &v) in dxc.iter_mut().zip(dyc).zip(xc) {
-                    *d = if v * sc + sh > T::ZERO { g } else { T::ZERO };
+                    *d = if normalised(v, sc, sh) > T::ZERO {
+                        g
+                    } else {
+                        T::ZERO
+                    };
                 }
             } else {
                 dxc.copy_from_slice(dyc);
