@@ -176,6 +176,22 @@ struct ConvDgradB {
     }
 };
 
+// Row moments for batch norm (a convolution's output rows are its channels, CNHW): with
+// `moments` non-null, a GEMM block also writes, for each row of its tile, three f64 values at
+// moments[3 (row * gridDim.x + blockIdx.x)]: the tile's first value k of that row (column n0,
+// as stored in C), then sum (c - k) and sum (c - k)^2 over the row's columns in the tile, each
+// (c - k) exact in f64 and the sums in a fixed order. eng_bn_train (tile_w > 0) combines a
+// channel's tiles into its statistics without reading the output again; the shift by one of
+// the row's own values keeps the variance from cancelling (as bn_moments). Only for products
+// without split-K (gridDim.z == 1: the host checks), where a block's tile is final.
+__device__ __forceinline__ void put_tile_moments(double* __restrict__ moments, unsigned row,
+                                                 float k, double s1, double s2) {
+    double* p = moments + 3ull * ((unsigned long long)row * gridDim.x + blockIdx.x);
+    p[0] = (double)k;
+    p[1] = s1;
+    p[2] = s2;
+}
+
 // One block's BM x BN tile of C, for both SIMT kernels below. Each of the GEMM_THREADS threads
 // computes TM x TN outputs: rows (i / 4) * (BM / 2) + ty * 4 + i % 4 and columns
 // (j / 4) * (BN / 2) + tx * 4 + j % 4 (ty = t / 16, tx = t % 16), so the inner loop reads runs
@@ -197,8 +213,8 @@ __device__ __forceinline__ void gemm_tile(unsigned int M, unsigned int N, unsign
                                           float alpha, const float* __restrict__ A,
                                           unsigned int rsa, unsigned int csa, const BL bl,
                                           float beta, float* __restrict__ C, unsigned int ldc,
-                                          unsigned int k_split,
-                                          unsigned long long split_stride) {
+                                          unsigned int k_split, unsigned long long split_stride,
+                                          double* __restrict__ moments) {
     static_assert(BM * BK == 4 * GEMM_THREADS && BN * BK == 4 * GEMM_THREADS,
                   "each thread loads four values of each tile");
     static_assert(TM * 16 == BM && TN * 16 == BN, "16 x 16 threads cover the tile");
@@ -302,8 +318,33 @@ __device__ __forceinline__ void gemm_tile(unsigned int M, unsigned int N, unsign
             if (gn >= N) continue;
             float* c = C + (unsigned long long)gm * ldc + gn;
             // beta == 0 must not read C: it may hold anything (NaN included), as in BLAS.
-            *c = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * *c;
+            const float v = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * *c;
+            *c = v;
+            acc[i][j] = v;  // what the row moments below sum
         }
+    }
+    if (moments == nullptr) return;
+    // Row moments (see tile_moment_sums): the 16 threads of a row (tx = 0..15, one half-warp)
+    // hold its columns; the tile's first column is the tx = 0 thread's j = 0 value.
+    const unsigned half = threadIdx.x & 16u;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const float k = __shfl_sync(0xffffffffu, acc[i][0], (int)half);
+        double a = 0.0, b = 0.0;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const unsigned gn = n0 + (j / 4) * (BN / 2) + tx * 4 + j % 4;
+            if (gn >= N) continue;
+            const double d = (double)acc[i][j] - (double)k;
+            a += d;
+            b += d * d;
+        }
+        for (int o = 8; o > 0; o >>= 1) {
+            a += __shfl_xor_sync(0xffffffffu, a, o);
+            b += __shfl_xor_sync(0xffffffffu, b, o);
+        }
+        const unsigned gm = m0 + (i / 4) * (BM / 2) + ty * 4 + i % 4;
+        if (tx == 0 && gm < M) put_tile_moments(moments, gm, k, a, b);
     }
 }
 
@@ -313,10 +354,10 @@ eng_gemm(unsigned int M, unsigned int N, unsigned int K, float alpha,
          const float* __restrict__ A, unsigned int rsa, unsigned int csa,
          const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
          float* __restrict__ C, unsigned int ldc, unsigned int k_split,
-         unsigned long long split_stride) {
+         unsigned long long split_stride, double* __restrict__ moments) {
     gemm_tile<GEMM_BM, GEMM_BN, GEMM_BK, 4, 4>(M, N, K, alpha, A, rsa, csa,
                                                StridedB{B, rsb, csb}, beta, C, ldc, k_split,
-                                               split_stride);
+                                               split_stride, moments);
 }
 
 // The same product with BIG_BM x BIG_BN tiles and 8 x 8 outputs per thread (a four times
@@ -327,9 +368,9 @@ eng_gemm_big(unsigned int M, unsigned int N, unsigned int K, float alpha,
              const float* __restrict__ A, unsigned int rsa, unsigned int csa,
              const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
              float* __restrict__ C, unsigned int ldc, unsigned int k_split,
-             unsigned long long split_stride) {
+             unsigned long long split_stride, double* __restrict__ moments) {
     gemm_tile<BIG_BM, BIG_BN, BIG_BK, 8, 8>(M, N, K, alpha, A, rsa, csa, StridedB{B, rsb, csb},
-                                            beta, C, ldc, k_split, split_stride);
+                                            beta, C, ldc, k_split, split_stride, moments);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,32 +409,36 @@ eng_gemm_big(unsigned int M, unsigned int N, unsigned int K, float alpha,
 #define ENG_CONV_WGRAD_B ConvWgradB{ConvSrc{x, cin, batch, h, w, ksize, stride, pad, oh, ow}}
 #define ENG_CONV_DGRAD_B ConvDgradB{ConvSrc{dy, cout, batch, oh, ow, ksize, 1, pad, h, w}}
 
-#define ENG_CONV_GEMM(name, BMv, BNv, BKv, T, bounds, SRC, B)                                 \
+// The forward kernels take the row moments' destination last (null: none), as eng_gemm; the
+// gradients (never followed by a batch norm's statistics) have no such parameter (MOM empty,
+// and nullptr passed, so their epilogue has no moments code).
+#define ENG_CONV_MOMENTS , double *__restrict__ moments
+#define ENG_CONV_GEMM(name, BMv, BNv, BKv, T, bounds, SRC, B, MOM, mom)                       \
     extern "C" __global__ void __launch_bounds__ bounds                                       \
-    name(ENG_CONV_HEAD, SRC, ENG_CONV_TAIL) {                                                 \
+    name(ENG_CONV_HEAD, SRC, ENG_CONV_TAIL MOM) {                                             \
         gemm_tile<BMv, BNv, BKv, T, T>(M, N, K, alpha, A, rsa, csa, B, beta, C, ldc, k_split, \
-                                       split_stride);                                         \
+                                       split_stride, mom);                                    \
     }
 ENG_CONV_GEMM(eng_gemm_conv_fwd, GEMM_BM, GEMM_BN, GEMM_BK, 4, (GEMM_THREADS), ENG_CONV_X_SRC,
-              ENG_CONV_FWD_B)
+              ENG_CONV_FWD_B, ENG_CONV_MOMENTS, moments)
 ENG_CONV_GEMM(eng_gemm_big_conv_fwd, BIG_BM, BIG_BN, BIG_BK, 8, (GEMM_THREADS), ENG_CONV_X_SRC,
-              ENG_CONV_FWD_B)
+              ENG_CONV_FWD_B, ENG_CONV_MOMENTS, moments)
 ENG_CONV_GEMM(eng_gemm_conv_wgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4, (GEMM_THREADS),
-              ENG_CONV_X_SRC, ENG_CONV_WGRAD_B)
+              ENG_CONV_X_SRC, ENG_CONV_WGRAD_B, , nullptr)
 // Two resident blocks asked for explicitly: left alone, ptxas gives this one 130 registers
 // (sm_80 and sm_90), which leaves room for one 256-thread block per multiprocessor; capped
 // at 128 it does not spill.
 ENG_CONV_GEMM(eng_gemm_big_conv_wgrad, BIG_BM, BIG_BN, BIG_BK, 8, (GEMM_THREADS, 2),
-              ENG_CONV_X_SRC, ENG_CONV_WGRAD_B)
+              ENG_CONV_X_SRC, ENG_CONV_WGRAD_B, , nullptr)
 
 // Implicit-GEMM data gradients of stride-1 convolutions (ConvDgradB): C (M = cin, N = n h w,
 // the input's CNHW layout) = alpha A (M x K = cout k k: the weights, outer dimensions swapped)
 // B + beta C, B gathered from dy (cout x n x oh x ow). Same tiles and split-K convention as
 // eng_gemm / eng_gemm_big; dy, K and N each below 2^31 (ops.rs checks).
 ENG_CONV_GEMM(eng_gemm_conv_dgrad, GEMM_BM, GEMM_BN, GEMM_BK, 4, (GEMM_THREADS),
-              ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B)
+              ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B, , nullptr)
 ENG_CONV_GEMM(eng_gemm_big_conv_dgrad, BIG_BM, BIG_BN, BIG_BK, 8, (GEMM_THREADS),
-              ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B)
+              ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B, , nullptr)
 #undef ENG_CONV_GEMM
 
 // C (rows x cols, leading dimension ldc) = alpha * sum_z P_z + beta * C, where the slices P_z
@@ -652,7 +697,7 @@ __device__ __forceinline__ void mma_bf16_tiles(float (&acc)[MI][NI][4],
 // (unit stride along m, or along k for B) still meet 4-way conflicts; they are one store per
 // element and stage against four fragment reads.
 struct Tf32Op {
-    struct Tiles {
+    struct alignas(16) Tiles {
         unsigned a[2][TC_BM][TC_BK + 4];
         unsigned b[2][TC_BK][TC_BN + 8];
     };
@@ -748,6 +793,68 @@ struct Bf16Op {
 };
 static_assert(TC_BK % 16 == 0, "a stage is whole m16n8k16 steps");
 
+// Row moments (put_tile_moments) of tc_gemm's tile, whose values (as stored in C) each thread
+// holds in acc: rows wm + 16 i + g + 8 h, columns wn + 8 j + 2 q + e. A row's 128 columns lie
+// in the four lanes q = 0..3 of a group of each of the four warps with its wm; the tile's
+// first column is the (wn = 0, q = 0) thread's j = 0, e = 0 value. The operand tiles' shared
+// memory is free once the product is done (the last stage ended with a barrier) and holds the
+// shifts and the per-warp sums: 128 floats, then 4 x 128 pairs of doubles.
+template <class Tiles>
+__device__ __forceinline__ void tc_tile_moments(const float (&acc)[4][4][4], Tiles& tiles,
+                                                unsigned M, unsigned N, unsigned m0,
+                                                unsigned n0, unsigned wm, unsigned wn,
+                                                unsigned g, unsigned q,
+                                                double* __restrict__ moments) {
+    static_assert(sizeof(Tiles) >= TC_BM * sizeof(float) + 8 * TC_BM * sizeof(double),
+                  "the operand tiles hold the moments' scratch");
+    double* sums = reinterpret_cast<double*>(&tiles);        // [TC_BN / 32][TC_BM][2]
+    float* shift = reinterpret_cast<float*>(sums + 8 * TC_BM);  // [TC_BM]
+    const unsigned wcol = wn / 32u;
+    if (wn == 0 && q == 0) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (unsigned h = 0; h < 2; ++h) shift[wm + 16u * i + g + 8u * h] = acc[i][0][2 * h];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (unsigned h = 0; h < 2; ++h) {
+            const unsigned r = wm + 16u * i + g + 8u * h;
+            const double k = (double)shift[r];
+            double a = 0.0, b = 0.0;
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+                for (unsigned e = 0; e < 2; ++e) {
+                    if (n0 + wn + 8u * j + 2u * q + e >= N) continue;
+                    const double d = (double)acc[i][j][2 * h + e] - k;
+                    a += d;
+                    b += d * d;
+                }
+            for (int o = 1; o < 4; o <<= 1) {
+                a += __shfl_xor_sync(0xffffffffu, a, o);
+                b += __shfl_xor_sync(0xffffffffu, b, o);
+            }
+            if (q == 0) {
+                sums[2 * (wcol * TC_BM + r)] = a;
+                sums[2 * (wcol * TC_BM + r) + 1] = b;
+            }
+        }
+    }
+    __syncthreads();
+    const unsigned r = threadIdx.x;
+    if (r < TC_BM && m0 + r < M) {
+        double a = 0.0, b = 0.0;
+        for (unsigned w = 0; w < TC_BN / 32u; ++w) {
+            a += sums[2 * (w * TC_BM + r)];
+            b += sums[2 * (w * TC_BM + r) + 1];
+        }
+        put_tile_moments(moments, m0 + r, shift[r], a, b);
+    }
+}
+
 // C = alpha A B + beta C on the tensor cores with operands of format Op; parameters and
 // split-K as eng_gemm.
 //
@@ -767,7 +874,8 @@ __device__ __forceinline__ void tc_gemm(unsigned int M, unsigned int N, unsigned
                                         float alpha, const float* __restrict__ A,
                                         unsigned int rsa, unsigned int csa, const BL bl,
                                         float beta, float* __restrict__ C, unsigned int ldc,
-                                        unsigned int k_split, unsigned long long split_stride) {
+                                        unsigned int k_split, unsigned long long split_stride,
+                                        double* __restrict__ moments) {
     __shared__ typename Op::Tiles tiles;
     const unsigned t = threadIdx.x, lane = t & 31u, warp = t >> 5;
     const unsigned wm = (warp & 1u) * 64u, wn = (warp >> 1) * 32u;
@@ -875,11 +983,14 @@ __device__ __forceinline__ void tc_gemm(unsigned int M, unsigned int N, unsigned
                     const float v = acc[i][j][2 * h + e];
                     float* c = C + (unsigned long long)gm * ldc + gn;
                     // beta == 0 must not read C (it may hold anything), as in eng_gemm.
-                    *c = beta == 0.0f ? alpha * v : alpha * v + beta * *c;
+                    const float out = beta == 0.0f ? alpha * v : alpha * v + beta * *c;
+                    *c = out;
+                    acc[i][j][2 * h + e] = out;  // what the row moments below sum
                 }
             }
         }
     }
+    if (moments != nullptr) tc_tile_moments(acc, tiles, M, N, m0, n0, wm, wn, g, q, moments);
 }
 
 // C = alpha A B + beta C with TF32 tensor cores; parameters and split-K as eng_gemm.
@@ -889,9 +1000,9 @@ eng_gemm_tf32(unsigned int M, unsigned int N, unsigned int K, float alpha,
               const float* __restrict__ A, unsigned int rsa, unsigned int csa,
               const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
               float* __restrict__ C, unsigned int ldc, unsigned int k_split,
-              unsigned long long split_stride) {
+              unsigned long long split_stride, double* __restrict__ moments) {
     tc_gemm<Tf32Op>(M, N, K, alpha, A, rsa, csa, StridedB{B, rsb, csb}, beta, C, ldc, k_split,
-                    split_stride);
+                    split_stride, moments);
 }
 
 // C = alpha A B + beta C with BF16 tensor cores; parameters, split-K and launch as
@@ -901,28 +1012,31 @@ eng_gemm_bf16(unsigned int M, unsigned int N, unsigned int K, float alpha,
               const float* __restrict__ A, unsigned int rsa, unsigned int csa,
               const float* __restrict__ B, unsigned int rsb, unsigned int csb, float beta,
               float* __restrict__ C, unsigned int ldc, unsigned int k_split,
-              unsigned long long split_stride) {
+              unsigned long long split_stride, double* __restrict__ moments) {
     tc_gemm<Bf16Op>(M, N, K, alpha, A, rsa, csa, StridedB{B, rsb, csb}, beta, C, ldc, k_split,
-                    split_stride);
+                    split_stride, moments);
 }
 
 // Implicit-GEMM convolutions on the tensor cores: eng_gemm_tf32 / eng_gemm_bf16 with B
 // gathered from the convolution's input, as the FP32 *_conv_fwd / *_conv_wgrad kernels above
 // (same parameters, same 2^31 limits): the bits of eng_im2col + eng_gemm_tf32 (bf16).
 // Launch: as eng_gemm_tf32.
-#define ENG_TC_CONV_GEMM(name, Op, SRC, B)                                                    \
+#define ENG_TC_CONV_GEMM(name, Op, SRC, B, MOM, mom)                                          \
     extern "C" __global__ void __launch_bounds__(TC_THREADS, 2)                               \
-    name(ENG_CONV_HEAD, SRC, ENG_CONV_TAIL) {                                                 \
-        tc_gemm<Op>(M, N, K, alpha, A, rsa, csa, B, beta, C, ldc, k_split, split_stride);     \
+    name(ENG_CONV_HEAD, SRC, ENG_CONV_TAIL MOM) {                                             \
+        tc_gemm<Op>(M, N, K, alpha, A, rsa, csa, B, beta, C, ldc, k_split, split_stride, mom); \
     }
-ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_fwd, Tf32Op, ENG_CONV_X_SRC, ENG_CONV_FWD_B)
-ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_wgrad, Tf32Op, ENG_CONV_X_SRC, ENG_CONV_WGRAD_B)
-ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_fwd, Bf16Op, ENG_CONV_X_SRC, ENG_CONV_FWD_B)
-ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_wgrad, Bf16Op, ENG_CONV_X_SRC, ENG_CONV_WGRAD_B)
+ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_fwd, Tf32Op, ENG_CONV_X_SRC, ENG_CONV_FWD_B,
+                 ENG_CONV_MOMENTS, moments)
+ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_wgrad, Tf32Op, ENG_CONV_X_SRC, ENG_CONV_WGRAD_B, , nullptr)
+ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_fwd, Bf16Op, ENG_CONV_X_SRC, ENG_CONV_FWD_B,
+                 ENG_CONV_MOMENTS, moments)
+ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_wgrad, Bf16Op, ENG_CONV_X_SRC, ENG_CONV_WGRAD_B, , nullptr)
 // The stride-1 implicit data gradients (eng_gemm_conv_dgrad) on the tensor cores.
-ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_dgrad, Tf32Op, ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B)
-ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_dgrad, Bf16Op, ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B)
+ENG_TC_CONV_GEMM(eng_gemm_tf32_conv_dgrad, Tf32Op, ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B, , nullptr)
+ENG_TC_CONV_GEMM(eng_gemm_bf16_conv_dgrad, Bf16Op, ENG_CONV_DY_SRC, ENG_CONV_DGRAD_B, , nullptr)
 #undef ENG_TC_CONV_GEMM
+#undef ENG_CONV_MOMENTS
 #undef ENG_CONV_HEAD
 #undef ENG_CONV_X_SRC
 #undef ENG_CONV_DY_SRC

@@ -95,6 +95,29 @@ __device__ __forceinline__ void bn_moments(const float* __restrict__ xc, unsigne
     *s2 = block_sum_f64(b, scratch);
 }
 
+// The forward statistics' sums of channel ch from the row moments a forward GEMM wrote
+// (put_tile_moments, engine_gemm.cu): ceil(len / tile_w) tiles of tile_w columns (the last one
+// shorter), three f64 values each (shift k_t, sum (x - k_t), sum (x - k_t)^2). Each tile's
+// sums are moved to the shift k of tile 0, which is x[0] of the channel (the value bn_moments
+// shifts by): with d = k_t - k, sum (x - k) = s1 + n d and sum (x - k)^2 = s2 + 2 d s1 + n d^2;
+// then added in a fixed tree.
+__device__ __forceinline__ void bn_gather_moments(const double* __restrict__ part, unsigned ch,
+                                                  unsigned len, unsigned tile_w,
+                                                  double* scratch, double* s1, double* s2) {
+    const unsigned tiles = (len + tile_w - 1) / tile_w;
+    const double* pc = part + 3ull * ((unsigned long long)ch * tiles);
+    const double k = pc[0];
+    double a = 0.0, b = 0.0;
+    for (unsigned i = threadIdx.x; i < tiles; i += blockDim.x) {
+        const double n = (double)min(tile_w, len - i * tile_w);
+        const double d = pc[3 * i] - k, t1 = pc[3 * i + 1], t2 = pc[3 * i + 2];
+        a += t1 + n * d;
+        b += t2 + d * (2.0 * t1 + n * d);
+    }
+    *s1 = block_sum_f64(a, scratch);
+    *s2 = block_sum_f64(b, scratch);
+}
+
 // Forward sums of one slice of a split channel into part. Launch: grid (c, slices), block
 // ENG_REDUCE_BLOCK.
 extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
@@ -111,22 +134,26 @@ eng_bn_train_partial(const float* __restrict__ x, double* __restrict__ part, uns
 
 // Training forward. Writes y over the block's slice: the normalised value, plus residual
 // (null: none), ReLU'd when relu is set; the slice-0 block writes `saved` for backward and
-// updates the running statistics. Launch: grid (c, slices), block ENG_REDUCE_BLOCK; with
-// slices > 1 after eng_bn_train_partial into part.
+// updates the running statistics. Launch: grid (c, slices), block ENG_REDUCE_BLOCK. The sums
+// come from `part`: with tile_w > 0, the row moments of the GEMM that wrote x, in tiles of
+// tile_w (bn_gather_moments; no partial pass, x read once); otherwise with slices > 1 after
+// eng_bn_train_partial into part, and with one slice from x itself.
 extern "C" __global__ void __launch_bounds__(ENG_REDUCE_BLOCK)
 eng_bn_train(const float* __restrict__ x, float* __restrict__ y,
              const float* __restrict__ gamma, const float* __restrict__ beta,
              float* __restrict__ running_mean, float* __restrict__ running_var,
              float* __restrict__ saved, const float* __restrict__ residual, unsigned int len,
              double momentum, double eps, unsigned int relu, const double* __restrict__ part,
-             unsigned int slices) {
+             unsigned int slices, unsigned int tile_w) {
     __shared__ double scratch[32];
     __shared__ float sh_scale, sh_shift;
     const unsigned ch = blockIdx.x, sl = blockIdx.y, c = gridDim.x;
     const unsigned long long base = (unsigned long long)ch * len;
     const float* xc = x + base;
     double s1, s2;
-    if (slices == 1) {
+    if (tile_w > 0) {
+        bn_gather_moments(part, ch, len, tile_w, scratch, &s1, &s2);
+    } else if (slices == 1) {
         bn_moments(xc, 0, len, scratch, &s1, &s2);
     } else {
         bn_gather(part, ch, slices, scratch, &s1, &s2);

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use ogm_host::engine::backend::{
-    AdamStep, BnAct, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep, BN_SAVED,
+    AdamStep, BnAct, BnTrain, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep, BN_SAVED,
 };
 use ogm_host::engine::gpu::GpuBackend;
 use ogm_host::engine::{

@@ -1,5 +1,5 @@
 //! `ogm-step-plan`: the paper model's GPU step planned without a GPU (every launch with its
-//! estimated work). The same model does the same arithmetic whatever the precision or the
+//! estimated work). The same model does the same products whatever the precision or the
 //! convolution algorithm; implicit GEMMs launch no lowering kernels and move fewer bytes; every
 //! kernel of the step has an estimate.
 
@@ -40,7 +40,9 @@ fn the_step_plan_counts_the_same_arithmetic_in_every_variant() {
     let launches = |p: &serde_json::Value| p["launches"].as_u64().unwrap();
     // Two ResNet-18 encoders, forward and backward, at batch 8: about 170 GFLOP.
     assert!((100.0..300.0).contains(&gflop(&fp32)), "{}", gflop(&fp32));
-    assert!((gflop(&tf32) / gflop(&fp32) - 1.0).abs() < 1e-9, "{tf32}");
+    // The same products; the batch norms' statistics (f64, under 0.1% of the step) are
+    // summed per GEMM column tile where a product does not split, and the tiles differ.
+    assert!((gflop(&tf32) / gflop(&fp32) - 1.0).abs() < 1e-3, "{tf32}");
     // The implicit step does the same products; what it no longer does is col2im's additions
     // for its stride-1 convolutions (their data gradients sum every tap in the GEMM), under
     // 1% of the step.

@@ -23,14 +23,17 @@ macro_rules! kernels {
 }
 
 kernels! {
-    /// `C = alpha op(A) op(B) + beta C`, tiled, optional split-K.
+    /// `C = alpha op(A) op(B) + beta C`, tiled, optional split-K. With `moments` non-null (and
+    /// no split), each block also writes its rows' moments for batch norm (three f64 values
+    /// per row and column tile: the tile's first value, the sum and the sum of squares of the
+    /// deviations from it); every `GEMM*` kernel with that parameter does the same.
     GEMM = "engine_gemm".eng_gemm(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
         csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
-        split_stride: U64);
+        split_stride: U64, moments: Ptr);
     /// The same product with 128 x 128 tiles (both output dimensions at least a tile).
     GEMM_BIG = "engine_gemm".eng_gemm_big(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
         csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
-        split_stride: U64);
+        split_stride: U64, moments: Ptr);
     /// Sums split-K slices in a fixed order.
     SUM_SLICES = "engine_gemm".eng_sum_slices(p: Ptr, splits: U32, split_stride: U64,
         rows: U32, cols: U32, alpha: F32, beta: F32, c: Ptr, ldc: U32);
@@ -44,10 +47,12 @@ kernels! {
     BN_TRAIN_PARTIAL = "engine_norm".eng_bn_train_partial(x: Ptr, part: Ptr, len: U32,
         slices: U32);
     /// Batch norm, training forward, blocks per channel and slice.
-    /// `saved`: mean, inverse deviation, scale and shift (c each); `residual` may be null.
+    /// `saved`: mean, inverse deviation, scale and shift (c each); `residual` may be null;
+    /// `tile_w > 0`: `part` holds the row moments of the GEMM that wrote `x`, in column tiles of
+    /// `tile_w`.
     BN_TRAIN = "engine_norm".eng_bn_train(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
         running_mean: Ptr, running_var: Ptr, saved: Ptr, residual: Ptr, len: U32,
-        momentum: F64, eps: F64, relu: U32, part: Ptr, slices: U32);
+        momentum: F64, eps: F64, relu: U32, part: Ptr, slices: U32, tile_w: U32);
     /// Batch norm with running statistics.
     BN_EVAL = "engine_norm".eng_bn_eval(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
         running_mean: Ptr, running_var: Ptr, residual: Ptr, len: U32, eps: F64, relu: U32,
@@ -127,24 +132,24 @@ kernels! {
     /// same parameters and split-K convention.
     GEMM_TF32 = "engine_gemm".eng_gemm_tf32(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
         csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
-        split_stride: U64);
+        split_stride: U64, moments: Ptr);
     /// `GEMM` with BF16 tensor cores (`mma.sync` m16n8k16, operands rounded to BF16 with ties to
     /// even, f32 accumulation), 128 x 128 tiles; same parameters and split-K convention.
     GEMM_BF16 = "engine_gemm".eng_gemm_bf16(m: U32, n: U32, k: U32, alpha: F32, a: Ptr, rsa: U32,
         csa: U32, b: Ptr, rsb: U32, csb: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
-        split_stride: U64);
+        split_stride: U64, moments: Ptr);
     /// `GEMM` with B gathered from a convolution's input (implicit GEMM, forward):
     /// `C = alpha A col + beta C`, `col` the `eng_im2col` lowering of `x` (never materialised);
     /// 64 x 64 tiles, same arithmetic and split-K convention as `GEMM`.
     GEMM_CONV_FWD = "engine_gemm".eng_gemm_conv_fwd(m: U32, n: U32, k: U32, alpha: F32, a: Ptr,
         rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32, ksize: U32,
         stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
-        split_stride: U64);
+        split_stride: U64, moments: Ptr);
     /// `GEMM_CONV_FWD` with the 128 x 128 tiles of `GEMM_BIG`.
     GEMM_BIG_CONV_FWD = "engine_gemm".eng_gemm_big_conv_fwd(m: U32, n: U32, k: U32, alpha: F32,
         a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32, ksize: U32,
         stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32, k_split: U32,
-        split_stride: U64);
+        split_stride: U64, moments: Ptr);
     /// Implicit-GEMM weight gradient: `C = alpha A col^T + beta C` (A: dy), `col` gathered from
     /// `x`; 64 x 64 tiles, same arithmetic and split-K convention as `GEMM`.
     GEMM_CONV_WGRAD = "engine_gemm".eng_gemm_conv_wgrad(m: U32, n: U32, k: U32, alpha: F32,
@@ -160,7 +165,7 @@ kernels! {
     GEMM_TF32_CONV_FWD = "engine_gemm".eng_gemm_tf32_conv_fwd(m: U32, n: U32, k: U32,
         alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
         ksize: U32, stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32,
-        k_split: U32, split_stride: U64);
+        k_split: U32, split_stride: U64, moments: Ptr);
     /// `eng_gemm_tf32` with B gathered from a convolution's input: the weight gradient.
     GEMM_TF32_CONV_WGRAD = "engine_gemm".eng_gemm_tf32_conv_wgrad(m: U32, n: U32, k: U32,
         alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
@@ -170,7 +175,7 @@ kernels! {
     GEMM_BF16_CONV_FWD = "engine_gemm".eng_gemm_bf16_conv_fwd(m: U32, n: U32, k: U32,
         alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,
         ksize: U32, stride: U32, pad: U32, oh: U32, ow: U32, beta: F32, c: Ptr, ldc: U32,
-        k_split: U32, split_stride: U64);
+        k_split: U32, split_stride: U64, moments: Ptr);
     /// `eng_gemm_bf16` with B gathered from a convolution's input: the weight gradient.
     GEMM_BF16_CONV_WGRAD = "engine_gemm".eng_gemm_bf16_conv_wgrad(m: U32, n: U32, k: U32,
         alpha: F32, a: Ptr, rsa: U32, csa: U32, x: Ptr, cin: U32, batch: U32, h: U32, w: U32,

@@ -273,14 +273,60 @@ pub unsafe fn gemm<D: Device + ?Sized>(
         Arg::U32(u32_of("gemm B column stride", b.cs)?),
     ];
     gemm_launch(
-        dev, precision, spec, m, n, kk, alpha, a, &b_args, beta, c, ldc, scratch,
+        dev, precision, spec, m, n, kk, alpha, a, &b_args, beta, c, ldc, scratch, 0,
+    )
+}
+
+/// Where a GEMM's row moments go ([`gemm_with_moments`], [`conv_forward_implicit`]): the
+/// column tile width of the kernel an `m x n x kk` product at `precision` runs on, when that
+/// product runs without split-K (a block's tile is then final); `None` when it splits. The
+/// moments take `3 m n.div_ceil(tile)` f64 values.
+pub fn moments_tile(
+    precision: Precision,
+    multiprocessors: u32,
+    m: usize,
+    n: usize,
+    kk: usize,
+) -> Option<usize> {
+    let (splits, _) = split_plan_at(precision, multiprocessors, m, n, kk);
+    (splits == 1).then(|| gemm_kernel(precision, m, n, kk).2)
+}
+
+/// [`gemm`] (no split-K: [`moments_tile`] must be `Some`) that also writes each row's moments
+/// into `moments`, per column tile: the tile's first value `k`, `sum (c - k)` and
+/// `sum (c - k)^2` in f64 (three values per row and tile, row-major), for a batch norm over
+/// the rows ([`bn_train_from_moments`]).
+///
+/// # Safety
+/// See the module documentation; `moments` holds `3 m n.div_ceil(tile)` f64 values.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_with_moments<D: Device + ?Sized>(
+    dev: &D,
+    precision: Precision,
+    m: usize,
+    n: usize,
+    kk: usize,
+    a: MatRef,
+    b: MatRef,
+    c: DevPtr,
+    moments: DevPtr,
+) -> Result<()> {
+    let (spec, _, _) = gemm_kernel(precision, m, n, kk);
+    let b_args = [
+        Arg::Ptr(b.ptr),
+        Arg::U32(u32_of("gemm B row stride", b.rs)?),
+        Arg::U32(u32_of("gemm B column stride", b.cs)?),
+    ];
+    gemm_launch(
+        dev, precision, spec, m, n, kk, 1.0, a, &b_args, 0.0, c, n, 0, moments,
     )
 }
 
 /// Launches GEMM kernel `spec` (one of the `gemm_kernel` family at `precision`, or an
 /// implicit-convolution twin with the same tile) for an `m x n x kk` product whose B operand
 /// is described by `b_args` (the kernel's parameters between `csa` and `beta`), with the
-/// split-K plan of `precision` and the slices summed by `SUM_SLICES`.
+/// split-K plan of `precision` and the slices summed by `SUM_SLICES`. `moments` (0: none) is
+/// passed to kernels that take it (the row moments: an error when the product splits).
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_launch<D: Device + ?Sized>(
     dev: &D,
@@ -296,11 +342,20 @@ unsafe fn gemm_launch<D: Device + ?Sized>(
     c: DevPtr,
     ldc: usize,
     scratch: DevPtr,
+    moments: DevPtr,
 ) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
     }
     let (splits, len) = split_plan_at(precision, dev.multiprocessors(), m, n, kk);
+    let takes_moments = spec.params.last().is_some_and(|p| p.0 == "moments");
+    if moments != 0 && (splits > 1 || !takes_moments) {
+        return Err(GpuError::InvalidParameter {
+            what: "gemm row moments",
+            value: splits as f64,
+            reason: "only from a kernel that takes them, on a product without split-K",
+        });
+    }
     let (_, bm, bn) = gemm_kernel(precision, m, n, kk);
     // Both kernel families run GEMM_THREADS-thread blocks (TC_THREADS is the same).
     const _: () = assert!(TC_THREADS == GEMM_THREADS);
@@ -340,6 +395,9 @@ unsafe fn gemm_launch<D: Device + ?Sized>(
             Arg::U32(u32_of("gemm k split", k_split)?),
             Arg::U64(stride),
         ]);
+        if takes_moments {
+            args.push(Arg::Ptr(moments));
+        }
         Ok::<_, GpuError>(args)
     };
     if splits == 1 {
@@ -469,10 +527,13 @@ fn conv_gemm_kernel(
 /// (implicit GEMM at `precision`): the bits of [`im2col`] then a [`gemm`] of the same product
 /// at that precision. An error unless [`Conv::fits_implicit`]. `w` is row-major; `scratch`
 /// must hold `gemm_scratch_len(precision, .., cout, cols, kdim)` elements when that is
-/// non-zero.
+/// non-zero. `moments` (0: none) receives the output channels' row moments as
+/// [`gemm_with_moments`] (the product must not split: [`moments_tile`]).
 ///
 /// # Safety
-/// See the module documentation.
+/// See the module documentation; `moments`, when not 0, holds `3 cout cols.div_ceil(tile)`
+/// f64 values.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
     dev: &D,
     precision: Precision,
@@ -481,6 +542,7 @@ pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
     x: DevPtr,
     y: DevPtr,
     scratch: DevPtr,
+    moments: DevPtr,
 ) -> Result<()> {
     g.check_implicit()?;
     let (m, n, kk) = (g.cout, g.cols(), g.kdim());
@@ -498,6 +560,7 @@ pub unsafe fn conv_forward_implicit<D: Device + ?Sized>(
         y,
         n,
         scratch,
+        moments,
     )
 }
 
@@ -534,6 +597,7 @@ pub unsafe fn conv_wgrad_implicit<D: Device + ?Sized>(
         dw,
         n,
         scratch,
+        0,
     )
 }
 
@@ -577,6 +641,7 @@ pub unsafe fn conv_dgrad_implicit<D: Device + ?Sized>(
         dx,
         n,
         scratch,
+        0,
     )
 }
 
@@ -920,8 +985,38 @@ pub unsafe fn bn_pass<D: Device + ?Sized>(
         let tail = [Arg::Ptr(part), Arg::U32(len32), Arg::U32(slices32)];
         dev.launch(partial, grid, &[partial_args, &tail].concat())?;
     }
-    let tail = [Arg::Ptr(part), Arg::U32(slices32)];
+    let mut tail = vec![Arg::Ptr(part), Arg::U32(slices32)];
+    if main.params.last().is_some_and(|p| p.0 == "tile_w") {
+        tail.push(Arg::U32(0)); // sums from part or x, not from a GEMM's moments
+    }
     dev.launch(main, grid, &[main_args, &tail].concat())
+}
+
+/// The training forward `BN_TRAIN` over `c` channels of `len` values whose sums come from the
+/// row moments of the GEMM that wrote `x` (`moments`, column tiles of `tile`: [`moments_tile`]):
+/// no partial pass, `x` read once. `main_args` as for [`bn_pass`]'s main kernel.
+///
+/// # Safety
+/// See the module documentation; `moments` holds the `3 c len.div_ceil(tile)` values written
+/// by that GEMM.
+pub unsafe fn bn_train_from_moments<D: Device + ?Sized>(
+    dev: &D,
+    c: usize,
+    len: usize,
+    moments: DevPtr,
+    tile: usize,
+    main_args: &[Arg],
+) -> Result<()> {
+    if c == 0 || len == 0 {
+        return Ok(());
+    }
+    let (grid, slices) = bn_grid(c, len)?;
+    let tail = [
+        Arg::Ptr(moments),
+        Arg::U32(slices as u32),
+        Arg::U32(u32_of("bn moments tile", tile.max(1))?),
+    ];
+    dev.launch(&k::BN_TRAIN, grid, &[main_args, &tail].concat())
 }
 
 /// Batch norm with running statistics (`BN_EVAL`) over `c` channels of `len` values, on the

@@ -160,6 +160,7 @@ mod tests {
             Arg::U32(256),
             Arg::U32(256),
             Arg::U64(0),
+            Arg::Ptr(0),
         ];
         for _ in 0..2 {
             // SAFETY: the plan device reads no memory.

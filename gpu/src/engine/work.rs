@@ -470,16 +470,35 @@ fn b2f(b: bool) -> f64 {
 /// `C = alpha A B + beta C`, A m x k, B k x n: `2 m n k` operations on `unit`; reads A and B
 /// once; writes m x n once per split-K slice (grid z > 1: block z writes its partial product
 /// to its own slice, `C + z * split_stride`; kernels/engine_gemm.cu), and reads the same when
-/// `beta != 0` (the kernel never reads C when beta is 0).
+/// `beta != 0` (the kernel never reads C when beta is 0). Plus the row moments when asked for
+/// ([`row_moments`]).
 fn gemm(p: &Params, g: Grid, unit: Unit) -> Option<Work> {
     let (m, n, kk) = (p.u("m")?, p.u("n")?, p.u("k")?);
     let slices = f64::from(g.blocks[2].max(1));
     let c_rw = 1.0 + b2f(p.f32("beta")? != 0.0);
-    Some(Work::new(
-        unit,
-        2.0 * m * n * kk,
-        F * (m * kk + kk * n + slices * m * n * c_rw),
+    Some(row_moments(
+        p,
+        g,
+        Work::new(
+            unit,
+            2.0 * m * n * kk,
+            F * (m * kk + kk * n + slices * m * n * c_rw),
+        ),
     ))
+}
+
+/// `w` plus a GEMM's row moments, when its `moments` argument is set (kernels without that
+/// parameter never compute them): per output value an f64 subtract, multiply and two adds;
+/// three f64 written per row and column tile (grid x).
+fn row_moments(p: &Params, g: Grid, w: Work) -> Work {
+    if p.set("moments") != Some(true) {
+        return w;
+    }
+    let Some((m, n)) = p.u("m").zip(p.u("n")) else {
+        return w;
+    };
+    let rows_tiles = m * f64::from(g.blocks[0]);
+    w + Work::new(Unit::Fp64, 4.0 * m * n, 24.0 * rows_tiles)
 }
 
 /// An implicit-GEMM convolution (forward or weight gradient): the GEMM's `2 m n k` FP32
@@ -499,10 +518,14 @@ fn conv_gemm_on(p: &Params, g: Grid, unit: Unit) -> Option<Work> {
     let input = p.u("cin")? * p.u("batch")? * (th * tw) as f64;
     let slices = f64::from(g.blocks[2].max(1));
     let c_rw = 1.0 + b2f(p.f32("beta")? != 0.0);
-    Some(Work::new(
-        unit,
-        2.0 * m * n * kk,
-        F * (m * kk + input + slices * m * n * c_rw),
+    Some(row_moments(
+        p,
+        g,
+        Work::new(
+            unit,
+            2.0 * m * n * kk,
+            F * (m * kk + input + slices * m * n * c_rw),
+        ),
     ))
 }
 
@@ -605,14 +628,21 @@ fn bn_sizes(p: &Params, g: Grid) -> Option<(f64, f64, f64)> {
 /// slice) are also summed here: per value an f64 subtract, square and two adds, and x read a
 /// second time, not counted: a block's channel is at most `ops::BN_SLICE` values (32 KB),
 /// read again at once, from L2. Split channels read their partial sums instead (two f64 per
-/// slice, added).
+/// slice, added). With `tile_w > 0` the sums come from a GEMM's row moments, three f64 per
+/// column tile, each moved to one shift and added (seven f64 operations) by every block of the
+/// channel, read from DRAM once (the later blocks find them in L2).
 fn bn_train(p: &Params, g: Grid) -> Option<Work> {
     let (c, slices, n) = bn_sizes(p, g)?;
     let residual = b2f(p.set("residual")?);
+    let tile_w = p.u("tile_w")?;
     // (partials read, f64 operations of the sums)
-    let (parts, sums) = match slices > 1.0 {
-        true => (2.0 * c * slices, 2.0 * c * slices),
-        false => (0.0, 4.0 * n),
+    let (parts, sums) = if tile_w > 0.0 {
+        let tiles = (p.u("len")? / tile_w).ceil();
+        (3.0 * c * tiles, 7.0 * c * slices * tiles)
+    } else if slices > 1.0 {
+        (2.0 * c * slices, 2.0 * c * slices)
+    } else {
+        (0.0, 4.0 * n)
     };
     Some(
         Work::new(
@@ -980,6 +1010,36 @@ mod tests {
     }
 
     #[test]
+    fn row_moments_add_their_f64_work_and_three_values_per_row_and_tile() {
+        // m 2, n 3 over 2 column tiles (grid x): 4 f64 operations per output value (24), 3 f64
+        // per row and tile (12) written; nothing more without the pointer.
+        let g = Grid {
+            blocks: [2, 1, 1],
+            threads: 256,
+        };
+        let mut set = gemm_args(2, 3, 4, 0.0);
+        let plain = est(&k::GEMM_TF32, g, &set);
+        set.push(("moments", Ptr(256)));
+        let w = est(&k::GEMM_TF32, g, &set);
+        assert_eq!(w, plain + Work::new(Unit::Fp64, 24.0, 8.0 * 12.0));
+        let conv = [
+            ("cin", U32(1)),
+            ("batch", U32(1)),
+            ("h", U32(3)),
+            ("w", U32(3)),
+            ("ksize", U32(1)),
+            ("stride", U32(1)),
+            ("oh", U32(3)),
+            ("ow", U32(3)),
+        ];
+        let mut set: Vec<_> = gemm_args(2, 9, 1, 0.0).into_iter().chain(conv).collect();
+        let plain = est(&k::GEMM_CONV_FWD, g, &set);
+        set.push(("moments", Ptr(256)));
+        let w = est(&k::GEMM_CONV_FWD, g, &set);
+        assert_eq!(w, plain + Work::new(Unit::Fp64, 72.0, 8.0 * 12.0));
+    }
+
+    #[test]
     fn sum_slices_reads_every_slice() {
         // 3 slices of 2 x 2: reads 12, writes 4; 3 adds and a multiply per value.
         let set = [
@@ -1147,6 +1207,13 @@ mod tests {
         let w = est(&k::BN_TRAIN, split, &set);
         let want =
             Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 30.0) + 8.0 * 12.0).plus(Unit::Fp64, 12.0);
+        assert_eq!(w, want);
+        // Sums from a GEMM's row moments in tiles of 4 (3 tiles a channel): 27 f64 read once,
+        // 7 operations per tile in each of the 6 blocks (126).
+        let moments = [("len", U32(10)), ("residual", Ptr(0)), ("tile_w", U32(4))];
+        let w = est(&k::BN_TRAIN, split, &moments);
+        let want =
+            Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 30.0) + 8.0 * 27.0).plus(Unit::Fp64, 126.0);
         assert_eq!(w, want);
         // Evaluation: the scale and shift once per block (7 f64 operations).
         let w = est(&k::BN_EVAL, Grid::linear(3, 256), &set);

@@ -81,6 +81,21 @@ pub struct AdamStep {
     pub step: u64,
 }
 
+/// A training-mode batch norm's parameters and settings, for
+/// [`Backend::conv2d_bn_forward_train`]: weight then bias at `gb` (of `params`), running mean
+/// then variance at `rs` (of `state`), the running statistics' momentum and the epsilon.
+#[derive(Debug, Clone, Copy)]
+pub struct BnTrain {
+    /// Weight then bias, in the parameters.
+    pub gb: Region,
+    /// Running mean then variance, in the state.
+    pub rs: Region,
+    /// `running = (1 - momentum) running + momentum batch`.
+    pub momentum: f64,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
 /// The operations of the engine. Buffers are opaque to the model; lengths are given by the
 /// geometry arguments and checked by the caller (the model validates user input first, so a
 /// mismatch here is an engine bug and may panic).
@@ -180,6 +195,41 @@ pub trait Backend: Send + Sync {
         y: &mut Self::Buf,
         saved: &mut Self::Buf,
     );
+    /// A convolution straight into a training-mode batch norm: [`Backend::conv2d_forward`]
+    /// into `conv_out` (`g.out_len()` values), then [`Backend::bn_forward_train`] over its
+    /// `g.cout` channels of `g.cols()` values. The default runs the two; a backend may take
+    /// the batch norm's sums from the convolution's own pass instead of reading `conv_out`
+    /// back (the CUDA backend: its GEMM's epilogue), the same statistics summed in another
+    /// order (equal within f64 rounding).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_bn_forward_train(
+        &self,
+        g: &ConvGeom,
+        x: &Self::Buf,
+        params: &Self::Buf,
+        w: Region,
+        conv_out: &mut Self::Buf,
+        bn: &BnTrain,
+        state: &mut Self::Buf,
+        act: BnAct<&Self::Buf>,
+        y: &mut Self::Buf,
+        saved: &mut Self::Buf,
+    ) {
+        self.conv2d_forward(g, x, params, w, conv_out);
+        self.bn_forward_train(
+            g.cols(),
+            conv_out,
+            params,
+            bn.gb,
+            state,
+            bn.rs,
+            bn.momentum,
+            bn.eps,
+            act,
+            y,
+            saved,
+        );
+    }
     /// Batch norm, evaluation mode (running statistics), then `act`.
     fn bn_forward_eval(
         &self,

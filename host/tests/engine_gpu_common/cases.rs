@@ -598,6 +598,175 @@ fn batch_norm_fusions_give_the_separate_passes_bits() {
     }
 }
 
+/// A convolution into a training batch norm (`conv2d_bn_forward_train` when `fused`, else
+/// `conv2d_forward` then `bn_forward_train`): the convolution's output, the batch norm's
+/// output, saved values and running statistics.
+#[allow(clippy::too_many_arguments)]
+fn conv_bn_run<B: Backend<Elem = f32>>(
+    b: &B,
+    g: &ConvGeom,
+    x: &[f32],
+    wt: &[f32],
+    gb: &[f32],
+    res: &[f32],
+    act: Act,
+    fused: bool,
+) -> Vec<Vec<f32>> {
+    let c = g.cout;
+    let xb = upload(b, x);
+    let params = upload(b, &[wt, gb].concat());
+    let rb = upload(b, res);
+    let bn_act = match act {
+        Act::Identity => BnAct::Identity,
+        Act::Relu => BnAct::Relu,
+        Act::AddRelu => BnAct::AddRelu(&rb),
+    };
+    let w = Region {
+        offset: 0,
+        len: wt.len(),
+    };
+    let bn = BnTrain {
+        gb: Region {
+            offset: wt.len(),
+            len: 2 * c,
+        },
+        rs: Region {
+            offset: 0,
+            len: 2 * c,
+        },
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    let mut state = upload(b, &[vec![0.1f32; c], vec![0.9f32; c]].concat());
+    let (mut out, mut y) = (b.zeros(g.out_len()), b.zeros(g.out_len()));
+    let mut saved = b.zeros(BN_SAVED * c);
+    if fused {
+        let (st, sv) = (&mut state, &mut saved);
+        b.conv2d_bn_forward_train(g, &xb, &params, w, &mut out, &bn, st, bn_act, &mut y, sv);
+    } else {
+        b.conv2d_forward(g, &xb, &params, w, &mut out);
+        let (len, st, sv) = (g.cols(), &mut state, &mut saved);
+        let (m, e) = (bn.momentum, bn.eps);
+        b.bn_forward_train(len, &out, &params, bn.gb, st, bn.rs, m, e, bn_act, &mut y, sv);
+    }
+    vec![all(b, &out), all(b, &y), all(b, &saved), all(b, &state)]
+}
+
+/// `conv2d_bn_forward_train` on the GPU backend takes the batch norm's sums from the row
+/// moments its GEMM writes per column tile, wherever the product does not split (FP32 64- and
+/// 128-wide tiles, TF32 and BF16, im2col and implicit, a 1x1 convolution reading its input
+/// directly, partial tiles in both directions): the convolution's bits, and the separate
+/// passes' statistics and outputs within f64 rounding of another summation order (asserted to
+/// 1e-6 of the largest value; the sums are f64, so in practice the same f32 bits), including
+/// channels whose mean is 50 times their deviation (the per-tile shift keeps the variance from
+/// cancelling). Against the CPU engine as batch_norm_matches_the_cpu. A product that splits
+/// (a 4608-long shared dimension for 2 x 16 outputs) runs the separate passes. A channel over
+/// ops::BN_SLICE values shows the saving: the separate path's partial-sum pass is gone.
+#[test]
+fn convolution_into_batch_norm_takes_its_statistics_from_the_gemm() {
+    use ogm_gpu::engine::kernels as kn;
+    use ogm_gpu::engine::ops::Precision;
+    use ogm_host::engine::gpu::ConvAlgo;
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend::<f32>::new();
+    let recorder = Arc::new(Recorder::new(gpu.device().clone()));
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(31);
+    let fp32 = [
+        (Precision::Fp32, ConvAlgo::Im2col),
+        (Precision::Fp32, ConvAlgo::Implicit),
+    ];
+    let all_precisions = [
+        (Precision::Fp32, ConvAlgo::Implicit),
+        (Precision::Tf32, ConvAlgo::Implicit),
+        (Precision::Tf32, ConvAlgo::Im2col),
+        (Precision::Bf16, ConvAlgo::Implicit),
+        (Precision::Bf16, ConvAlgo::Im2col),
+    ];
+    // (shape, configurations, whether the product splits)
+    type Case<'a> = (ConvShape, &'a [(Precision, ConvAlgo)], bool);
+    let cases: Vec<Case> = vec![
+        // 5 rows of a 64-row tile, 126 columns: two 64-wide tiles, the last one partial.
+        ((3, 5, 3, 1, 1, 2, 9, 7), &fp32, false),
+        // The 128 x 128 FP32 tile: 130 rows (two row tiles), 132 columns (two column tiles).
+        ((2, 130, 3, 2, 1, 1, 24, 22), &fp32, false),
+        // 1x1 stride 1: the GEMM reads the input itself.
+        ((4, 6, 1, 1, 0, 2, 6, 6), &fp32, false),
+        // The tensor cores (every dimension at least 32): 40 rows, 180 columns, 36 taps.
+        ((4, 40, 3, 1, 1, 2, 10, 9), &all_precisions, false),
+        // 8448 values a channel: more than one batch-norm slice.
+        ((1, 3, 3, 1, 1, 2, 64, 66), &fp32, false),
+        // Split-K: 4608 taps for 2 x 16 outputs.
+        ((512, 2, 3, 1, 1, 1, 4, 4), &fp32, true),
+    ];
+    let mut ran = std::collections::BTreeSet::new();
+    for (i, (shape, configs, splits)) in cases.into_iter().enumerate() {
+        let g = conv_geom(shape);
+        let c = g.cout;
+        // Every other shape: inputs around 50, so the outputs' channel means dwarf their spread.
+        let offset = if i % 2 == 1 { 50.0 } else { 0.0 };
+        let x: Vec<f32> = rand_vec(&mut rng, g.in_len())
+            .into_iter()
+            .map(|v| v + offset)
+            .collect();
+        let wt: Vec<f32> = rand_vec(&mut rng, g.w_len()).iter().map(|v| v * 0.3).collect();
+        let gb = [rand_vec(&mut rng, c), rand_vec(&mut rng, c)].concat();
+        let res = rand_vec(&mut rng, g.out_len());
+        let act = [Act::Identity, Act::Relu, Act::AddRelu][i % 3];
+        for &(precision, algo) in configs {
+            let mut b = GpuBackend::new(recorder.clone());
+            b.set_precision(precision);
+            b.set_conv_algo(algo);
+            let what = format!("{g:?} {precision:?} {algo:?} {act:?}");
+            let sep = conv_bn_run(&b, &g, &x, &wt, &gb, &res, act, false);
+            let sep_launches = recorder.take();
+            assert!(recorder.take_moments().is_empty(), "{what}: moments unasked");
+            let fus = conv_bn_run(&b, &g, &x, &wt, &gb, &res, act, true);
+            let fus_launches = recorder.take();
+            let moments = recorder.take_moments();
+            assert!(b.take_error().is_none(), "{what}");
+            exact(&format!("{what}: convolution"), &fus[0], &sep[0]);
+            for (j, name) in ["y", "saved", "running statistics"].iter().enumerate() {
+                close(&format!("{what}: {name}"), &fus[j + 1], &sep[j + 1], 1e-6);
+            }
+            if splits {
+                assert!(moments.is_empty(), "{what}: {moments:?}");
+                let kernels = |l: &[&'static str]| -> Vec<&'static str> {
+                    l.iter().copied().filter(|k| k.starts_with("eng_")).collect()
+                };
+                assert_eq!(kernels(&fus_launches), kernels(&sep_launches), "{what}");
+            } else {
+                // One GEMM wrote the moments, the batch norm read them.
+                assert_eq!(moments.len(), 2, "{what}: {moments:?}");
+                assert!(moments[0].starts_with("eng_gemm"), "{what}: {moments:?}");
+                assert_eq!(moments[1], kn::BN_TRAIN.name, "{what}");
+                assert!(!fus_launches.contains(&kn::BN_TRAIN_PARTIAL.name), "{what}");
+                ran.insert(moments[0]);
+            }
+            if g.cols() > ogm_gpu::engine::ops::BN_SLICE {
+                assert!(sep_launches.contains(&kn::BN_TRAIN_PARTIAL.name), "{what}");
+            }
+        }
+        let cpu_out = conv_bn_run(&cpu, &g, &x, &wt, &gb, &res, act, false);
+        let gpu_out = conv_bn_run(&gpu, &g, &x, &wt, &gb, &res, act, true);
+        let what = format!("{g:?} {act:?} against the cpu");
+        for (j, name) in ["convolution", "y", "saved", "running statistics"].iter().enumerate() {
+            close(&format!("{what}: {name}"), &gpu_out[j], &cpu_out[j], 1e-5);
+        }
+    }
+    for spec in [
+        kn::GEMM,
+        kn::GEMM_BIG,
+        kn::GEMM_CONV_FWD,
+        kn::GEMM_BIG_CONV_FWD,
+        kn::GEMM_TF32,
+        kn::GEMM_TF32_CONV_FWD,
+        kn::GEMM_BF16,
+        kn::GEMM_BF16_CONV_FWD,
+    ] {
+        assert!(ran.contains(spec.name), "{} never wrote moments: {ran:?}", spec.name);
+    }
+}
+
 #[test]
 fn pooling_and_elementwise_match_the_cpu_bit_for_bit() {
     let Some(gpu) = gpu() else { return };

@@ -3,10 +3,13 @@
 // for the device ("download", "synchronize", "free"), and passes everything on to the real
 // device.
 
-/// Forwards to `D`, recording launches and waits (see the module comment).
+/// Forwards to `D`, recording launches and waits (see the module comment), and apart from
+/// them the launches that hand a batch norm its sums through a GEMM's row moments (a GEMM with
+/// `moments` set, a batch norm with `tile_w` set).
 struct Recorder<D: ogm_gpu::engine::Device> {
     dev: std::sync::Arc<D>,
     events: std::sync::Mutex<Vec<&'static str>>,
+    moments: std::sync::Mutex<Vec<&'static str>>,
 }
 
 impl<D: ogm_gpu::engine::Device> Recorder<D> {
@@ -14,7 +17,13 @@ impl<D: ogm_gpu::engine::Device> Recorder<D> {
         Recorder {
             dev,
             events: Default::default(),
+            moments: Default::default(),
         }
+    }
+    /// The launches that wrote or read row moments since the last call, oldest first.
+    #[allow(dead_code)] // not every test file that includes the recorder asks
+    fn take_moments(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.moments.lock().unwrap())
     }
     /// The events since the last call, oldest first.
     fn take(&self) -> Vec<&'static str> {
@@ -58,6 +67,14 @@ impl<D: ogm_gpu::engine::Device> ogm_gpu::engine::Device for Recorder<D> {
         args: &[ogm_gpu::engine::Arg],
     ) -> Result<(), ogm_gpu::GpuError> {
         self.note(spec.name);
+        use ogm_gpu::engine::Arg;
+        let moments = spec.params.iter().zip(args).any(|((name, _), arg)| {
+            matches!((*name, arg), ("moments", Arg::Ptr(p)) if *p != 0)
+                || matches!((*name, arg), ("tile_w", Arg::U32(t)) if *t != 0)
+        });
+        if moments {
+            self.moments.lock().unwrap().push(spec.name);
+        }
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.dev.launch(spec, grid, args) }
     }

@@ -30,7 +30,7 @@ use ogm_gpu::engine::{Arg, DevPtr, Device};
 use ogm_gpu::GpuError;
 
 use crate::engine::backend::{
-    AdamStep, Backend, BnAct, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep, BN_SAVED,
+    AdamStep, Backend, BnAct, BnTrain, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep, BN_SAVED,
 };
 
 /// A device buffer of 4-byte elements (`f32` values or `u32` indices).
@@ -319,6 +319,73 @@ impl<D: Device> GpuBackend<D> {
         unsafe { ops::im2col(&*self.dev, g, x, col)? };
         Ok(col)
     }
+
+    /// `y = conv(x)` with the weight at `w` (implicit GEMM or lowered, by `self.implicit`), the
+    /// output channels' row moments into `moments` unless it is 0 (the product must not
+    /// split: `ops::moments_tile`).
+    fn conv_forward(
+        &self,
+        g: &ConvGeom,
+        xp: DevPtr,
+        wp: DevPtr,
+        yp: DevPtr,
+        moments: DevPtr,
+    ) -> Result<(), GpuError> {
+        let (cols, kdim, p) = (g.cols(), g.kdim(), self.precision);
+        if self.implicit(g) {
+            let scratch = self.split_scratch(p, g.cout, cols, kdim)?;
+            // SAFETY: w, x and y hold the geometry's lengths, scratch what the plan needs,
+            // moments (when set) what the caller sized by the plan's tile.
+            return unsafe {
+                ops::conv_forward_implicit(&*self.dev, p, g, wp, xp, yp, scratch, moments)
+            };
+        }
+        let col = self.lowered(g, xp)?;
+        let (a, b) = (MatRef::rm(wp, kdim), MatRef::rm(col, cols));
+        if moments != 0 {
+            // SAFETY: as for self.gemm; moments sized by the caller.
+            return unsafe {
+                ops::gemm_with_moments(&*self.dev, p, g.cout, cols, kdim, a, b, yp, moments)
+            };
+        }
+        self.gemm(g.cout, cols, kdim, a, b, 0.0, yp, cols)
+    }
+
+    /// The training batch norm's arguments (`BN_TRAIN` up to its partial sums) over the
+    /// `bn.gb.len / 2` channels of `len` values at `xp`; the buffers' sizes asserted as for
+    /// every launch, a `len` beyond the kernel's `u32` the error.
+    #[allow(clippy::too_many_arguments)]
+    fn bn_train_args(
+        &self,
+        len: usize,
+        xp: DevPtr,
+        params: &DevBuf<D>,
+        bn: &BnTrain,
+        state: &DevBuf<D>,
+        act: BnAct<&DevBuf<D>>,
+        y: &DevBuf<D>,
+        saved: &DevBuf<D>,
+    ) -> Result<Vec<Arg>, GpuError> {
+        let c = bn.gb.len / 2;
+        let yp = need(y, c * len, "bn y");
+        let (gp, sp) = (region(params, bn.gb), region(state, bn.rs));
+        let savp = need(saved, BN_SAVED * c, "bn saved");
+        let (rp, relu) = bn_act(act, c * len);
+        Ok(vec![
+            Arg::Ptr(xp),
+            Arg::Ptr(yp),
+            Arg::Ptr(gp),
+            Arg::Ptr(at(gp, c)),
+            Arg::Ptr(sp),
+            Arg::Ptr(at(sp, c)),
+            Arg::Ptr(savp),
+            Arg::Ptr(rp),
+            Arg::U32(u32_of("bn len", len)?),
+            Arg::F64(bn.momentum),
+            Arg::F64(bn.eps),
+            Arg::U32(relu),
+        ])
+    }
 }
 
 impl<D: Device> Drop for GpuBackend<D> {
@@ -461,27 +528,40 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
     ) {
         let (xp, wp) = (need(x, g.in_len(), "conv x"), region(params, w));
         let yp = need(y, g.out_len(), "conv y");
+        self.run(|| self.conv_forward(g, xp, wp, yp, 0));
+    }
+    fn conv2d_bn_forward_train(
+        &self,
+        g: &ConvGeom,
+        x: &DevBuf<D>,
+        params: &DevBuf<D>,
+        w: Region,
+        conv_out: &mut DevBuf<D>,
+        bn: &BnTrain,
+        state: &mut DevBuf<D>,
+        act: BnAct<&DevBuf<D>>,
+        y: &mut DevBuf<D>,
+        saved: &mut DevBuf<D>,
+    ) {
+        let (c, len) = (g.cout, g.cols());
+        let sms = self.dev.multiprocessors();
+        let Some(tile) = ops::moments_tile(self.precision, sms, c, len, g.kdim()) else {
+            // A split product's tiles are partial sums: the batch norm reads the output.
+            self.conv2d_forward(g, x, params, w, conv_out);
+            let (gb, rs) = (bn.gb, bn.rs);
+            let (m, e) = (bn.momentum, bn.eps);
+            return self
+                .bn_forward_train(len, conv_out, params, gb, state, rs, m, e, act, y, saved);
+        };
+        let (xp, wp) = (need(x, g.in_len(), "conv x"), region(params, w));
+        let cp = need(conv_out, g.out_len(), "conv y");
+        let args = self.bn_train_args(len, cp, params, bn, state, act, y, saved);
         self.run(|| {
-            let cols = g.cols();
-            if self.implicit(g) {
-                let p = self.precision;
-                let scratch = self.split_scratch(p, g.cout, cols, g.kdim())?;
-                // SAFETY: w, x and y hold the geometry's lengths, scratch what the plan needs.
-                return unsafe {
-                    ops::conv_forward_implicit(&*self.dev, p, g, wp, xp, yp, scratch)
-                };
-            }
-            let col = self.lowered(g, xp)?;
-            self.gemm(
-                g.cout,
-                cols,
-                g.kdim(),
-                MatRef::rm(wp, g.kdim()),
-                MatRef::rm(col, cols),
-                0.0,
-                yp,
-                cols,
-            )
+            // 3 f64 per channel and column tile.
+            let moments = self.grow(&mut lock(&self.scratch).bn, 6 * c * len.div_ceil(tile))?;
+            self.conv_forward(g, xp, wp, cp, moments)?;
+            // SAFETY: sizes checked above; the convolution just wrote the moments.
+            unsafe { ops::bn_train_from_moments(&*self.dev, c, len, moments, tile, &args?) }
         });
     }
     fn conv2d_backward(
@@ -580,10 +660,14 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         saved: &mut DevBuf<D>,
     ) {
         let c = gb.len / 2;
-        let (xp, yp) = (need(x, c * len, "bn x"), need(y, c * len, "bn y"));
-        let (gp, sp) = (region(params, gb), region(state, rs));
-        let savp = need(saved, BN_SAVED * c, "bn saved");
-        let (rp, relu) = bn_act(act, c * len);
+        let xp = need(x, c * len, "bn x");
+        let bn = BnTrain {
+            gb,
+            rs,
+            momentum,
+            eps,
+        };
+        let args = self.bn_train_args(len, xp, params, &bn, state, act, y, saved);
         self.run(|| unsafe {
             let part = self.bn_part(c, len)?;
             // SAFETY: sizes checked above; part holds what the pass needs.
@@ -595,20 +679,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                 len,
                 part,
                 &[Arg::Ptr(xp)],
-                &[
-                    Arg::Ptr(xp),
-                    Arg::Ptr(yp),
-                    Arg::Ptr(gp),
-                    Arg::Ptr(at(gp, c)),
-                    Arg::Ptr(sp),
-                    Arg::Ptr(at(sp, c)),
-                    Arg::Ptr(savp),
-                    Arg::Ptr(rp),
-                    Arg::U32(u32_of("bn len", len)?),
-                    Arg::F64(momentum),
-                    Arg::F64(eps),
-                    Arg::U32(relu),
-                ],
+                &args?,
             )
         });
     }

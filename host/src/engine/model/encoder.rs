@@ -5,7 +5,7 @@
 //! reused from step to step (same batch shape: no allocation).
 
 use crate::engine::arena::{Modality, TensorTable};
-use crate::engine::backend::{Backend, BnAct, PoolGeom, BN_SAVED};
+use crate::engine::backend::{Backend, BnAct, BnTrain, ConvGeom, PoolGeom, Region, BN_SAVED};
 use crate::engine::error::{EngineError, Result};
 
 use super::layers::{Bn, Conv, BN_EPS, BN_MOMENTUM};
@@ -42,13 +42,19 @@ pub(crate) fn exact<B: Backend>(b: &B, buf: &mut B::Buf, len: usize) {
     }
 }
 
+/// Convolution `g` (weight `w`) of `x` into `c`, then batch norm `bn` of it with `act` into `y`
+/// (`saved`: what the backward needs, in training). In training the backend gets both at once
+/// ([`Backend::conv2d_bn_forward_train`]: it may take the statistics from the convolution's
+/// own pass).
 #[allow(clippy::too_many_arguments)]
-fn bn_forward<B: Backend>(
+fn conv_bn_forward<B: Backend>(
     b: &B,
+    g: &ConvGeom,
+    w: Region,
     bn: &Bn,
     mode: Mode,
-    len: usize,
     x: &B::Buf,
+    c: &mut B::Buf,
     params: &B::Buf,
     state: &mut B::Buf,
     counters: &mut [(String, u64)],
@@ -56,6 +62,8 @@ fn bn_forward<B: Backend>(
     y: &mut B::Buf,
     saved: &mut B::Buf,
 ) -> Result<()> {
+    let len = g.cols();
+    exact(b, c, g.out_len());
     exact(b, y, bn.c * len);
     match mode {
         Mode::Train => {
@@ -66,22 +74,19 @@ fn bn_forward<B: Backend>(
                 });
             }
             exact(b, saved, BN_SAVED * bn.c);
-            b.bn_forward_train(
-                len,
-                x,
-                params,
-                bn.gb,
-                state,
-                bn.rs,
-                BN_MOMENTUM,
-                BN_EPS,
-                act,
-                y,
-                saved,
-            );
+            let spec = BnTrain {
+                gb: bn.gb,
+                rs: bn.rs,
+                momentum: BN_MOMENTUM,
+                eps: BN_EPS,
+            };
+            b.conv2d_bn_forward_train(g, x, params, w, c, &spec, state, act, y, saved);
             counters[bn.counter].1 += 1;
         }
-        Mode::Eval => b.bn_forward_eval(len, x, params, bn.gb, state, bn.rs, BN_EPS, act, y),
+        Mode::Eval => {
+            b.conv2d_forward(g, x, params, w, c);
+            b.bn_forward_eval(len, c, params, bn.gb, state, bn.rs, BN_EPS, act, y);
+        }
     }
     Ok(())
 }
@@ -126,15 +131,14 @@ impl<B: Backend> Block<B> {
             w: g1.ow(),
         };
         self.outd = od;
-        let len = od.n * od.h * od.w;
-        exact(b, &mut self.c1, g1.out_len());
-        b.conv2d_forward(&g1, x, params, self.conv1.w, &mut self.c1);
-        bn_forward(
+        conv_bn_forward(
             b,
+            &g1,
+            self.conv1.w,
             &self.bn1,
             mode,
-            len,
-            &self.c1,
+            x,
+            &mut self.c1,
             params,
             state,
             counters,
@@ -142,21 +146,18 @@ impl<B: Backend> Block<B> {
             &mut self.a1,
             &mut self.s1,
         )?;
-        let g2 = self.conv2.geom(od.n, od.h, od.w);
-        exact(b, &mut self.c2, g2.out_len());
-        b.conv2d_forward(&g2, &self.a1, params, self.conv2.w, &mut self.c2);
         // The shortcut first: the second batch norm adds it and applies the block's ReLU in
         // its own pass (BnAct::AddRelu).
         if let Some((dconv, dbn)) = &self.down {
             let gd = dconv.geom(d.n, d.h, d.w);
-            exact(b, &mut self.dc, gd.out_len());
-            b.conv2d_forward(&gd, x, params, dconv.w, &mut self.dc);
-            bn_forward(
+            conv_bn_forward(
                 b,
+                &gd,
+                dconv.w,
                 dbn,
                 mode,
-                len,
-                &self.dc,
+                x,
+                &mut self.dc,
                 params,
                 state,
                 counters,
@@ -166,12 +167,15 @@ impl<B: Backend> Block<B> {
             )?;
         }
         let shortcut = if self.down.is_some() { &self.dbn } else { x };
-        bn_forward(
+        let g2 = self.conv2.geom(od.n, od.h, od.w);
+        conv_bn_forward(
             b,
+            &g2,
+            self.conv2.w,
             &self.bn2,
             mode,
-            len,
-            &self.c2,
+            &self.a1,
+            &mut self.c2,
             params,
             state,
             counters,
@@ -427,19 +431,19 @@ impl<B: Backend> Encoder<B> {
         exact(b, &mut self.x, self.cin * n * h * w);
         b.swap_outer(batch, self.cin, self.group * h * w, input, &mut self.x);
         let gs = self.stem.geom(n, h, w);
-        exact(b, &mut self.stem_c, gs.out_len());
-        b.conv2d_forward(&gs, &self.x, params, self.stem.w, &mut self.stem_c);
         let d1 = Dims {
             n,
             h: gs.oh(),
             w: gs.ow(),
         };
-        bn_forward(
+        conv_bn_forward(
             b,
+            &gs,
+            self.stem.w,
             &self.stem_bn,
             mode,
-            n * d1.h * d1.w,
-            &self.stem_c,
+            &self.x,
+            &mut self.stem_c,
             params,
             state,
             counters,
