@@ -39,6 +39,20 @@
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; \
          i < (n); i += (unsigned long long)gridDim.x * blockDim.x)
 
+// A batch norm's normalised value x * scale + shift (the CPU's f32 expression, no
+// contraction): one expression for the forward pass, the backward's recomputed ReLU mask and
+// the consumers that apply a batch norm as they read its input (engine_ew.cu's max pooling),
+// so that all of them have the forward's bits.
+__device__ __forceinline__ float bn_normalised(float x, float scale, float shift) {
+    return x * scale + shift;
+}
+
+// relu(bn_normalised(x, scale, shift)): the bits a batch norm with its ReLU writes.
+__device__ __forceinline__ float bn_relu(float x, float scale, float shift) {
+    const float t = bn_normalised(x, scale, shift);
+    return t > 0.0f ? t : 0.0f;
+}
+
 // Sum of a double over the block (blockDim.x a multiple of 32, at most 1024); every thread
 // gets the total. `scratch` holds 32 doubles. The tree is fixed, so the result is reproducible.
 __device__ __forceinline__ double block_sum_f64(double v, double* scratch) {

@@ -42,17 +42,27 @@ eng_swap_outer(const float* __restrict__ x, float* __restrict__ y, unsigned int 
 
 // Max pooling forward (pool::maxpool_forward): PyTorch's rule, start at -inf with the
 // window's first in-range index, take a value when it is greater or NaN. idx is the index
-// inside the input plane.
+// inside the input plane. With bn_saved non-null, x is the input of a training batch norm
+// over bn_c channels (engine_norm.cu's `saved`: mean, inverse deviation, scale, shift) whose
+// output was not written: each value read is bn_relu(x, scale, shift) of its plane's channel
+// (plane p = channel * planes / bn_c + sample), the bits of pooling that ReLU'd output.
 extern "C" __global__ void __launch_bounds__(ENG_BLOCK)
 eng_maxpool_forward(const float* __restrict__ x, float* __restrict__ y,
                     unsigned int* __restrict__ idx, unsigned int planes, unsigned int h,
                     unsigned int w, unsigned int k, unsigned int stride, unsigned int pad,
-                    unsigned int oh, unsigned int ow) {
+                    unsigned int oh, unsigned int ow, const float* __restrict__ bn_saved,
+                    unsigned int bn_c) {
     const unsigned long long n = (unsigned long long)planes * oh * ow;
     ENG_FOR(i, n) {
         const unsigned ox = i % ow, oy = (i / ow) % oh;
         const unsigned long long p = i / ((unsigned long long)ow * oh);
         const float* xp = x + p * h * w;
+        float scale = 1.0f, shift = 0.0f;
+        if (bn_saved) {
+            const unsigned ch = (unsigned)(p / (planes / bn_c));
+            scale = bn_saved[2 * bn_c + ch];
+            shift = bn_saved[3 * bn_c + ch];
+        }
         const int y0 = (int)(oy * stride) - (int)pad, x0 = (int)(ox * stride) - (int)pad;
         const int ys = y0 > 0 ? y0 : 0, xs = x0 > 0 ? x0 : 0;
         const int ye = y0 + (int)k < (int)h ? y0 + (int)k : (int)h;
@@ -61,7 +71,7 @@ eng_maxpool_forward(const float* __restrict__ x, float* __restrict__ y,
         unsigned bi = ys * w + xs;
         for (int iy = ys; iy < ye; ++iy)
             for (int ix = xs; ix < xe; ++ix) {
-                const float v = xp[iy * w + ix];
+                const float v = bn_saved ? bn_relu(xp[iy * w + ix], scale, shift) : xp[iy * w + ix];
                 if (v > best || v != v) {
                     best = v;
                     bi = iy * w + ix;

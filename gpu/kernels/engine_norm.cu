@@ -13,21 +13,14 @@
 // forward's own f32 expression and so the same bits, instead of reading the output back.
 #include "engine.cuh"
 
-// The normalised value x * scale + shift (the CPU's f32 expression, no contraction): one
-// expression for the forward pass and the backward's recomputed ReLU mask, so that the mask
-// has the forward's bits.
-__device__ __forceinline__ float bn_normalised(float x, float scale, float shift) {
-    return x * scale + shift;
-}
-
 // The normalised value's activation: plus the residual when there is one (the end of a
 // residual block), then the ReLU when asked for. The sum takes the rounding the separate add
 // pass gave it.
 __device__ __forceinline__ float bn_act(float x, float scale, float shift,
                                         const float* __restrict__ residual,
                                         unsigned long long i, unsigned relu) {
-    float t = bn_normalised(x, scale, shift);
-    if (residual) t = t + residual[i];
+    if (!residual) return relu ? bn_relu(x, scale, shift) : bn_normalised(x, scale, shift);
+    const float t = bn_normalised(x, scale, shift) + residual[i];
     return relu && !(t > 0.0f) ? 0.0f : t;
 }
 
@@ -133,8 +126,9 @@ eng_bn_train_partial(const float* __restrict__ x, double* __restrict__ part, uns
 }
 
 // Training forward. Writes y over the block's slice: the normalised value, plus residual
-// (null: none), ReLU'd when relu is set; the slice-0 block writes `saved` for backward and
-// updates the running statistics. Launch: grid (c, slices), block ENG_REDUCE_BLOCK. The sums
+// (null: none), ReLU'd when relu is set (y null: nothing, the statistics alone, and only the
+// slice-0 blocks work); the slice-0 block writes `saved` for backward and updates the running
+// statistics. Launch: grid (c, slices), block ENG_REDUCE_BLOCK. The sums
 // come from `part`: with tile_w > 0, the row moments of the GEMM that wrote x, in tiles of
 // tile_w (bn_gather_moments; no partial pass, x read once); otherwise with slices > 1 after
 // eng_bn_train_partial into part, and with one slice from x itself.
@@ -148,6 +142,7 @@ eng_bn_train(const float* __restrict__ x, float* __restrict__ y,
     __shared__ double scratch[32];
     __shared__ float sh_scale, sh_shift;
     const unsigned ch = blockIdx.x, sl = blockIdx.y, c = gridDim.x;
+    if (y == nullptr && sl != 0) return;  // the whole block: no output to write
     const unsigned long long base = (unsigned long long)ch * len;
     const float* xc = x + base;
     double s1, s2;
@@ -178,6 +173,7 @@ eng_bn_train(const float* __restrict__ x, float* __restrict__ y,
                 (float)((1.0 - momentum) * (double)running_var[ch] + momentum * unbiased);
         }
     }
+    if (y == nullptr) return;
     __syncthreads();
     const float scale = sh_scale, shift = sh_shift;
     unsigned long long lo, hi;

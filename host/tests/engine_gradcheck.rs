@@ -203,7 +203,17 @@ fn bn_case(act: Act) {
             Act::AddRelu => BnAct::AddRelu(res),
         };
         bn_forward_train(
-            len, x, gamma, beta, a, &mut y, &mut saved, &mut rm, &mut rv, 0.1, 1e-5,
+            len,
+            x,
+            gamma,
+            beta,
+            a,
+            Some(&mut y),
+            &mut saved,
+            &mut rm,
+            &mut rv,
+            0.1,
+            1e-5,
         );
         (y, saved, rm, rv)
     };
@@ -334,7 +344,7 @@ fn maxpool_forward_and_gradient() {
         let no = g.planes * g.oh() * g.ow();
         let mut x = rng.vec(g.planes * h * w);
         let (mut y, mut idx) = (vec![0.0; no], vec![0u32; no]);
-        maxpool_forward(&g, &x, &mut y, &mut idx);
+        maxpool_forward(&g, &x, None, &mut y, &mut idx);
         // Forward: the maximum of each clipped window.
         for p in 0..g.planes {
             for oy in 0..g.oh() {
@@ -355,7 +365,7 @@ fn maxpool_forward_and_gradient() {
         let all: Vec<usize> = (0..x.len()).collect();
         check_grad("maxpool dx", &mut x, &dx, &all, EPS, RTOL, ATOL, |x| {
             let (mut y, mut idx) = (vec![0.0; no], vec![0u32; no]);
-            maxpool_forward(&g, x, &mut y, &mut idx);
+            maxpool_forward(&g, x, None, &mut y, &mut idx);
             dot(&r, &y)
         });
     }
@@ -372,7 +382,7 @@ fn maxpool_ties_take_the_first_maximum() {
         pad: 1,
     };
     let (mut y, mut idx) = (vec![0.0; 1], vec![0u32; 1]);
-    maxpool_forward(&g, &[1.0, 1.0, 1.0, 1.0], &mut y, &mut idx);
+    maxpool_forward(&g, &[1.0, 1.0, 1.0, 1.0], None, &mut y, &mut idx);
     assert_eq!(idx[0], 0);
 }
 

@@ -73,9 +73,11 @@ kernels! {
     ADD_ASSIGN = "engine_ew".eng_add_assign(y: Ptr, x: Ptr, n: U64);
     /// `[a][b][inner]` to `[b][a][inner]`.
     SWAP_OUTER = "engine_ew".eng_swap_outer(x: Ptr, y: Ptr, a: U32, b: U32, inner: U32);
-    /// Max pooling with arg-maxima.
+    /// Max pooling with arg-maxima; with `bn_saved` set, of the ReLU'd output of the training
+    /// batch norm (over `bn_c` channels) whose input `x` is, applied as each value is read.
     MAXPOOL_FORWARD = "engine_ew".eng_maxpool_forward(x: Ptr, y: Ptr, idx: Ptr, planes: U32,
-        h: U32, w: U32, k: U32, stride: U32, pad: U32, oh: U32, ow: U32);
+        h: U32, w: U32, k: U32, stride: U32, pad: U32, oh: U32, ow: U32, bn_saved: Ptr,
+        bn_c: U32);
     /// Max pooling backward (a gather).
     MAXPOOL_BACKWARD = "engine_ew".eng_maxpool_backward(dy: Ptr, idx: Ptr, dx: Ptr,
         planes: U32, h: U32, w: U32, k: U32, stride: U32, pad: U32, oh: U32, ow: U32);

@@ -630,25 +630,35 @@ fn bn_sizes(p: &Params, g: Grid) -> Option<(f64, f64, f64)> {
 /// read again at once, from L2. Split channels read their partial sums instead (two f64 per
 /// slice, added). With `tile_w > 0` the sums come from a GEMM's row moments, three f64 per
 /// column tile, each moved to one shift and added (seven f64 operations) by every block of the
-/// channel, read from DRAM once (the later blocks find them in L2).
+/// channel, read from DRAM once (the later blocks find them in L2). Without `y` (the
+/// statistics alone) only the slice-0 blocks work and nothing per value is read or written,
+/// but x by unsplit channels summing it themselves.
 fn bn_train(p: &Params, g: Grid) -> Option<Work> {
     let (c, slices, n) = bn_sizes(p, g)?;
     let residual = b2f(p.set("residual")?);
     let tile_w = p.u("tile_w")?;
-    // (partials read, f64 operations of the sums)
-    let (parts, sums) = if tile_w > 0.0 {
+    let out = p.set("y")?;
+    // The blocks that sum: all of them, or the slice-0 ones.
+    let summing = if out { slices } else { 1.0 };
+    // (partials read, f64 operations of the sums, whether x is read for them)
+    let (parts, sums, reads_x) = if tile_w > 0.0 {
         let tiles = (p.u("len")? / tile_w).ceil();
-        (3.0 * c * tiles, 7.0 * c * slices * tiles)
+        (3.0 * c * tiles, 7.0 * c * summing * tiles, false)
     } else if slices > 1.0 {
-        (2.0 * c * slices, 2.0 * c * slices)
+        (2.0 * c * slices, 2.0 * c * summing, false)
     } else {
-        (0.0, 4.0 * n)
+        (0.0, 4.0 * n, true)
+    };
+    let per_value = match (out, reads_x) {
+        (true, _) => (2.0 + residual, 2.0 + residual),
+        (false, true) => (0.0, 1.0),
+        (false, false) => (0.0, 0.0),
     };
     Some(
         Work::new(
             Unit::Fp32,
-            (2.0 + residual) * n,
-            F * ((2.0 + residual) * n + 10.0 * c) + 8.0 * parts,
+            per_value.0 * n,
+            F * (per_value.1 * n + 10.0 * c) + 8.0 * parts,
         )
         .plus(Unit::Fp64, sums),
     )
@@ -722,12 +732,24 @@ fn bn_backward_partial(p: &Params, g: Grid) -> Option<Work> {
 }
 
 /// Max pooling: reads the input values some window covers, writes each output and its index
-/// (u32). Comparisons only.
+/// (u32). Comparisons only, but with a batch norm applied as it reads (`bn_saved`): a
+/// multiply and an add per value read (each read of an input every window covering it
+/// makes, `k^2` per output at most) and its two values per channel.
 fn maxpool_forward(p: &Params, _: Grid) -> Option<Work> {
     let ((th, _), (tw, _)) = windows(p)?;
     let planes = p.u("planes")?;
     let out = planes * p.u("oh")? * p.u("ow")?;
-    Some(Work::bytes(F * (planes * (th * tw) as f64 + 2.0 * out)))
+    let bytes = F * (planes * (th * tw) as f64 + 2.0 * out);
+    if !p.set("bn_saved")? {
+        return Some(Work::bytes(bytes));
+    }
+    let k = p.u("k")?;
+    let c = p.u("bn_c")?;
+    Some(Work::new(
+        Unit::Fp32,
+        2.0 * k * k * out,
+        bytes + 2.0 * F * c,
+    ))
 }
 
 /// Max pooling backward (a gather): reads each output's index and gradient (every window of
@@ -1187,12 +1209,12 @@ mod tests {
     fn batch_norm() {
         // 3 channels (grid x) of 10 values, one slice each: x read, y written (60), 10 values
         // per channel (30); the normalisation in f32 (60), the sums in f64 (120).
-        let set = [("len", U32(10)), ("residual", Ptr(0))];
+        let set = [("len", U32(10)), ("residual", Ptr(0)), ("y", Ptr(256))];
         let w = est(&k::BN_TRAIN, Grid::linear(3, 256), &set);
         let want = Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 30.0)).plus(Unit::Fp64, 120.0);
         assert_eq!(w, want);
         // With a residual: read too (30 more), and added (30 more f32 operations).
-        let res = [("len", U32(10)), ("residual", Ptr(256))];
+        let res = [("len", U32(10)), ("residual", Ptr(256)), ("y", Ptr(256))];
         let w = est(&k::BN_TRAIN, Grid::linear(3, 256), &res);
         let want = Work::new(Unit::Fp32, 90.0, 4.0 * (90.0 + 30.0)).plus(Unit::Fp64, 120.0);
         assert_eq!(w, want);
@@ -1210,10 +1232,22 @@ mod tests {
         assert_eq!(w, want);
         // Sums from a GEMM's row moments in tiles of 4 (3 tiles a channel): 27 f64 read once,
         // 7 operations per tile in each of the 6 blocks (126).
-        let moments = [("len", U32(10)), ("residual", Ptr(0)), ("tile_w", U32(4))];
+        let mut moments = vec![("len", U32(10)), ("residual", Ptr(0)), ("tile_w", U32(4))];
+        moments.push(("y", Ptr(256)));
         let w = est(&k::BN_TRAIN, split, &moments);
         let want =
             Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 30.0) + 8.0 * 27.0).plus(Unit::Fp64, 126.0);
+        assert_eq!(w, want);
+        // The statistics alone (y null): the slice-0 blocks add the moments (63), nothing per
+        // value; unsplit, x read once for the sums.
+        moments.pop();
+        let w = est(&k::BN_TRAIN, split, &moments);
+        assert_eq!(
+            w,
+            Work::new(Unit::Fp32, 0.0, 4.0 * 30.0 + 8.0 * 27.0).plus(Unit::Fp64, 63.0)
+        );
+        let w = est(&k::BN_TRAIN, Grid::linear(3, 256), &set[..2]);
+        let want = Work::new(Unit::Fp32, 0.0, 4.0 * (30.0 + 30.0)).plus(Unit::Fp64, 120.0);
         assert_eq!(w, want);
         // Evaluation: the scale and shift once per block (7 f64 operations).
         let w = est(&k::BN_EVAL, Grid::linear(3, 256), &set);
@@ -1302,6 +1336,14 @@ mod tests {
         assert_eq!(
             est(&k::MAXPOOL_FORWARD, one(), &set),
             Work::bytes(4.0 * (32.0 + 16.0))
+        );
+        // A batch norm of 2 channels applied as it reads: a multiply and add per read (at most
+        // 9 per output: 144) and 2 values per channel (4) read.
+        let mut bn = set.clone();
+        bn.extend([("bn_saved", Ptr(256)), ("bn_c", U32(2))]);
+        assert_eq!(
+            est(&k::MAXPOOL_FORWARD, one(), &bn),
+            Work::new(Unit::Fp32, 144.0, 4.0 * (32.0 + 16.0 + 4.0))
         );
         // Backward: reads 8 indices and 8 gradients, adds each gradient once, writes 32.
         assert_eq!(

@@ -178,9 +178,10 @@ pub trait Backend: Send + Sync {
         dx_add: bool,
     );
     /// Batch norm, training mode. `gb` is weight then bias, `rs` running mean then variance;
-    /// `act` what the normalised output gets (a residual of `y`'s length); `saved` receives
-    /// [`BN_SAVED`] runs of `c` values: the batch mean, `1/sqrt(var+eps)`, the scale and the
-    /// shift.
+    /// `act` what the normalised output gets (a residual of `y`'s length); `y` `None`: no
+    /// output, the statistics alone (for [`Backend::maxpool_forward`] applying them as it
+    /// reads); `saved` receives [`BN_SAVED`] runs of `c` values: the batch mean,
+    /// `1/sqrt(var+eps)`, the scale and the shift.
     fn bn_forward_train(
         &self,
         len: usize,
@@ -192,12 +193,12 @@ pub trait Backend: Send + Sync {
         momentum: f64,
         eps: f64,
         act: BnAct<&Self::Buf>,
-        y: &mut Self::Buf,
+        y: Option<&mut Self::Buf>,
         saved: &mut Self::Buf,
     );
     /// A convolution straight into a training-mode batch norm: [`Backend::conv2d_forward`]
     /// into `conv_out` (`g.out_len()` values), then [`Backend::bn_forward_train`] over its
-    /// `g.cout` channels of `g.cols()` values. The default runs the two; a backend may take
+    /// `g.cout` channels of `g.cols()` values (`y` `None`: the statistics alone). The default runs the two; a backend may take
     /// the batch norm's sums from the convolution's own pass instead of reading `conv_out`
     /// back (the CUDA backend: its GEMM's epilogue), the same statistics summed in another
     /// order (equal within f64 rounding).
@@ -212,7 +213,7 @@ pub trait Backend: Send + Sync {
         bn: &BnTrain,
         state: &mut Self::Buf,
         act: BnAct<&Self::Buf>,
-        y: &mut Self::Buf,
+        y: Option<&mut Self::Buf>,
         saved: &mut Self::Buf,
     ) {
         self.conv2d_forward(g, x, params, w, conv_out);
@@ -258,11 +259,15 @@ pub trait Backend: Send + Sync {
         grads: &mut Self::Buf,
         dx: &mut Self::Buf,
     );
-    /// Max pooling forward with arg-maxima.
+    /// Max pooling forward with arg-maxima. `bn`: the [`BN_SAVED`] values of the training
+    /// batch norm whose input `x` is (its `y` not written, [`Backend::bn_forward_train`]):
+    /// each value read is first normalised with the saved scale and shift and ReLU'd, the
+    /// bits of pooling that batch norm's [`BnAct::Relu`] output.
     fn maxpool_forward(
         &self,
         g: &PoolGeom,
         x: &Self::Buf,
+        bn: Option<&Self::Buf>,
         y: &mut Self::Buf,
         idx: &mut Self::IdxBuf,
     );
@@ -466,7 +471,7 @@ impl<T: Scalar> Backend for CpuBackend<T> {
         momentum: f64,
         eps: f64,
         act: BnAct<&Vec<T>>,
-        y: &mut Vec<T>,
+        y: Option<&mut Vec<T>>,
         saved: &mut Vec<T>,
     ) {
         let c = gb.len / 2;
@@ -477,7 +482,7 @@ impl<T: Scalar> Backend for CpuBackend<T> {
             &params[gb.first_half().range()],
             &params[gb.second_half().range()],
             act.map(|r| &r[..c * len]),
-            &mut y[..c * len],
+            y.map(|y| &mut y[..c * len]),
             &mut saved[..BN_SAVED * c],
             rm,
             rv,
@@ -536,9 +541,20 @@ impl<T: Scalar> Backend for CpuBackend<T> {
             db,
         );
     }
-    fn maxpool_forward(&self, g: &PoolGeom, x: &Vec<T>, y: &mut Vec<T>, idx: &mut Vec<u32>) {
+    fn maxpool_forward(
+        &self,
+        g: &PoolGeom,
+        x: &Vec<T>,
+        bn: Option<&Vec<T>>,
+        y: &mut Vec<T>,
+        idx: &mut Vec<u32>,
+    ) {
         let (ni, no) = (g.planes * g.h * g.w, g.planes * g.oh() * g.ow());
-        pool::maxpool_forward(g, &x[..ni], &mut y[..no], &mut idx[..no]);
+        let bn = bn.map(|saved| {
+            let c = saved.len() / BN_SAVED;
+            (&saved[2 * c..3 * c], &saved[3 * c..4 * c])
+        });
+        pool::maxpool_forward(g, &x[..ni], bn, &mut y[..no], &mut idx[..no]);
     }
     fn maxpool_backward(&self, g: &PoolGeom, dy: &Vec<T>, idx: &Vec<u32>, dx: &mut Vec<T>) {
         let (ni, no) = (g.planes * g.h * g.w, g.planes * g.oh() * g.ow());

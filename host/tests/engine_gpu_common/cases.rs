@@ -432,7 +432,7 @@ fn bn_run<B: Backend<Elem = f32>>(
     let mut y = b.zeros(c * len);
     let mut saved = b.zeros(BN_SAVED * c);
     b.bn_forward_train(
-        len, &xb, &params, gbr, &mut state, gbr, 0.1, 1e-5, bn_act, &mut y, &mut saved,
+        len, &xb, &params, gbr, &mut state, gbr, 0.1, 1e-5, bn_act, Some(&mut y), &mut saved,
     );
     let mut dyb = upload(b, dy);
     if act == Act::AddRelu {
@@ -548,7 +548,7 @@ fn bn_fusions_exact<B: Backend<Elem = f32>>(b: &B, what: &str, c: usize, len: us
         let mut state = upload(b, &[vec![0.1f32; c], vec![0.9f32; c]].concat());
         let (mut y, mut saved) = (b.zeros(c * len), b.zeros(BN_SAVED * c));
         b.bn_forward_train(
-            len, &xb, &params, gbr, &mut state, gbr, 0.1, 1e-5, act, &mut y, &mut saved,
+            len, &xb, &params, gbr, &mut state, gbr, 0.1, 1e-5, act, Some(&mut y), &mut saved,
         );
         let mut ye = b.zeros(c * len);
         b.bn_forward_eval(len, &xb, &params, gbr, &state, gbr, 1e-5, act, &mut ye);
@@ -642,12 +642,14 @@ fn conv_bn_run<B: Backend<Elem = f32>>(
     let mut saved = b.zeros(BN_SAVED * c);
     if fused {
         let (st, sv) = (&mut state, &mut saved);
-        b.conv2d_bn_forward_train(g, &xb, &params, w, &mut out, &bn, st, bn_act, &mut y, sv);
+        let y = Some(&mut y);
+        b.conv2d_bn_forward_train(g, &xb, &params, w, &mut out, &bn, st, bn_act, y, sv);
     } else {
         b.conv2d_forward(g, &xb, &params, w, &mut out);
         let (len, st, sv) = (g.cols(), &mut state, &mut saved);
         let (m, e) = (bn.momentum, bn.eps);
-        b.bn_forward_train(len, &out, &params, bn.gb, st, bn.rs, m, e, bn_act, &mut y, sv);
+        let y = Some(&mut y);
+        b.bn_forward_train(len, &out, &params, bn.gb, st, bn.rs, m, e, bn_act, y, sv);
     }
     vec![all(b, &out), all(b, &y), all(b, &saved), all(b, &state)]
 }
@@ -767,6 +769,96 @@ fn convolution_into_batch_norm_takes_its_statistics_from_the_gemm() {
     }
 }
 
+/// The stem's fusion: a training batch norm that writes its statistics alone (`y` `None`)
+/// saves and updates exactly what the full one does, and max pooling its input with those
+/// statistics (`maxpool_forward(.., Some(saved), ..)`) gives the bits and arg-maxima of
+/// pooling its ReLU'd output: on both engines, and the GPU's fused pooling equals the CPU's
+/// from the same saved values. The ReLU zeroes a good share of the values (asserted between a
+/// fifth and nine tenths), so the windows hold ties (the first index wins) and whole windows
+/// of zeros.
+#[test]
+fn max_pooling_applies_the_batch_norm_it_follows_bit_for_bit() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend::<f32>::new();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(12);
+    // 2 channels of 3 samples of 9 x 7 (planes channel-major, CNHW), the stem's 3 / 2 / 1.
+    let (c, n, h, w) = (2, 3, 9, 7);
+    let g = PoolGeom {
+        planes: c * n,
+        h,
+        w,
+        k: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let len = n * h * w;
+    let x = rand_vec(&mut rng, c * len);
+    let gb = [rand_vec(&mut rng, c), rand_vec(&mut rng, c)].concat();
+    // (saved, running statistics, pooled output of the stored ReLU, its indices (as routed
+    // gradients), pooled with the batch norm applied on reading, its indices)
+    fn run<B: Backend<Elem = f32>>(
+        b: &B,
+        g: &PoolGeom,
+        len: usize,
+        x: &[f32],
+        gb: &[f32],
+    ) -> [Vec<f32>; 6] {
+        let c = gb.len() / 2;
+        let (xb, params) = (upload(b, x), upload(b, gb));
+        let r = Region {
+            offset: 0,
+            len: 2 * c,
+        };
+        let train = |y: Option<&mut B::Buf>| {
+            let mut state = upload(b, &[vec![0.1f32; c], vec![0.9f32; c]].concat());
+            let mut saved = b.zeros(BN_SAVED * c);
+            let act = BnAct::Relu;
+            b.bn_forward_train(len, &xb, &params, r, &mut state, r, 0.1, 1e-5, act, y, &mut saved);
+            (saved, state)
+        };
+        let mut y = b.zeros(c * len);
+        let (saved, state) = train(Some(&mut y));
+        let (saved_alone, state_alone) = train(None);
+        exact("statistics alone: saved", &all(b, &saved_alone), &all(b, &saved));
+        exact("statistics alone: running", &all(b, &state_alone), &all(b, &state));
+        let no = g.planes * g.oh() * g.ow();
+        let pool = |src: &B::Buf, bn: Option<&B::Buf>| {
+            let mut out = b.zeros(no);
+            let mut idx = b.idx_empty();
+            b.idx_resize(&mut idx, no);
+            b.maxpool_forward(g, src, bn, &mut out, &mut idx);
+            // The indices as the backward pass routes distinct gradients (1, 2, ...) by them.
+            let dy: Vec<f32> = (1..=no).map(|i| i as f32).collect();
+            let mut dx = b.zeros(g.planes * g.h * g.w);
+            b.maxpool_backward(g, &upload(b, &dy), &idx, &mut dx);
+            (all(b, &out), all(b, &dx))
+        };
+        let (stored, stored_idx) = pool(&y, None);
+        let (fused, fused_idx) = pool(&xb, Some(&saved));
+        let zeros = all(b, &y).iter().filter(|v| **v == 0.0).count();
+        let total = c * len;
+        assert!(zeros > total / 5 && zeros < total * 9 / 10, "{zeros} zeros of {total}");
+        [all(b, &saved), all(b, &state), stored, stored_idx, fused, fused_idx]
+    }
+    let on_gpu = run(&gpu, &g, len, &x, &gb);
+    let on_cpu = run(&cpu, &g, len, &x, &gb);
+    for (what, r) in [("gpu", &on_gpu), ("cpu", &on_cpu)] {
+        exact(&format!("{what}: fused pooling"), &r[4], &r[2]);
+        exact(&format!("{what}: fused pooling's indices"), &r[5], &r[3]);
+    }
+    close("saved against the cpu", &on_gpu[0], &on_cpu[0], 1e-5);
+    // The GPU's fused pooling from the CPU's statistics: the CPU's bits.
+    let saved = upload(&gpu, &on_cpu[0]);
+    let xb = upload(&gpu, &x);
+    let no = g.planes * g.oh() * g.ow();
+    let mut out = gpu.zeros(no);
+    let mut idx = gpu.idx_empty();
+    gpu.idx_resize(&mut idx, no);
+    gpu.maxpool_forward(&g, &xb, Some(&saved), &mut out, &mut idx);
+    exact("gpu pooling with the cpu's statistics", &all(&gpu, &out), &on_cpu[4]);
+    assert!(gpu.take_error().is_none());
+}
+
 #[test]
 fn pooling_and_elementwise_match_the_cpu_bit_for_bit() {
     let Some(gpu) = gpu() else { return };
@@ -786,7 +878,7 @@ fn pooling_and_elementwise_match_the_cpu_bit_for_bit() {
         let mut y = b.zeros(no);
         let mut idx = b.idx_empty();
         b.idx_resize(&mut idx, no);
-        b.maxpool_forward(&g, &xb, &mut y, &mut idx);
+        b.maxpool_forward(&g, &xb, None, &mut y, &mut idx);
         let dyb = upload(b, &dy[..no]);
         let mut dx = b.zeros(x.len());
         b.maxpool_backward(&g, &dyb, &idx, &mut dx);

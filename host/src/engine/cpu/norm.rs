@@ -41,8 +41,9 @@ impl<R> BnAct<R> {
 }
 
 /// Training-mode forward over `c` channels of `len` values each. Writes `y` (with `act`
-/// applied), the [`BN_SAVED`] values per channel into `saved` (for backward), and updates the
-/// running statistics. `len` must be at least 2.
+/// applied; `None`: the statistics alone, for a consumer that applies them as it reads `x`:
+/// [`bn_relu`]), the [`BN_SAVED`] values per channel into `saved` (for backward), and updates
+/// the running statistics. `len` must be at least 2.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_forward_train<T: Scalar>(
     len: usize,
@@ -50,7 +51,7 @@ pub fn bn_forward_train<T: Scalar>(
     gamma: &[T],
     beta: &[T],
     act: BnAct<&[T]>,
-    y: &mut [T],
+    y: Option<&mut [T]>,
     saved: &mut [T],
     running_mean: &mut [T],
     running_var: &mut [T],
@@ -60,25 +61,38 @@ pub fn bn_forward_train<T: Scalar>(
     let c = gamma.len();
     assert!(len >= 2);
     assert_eq!(x.len(), c * len);
-    assert_eq!(y.len(), c * len);
     assert_eq!(saved.len(), BN_SAVED * c);
     check_residual(act, c * len);
-    let stats: Vec<(f64, f64, f64, T, T)> = x
-        .par_chunks(len)
-        .zip(y.par_chunks_mut(len))
-        .enumerate()
-        .map(|(ch, (xc, yc))| {
-            let mean = block_sum(xc, |v| v) / len as f64;
-            let mt = T::from_f64(mean);
-            let ss = block_sum(xc, |v| (v - mt) * (v - mt));
-            let var = ss / len as f64;
-            let invstd = 1.0 / (var + eps).sqrt();
-            let scale = T::from_f64(gamma[ch].to_f64() * invstd);
-            let shift = T::from_f64(beta[ch].to_f64() - mean * gamma[ch].to_f64() * invstd);
-            affine(xc, yc, scale, shift, channel(act, ch, len));
-            (mean, var, invstd, scale, shift)
-        })
-        .collect();
+    // (mean, var, invstd, scale, shift) of channel ch.
+    let stats_of = |ch: usize, xc: &[T]| {
+        let mean = block_sum(xc, |v| v) / len as f64;
+        let mt = T::from_f64(mean);
+        let ss = block_sum(xc, |v| (v - mt) * (v - mt));
+        let var = ss / len as f64;
+        let invstd = 1.0 / (var + eps).sqrt();
+        let scale = T::from_f64(gamma[ch].to_f64() * invstd);
+        let shift = T::from_f64(beta[ch].to_f64() - mean * gamma[ch].to_f64() * invstd);
+        (mean, var, invstd, scale, shift)
+    };
+    let stats: Vec<(f64, f64, f64, T, T)> = match y {
+        Some(y) => {
+            assert_eq!(y.len(), c * len);
+            x.par_chunks(len)
+                .zip(y.par_chunks_mut(len))
+                .enumerate()
+                .map(|(ch, (xc, yc))| {
+                    let st = stats_of(ch, xc);
+                    affine(xc, yc, st.3, st.4, channel(act, ch, len));
+                    st
+                })
+                .collect()
+        }
+        None => x
+            .par_chunks(len)
+            .enumerate()
+            .map(|(ch, xc)| stats_of(ch, xc))
+            .collect(),
+    };
     let (mean_out, rest) = saved.split_at_mut(c);
     let (invstd_out, rest) = rest.split_at_mut(c);
     let (scale_out, shift_out) = rest.split_at_mut(c);
@@ -152,6 +166,14 @@ fn normalised<T: Scalar>(v: T, scale: T, shift: T) -> T {
     v * scale + shift
 }
 
+/// `relu(v * scale + shift)`, the bits [`BnAct::Relu`] writes: for a consumer that applies a
+/// batch norm with its ReLU as it reads the input (the max pooling after the stem), instead of
+/// reading a stored output.
+#[inline]
+pub fn bn_relu<T: Scalar>(v: T, scale: T, shift: T) -> T {
+    relu(normalised(v, scale, shift))
+}
+
 /// `y = act(normalised(x))`.
 fn affine<T: Scalar>(x: &[T], y: &mut [T], scale: T, shift: T, act: BnAct<&[T]>) {
     match act {
@@ -162,7 +184,7 @@ fn affine<T: Scalar>(x: &[T], y: &mut [T], scale: T, shift: T, act: BnAct<&[T]>)
         }
         BnAct::Relu => {
             for (o, &v) in y.iter_mut().zip(x) {
-                *o = relu(normalised(v, scale, shift));
+                *o = bn_relu(v, scale, shift);
             }
         }
         BnAct::AddRelu(r) => {

@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::norm::bn_relu;
 use crate::engine::scalar::Scalar;
 
 /// The shape of one max pooling over `planes` planes of `h x w`.
@@ -34,18 +35,36 @@ impl PoolGeom {
 }
 
 /// Forward: `y` and, per output, the index inside its input plane of the maximum (the first
-/// one in scan order on ties, NaN wins, as PyTorch does).
-pub fn maxpool_forward<T: Scalar>(g: &PoolGeom, x: &[T], y: &mut [T], idx: &mut [u32]) {
+/// one in scan order on ties, NaN wins, as PyTorch does). With `bn` = (scale, shift), one of
+/// each per channel (CNHW: plane `p` is channel `p / (planes / channels)`), the input is a
+/// batch norm's input and each value read is first `bn_relu(x, scale, shift)`: the bits of
+/// pooling that batch norm's [`BnAct::Relu`] output, without storing it.
+///
+/// [`BnAct::Relu`]: super::norm::BnAct::Relu
+pub fn maxpool_forward<T: Scalar>(
+    g: &PoolGeom,
+    x: &[T],
+    bn: Option<(&[T], &[T])>,
+    y: &mut [T],
+    idx: &mut [u32],
+) {
     let (pi, po) = (g.h * g.w, g.oh() * g.ow());
     assert_eq!(x.len(), g.planes * pi);
     assert_eq!(y.len(), g.planes * po);
     assert_eq!(idx.len(), g.planes * po);
+    if let Some((scale, shift)) = bn {
+        assert!(scale.len() == shift.len() && !scale.is_empty());
+        assert_eq!(g.planes % scale.len(), 0, "planes per channel");
+    }
+    let per_channel = bn.map_or(1, |(scale, _)| g.planes / scale.len());
     let ow = g.ow();
     y.par_chunks_mut(po)
         .zip(idx.par_chunks_mut(po))
         .enumerate()
         .for_each(|(p, (yp, ip))| {
             let xp = &x[p * pi..(p + 1) * pi];
+            let pre = bn.map(|(scale, shift)| (scale[p / per_channel], shift[p / per_channel]));
+            let read = |v: T| pre.map_or(v, |(sc, sh)| bn_relu(v, sc, sh));
             for (o, (yv, iv)) in yp.iter_mut().zip(ip.iter_mut()).enumerate() {
                 let (oy, ox) = (o / ow, o % ow);
                 let y0 = (oy * g.stride) as isize - g.pad as isize;
@@ -64,7 +83,7 @@ pub fn maxpool_forward<T: Scalar>(g: &PoolGeom, x: &[T], y: &mut [T], idx: &mut 
                 let mut i = ys * g.w + xs;
                 for iy in ys..ye {
                     for ix in xs..xe {
-                        let v = xp[iy * g.w + ix];
+                        let v = read(xp[iy * g.w + ix]);
                         #[allow(clippy::eq_op)]
                         let is_nan = v != v;
                         if v > b || is_nan {

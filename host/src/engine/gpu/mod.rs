@@ -352,8 +352,9 @@ impl<D: Device> GpuBackend<D> {
     }
 
     /// The training batch norm's arguments (`BN_TRAIN` up to its partial sums) over the
-    /// `bn.gb.len / 2` channels of `len` values at `xp`; the buffers' sizes asserted as for
-    /// every launch, a `len` beyond the kernel's `u32` the error.
+    /// `bn.gb.len / 2` channels of `len` values at `xp` (`y` `None`: a null output, the
+    /// statistics alone); the buffers' sizes asserted as for every launch, a `len` beyond the
+    /// kernel's `u32` the error.
     #[allow(clippy::too_many_arguments)]
     fn bn_train_args(
         &self,
@@ -363,11 +364,11 @@ impl<D: Device> GpuBackend<D> {
         bn: &BnTrain,
         state: &DevBuf<D>,
         act: BnAct<&DevBuf<D>>,
-        y: &DevBuf<D>,
+        y: Option<&DevBuf<D>>,
         saved: &DevBuf<D>,
     ) -> Result<Vec<Arg>, GpuError> {
         let c = bn.gb.len / 2;
-        let yp = need(y, c * len, "bn y");
+        let yp = y.map_or(0, |y| need(y, c * len, "bn y"));
         let (gp, sp) = (region(params, bn.gb), region(state, bn.rs));
         let savp = need(saved, BN_SAVED * c, "bn saved");
         let (rp, relu) = bn_act(act, c * len);
@@ -540,7 +541,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         bn: &BnTrain,
         state: &mut DevBuf<D>,
         act: BnAct<&DevBuf<D>>,
-        y: &mut DevBuf<D>,
+        y: Option<&mut DevBuf<D>>,
         saved: &mut DevBuf<D>,
     ) {
         let (c, len) = (g.cout, g.cols());
@@ -555,7 +556,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         };
         let (xp, wp) = (need(x, g.in_len(), "conv x"), region(params, w));
         let cp = need(conv_out, g.out_len(), "conv y");
-        let args = self.bn_train_args(len, cp, params, bn, state, act, y, saved);
+        let args = self.bn_train_args(len, cp, params, bn, state, act, y.as_deref(), saved);
         self.run(|| {
             // 3 f64 per channel and column tile.
             let moments = self.grow(&mut lock(&self.scratch).bn, 6 * c * len.div_ceil(tile))?;
@@ -656,7 +657,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         momentum: f64,
         eps: f64,
         act: BnAct<&DevBuf<D>>,
-        y: &mut DevBuf<D>,
+        y: Option<&mut DevBuf<D>>,
         saved: &mut DevBuf<D>,
     ) {
         let c = gb.len / 2;
@@ -667,7 +668,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
             momentum,
             eps,
         };
-        let args = self.bn_train_args(len, xp, params, &bn, state, act, y, saved);
+        let args = self.bn_train_args(len, xp, params, &bn, state, act, y.as_deref(), saved);
         self.run(|| unsafe {
             let part = self.bn_part(c, len)?;
             // SAFETY: sizes checked above; part holds what the pass needs.
@@ -767,21 +768,32 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
             )
         });
     }
-    fn maxpool_forward(&self, g: &PoolGeom, x: &DevBuf<D>, y: &mut DevBuf<D>, idx: &mut DevBuf<D>) {
+    fn maxpool_forward(
+        &self,
+        g: &PoolGeom,
+        x: &DevBuf<D>,
+        bn: Option<&DevBuf<D>>,
+        y: &mut DevBuf<D>,
+        idx: &mut DevBuf<D>,
+    ) {
         let (ni, no) = (g.planes * g.h * g.w, g.planes * g.oh() * g.ow());
         let (xp, yp, ip) = (
             need(x, ni, "pool x"),
             need(y, no, "pool y"),
             need(idx, no, "pool idx"),
         );
+        // The batch norm's saved values and channel count (a null table: none).
+        let (sp, c) = bn.map_or((0, 0), |s| (s.ptr, s.len / BN_SAVED));
+        assert!(
+            bn.is_none() || (c > 0 && g.planes.is_multiple_of(c)),
+            "pool planes {} over {c} batch-norm channels",
+            g.planes
+        );
         self.run(|| unsafe {
+            let mut args = pool_args(g, xp, yp, ip)?;
+            args.extend([Arg::Ptr(sp), Arg::U32(u32_of("pool bn channels", c)?)]);
             // SAFETY: sizes checked above.
-            ops::elementwise(
-                &*self.dev,
-                &k::MAXPOOL_FORWARD,
-                no,
-                &pool_args(g, xp, yp, ip)?,
-            )
+            ops::elementwise(&*self.dev, &k::MAXPOOL_FORWARD, no, &args)
         });
     }
     fn maxpool_backward(&self, g: &PoolGeom, dy: &DevBuf<D>, idx: &DevBuf<D>, dx: &mut DevBuf<D>) {

@@ -42,10 +42,21 @@ pub(crate) fn exact<B: Backend>(b: &B, buf: &mut B::Buf, len: usize) {
     }
 }
 
+/// Where a batch norm after a convolution puts its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BnOut {
+    /// Into its output buffer.
+    Written,
+    /// In training, nowhere: the batch norm computes its statistics alone and the consumer
+    /// applies them as it reads the convolution's output (the stem's max pooling); in
+    /// evaluation, written.
+    StatsInTraining,
+}
+
 /// Convolution `g` (weight `w`) of `x` into `c`, then batch norm `bn` of it with `act` into `y`
-/// (`saved`: what the backward needs, in training). In training the backend gets both at once
-/// ([`Backend::conv2d_bn_forward_train`]: it may take the statistics from the convolution's
-/// own pass).
+/// (`out`: whether it is written in training; `saved`: what the backward needs, in training).
+/// In training the backend gets both at once ([`Backend::conv2d_bn_forward_train`]: it may
+/// take the statistics from the convolution's own pass).
 #[allow(clippy::too_many_arguments)]
 fn conv_bn_forward<B: Backend>(
     b: &B,
@@ -59,12 +70,18 @@ fn conv_bn_forward<B: Backend>(
     state: &mut B::Buf,
     counters: &mut [(String, u64)],
     act: BnAct<&B::Buf>,
-    y: &mut B::Buf,
+    (y, out): (&mut B::Buf, BnOut),
     saved: &mut B::Buf,
 ) -> Result<()> {
     let len = g.cols();
     exact(b, c, g.out_len());
-    exact(b, y, bn.c * len);
+    let y = match (mode, out) {
+        (Mode::Train, BnOut::StatsInTraining) => None,
+        _ => {
+            exact(b, y, bn.c * len);
+            Some(y)
+        }
+    };
     match mode {
         Mode::Train => {
             if len < 2 {
@@ -85,7 +102,9 @@ fn conv_bn_forward<B: Backend>(
         }
         Mode::Eval => {
             b.conv2d_forward(g, x, params, w, c);
-            b.bn_forward_eval(len, c, params, bn.gb, state, bn.rs, BN_EPS, act, y);
+            if let Some(y) = y {
+                b.bn_forward_eval(len, c, params, bn.gb, state, bn.rs, BN_EPS, act, y);
+            }
         }
     }
     Ok(())
@@ -143,7 +162,7 @@ impl<B: Backend> Block<B> {
             state,
             counters,
             BnAct::Relu,
-            &mut self.a1,
+            (&mut self.a1, BnOut::Written),
             &mut self.s1,
         )?;
         // The shortcut first: the second batch norm adds it and applies the block's ReLU in
@@ -162,7 +181,7 @@ impl<B: Backend> Block<B> {
                 state,
                 counters,
                 BnAct::Identity,
-                &mut self.dbn,
+                (&mut self.dbn, BnOut::Written),
                 &mut self.sd,
             )?;
         }
@@ -180,7 +199,7 @@ impl<B: Backend> Block<B> {
             state,
             counters,
             BnAct::AddRelu(shortcut),
-            &mut self.out,
+            (&mut self.out, BnOut::Written),
             &mut self.s2,
         )?;
         Ok(od)
@@ -448,7 +467,7 @@ impl<B: Backend> Encoder<B> {
             state,
             counters,
             BnAct::Relu,
-            &mut self.stem_a,
+            (&mut self.stem_a, BnOut::StatsInTraining),
             &mut self.stem_s,
         )?;
         let pg = self.pool_geom(d1);
@@ -459,7 +478,13 @@ impl<B: Backend> Encoder<B> {
         };
         exact(b, &mut self.pooled, pg.planes * d2.h * d2.w);
         b.idx_resize(&mut self.pool_idx, pg.planes * d2.h * d2.w);
-        b.maxpool_forward(&pg, &self.stem_a, &mut self.pooled, &mut self.pool_idx);
+        // In training the pooling applies the stem's batch norm and ReLU as it reads the
+        // convolution's output (the same bits), so that ReLU'd output is never stored.
+        let (src, bn) = match mode {
+            Mode::Train => (&self.stem_c, Some(&self.stem_s)),
+            Mode::Eval => (&self.stem_a, None),
+        };
+        b.maxpool_forward(&pg, src, bn, &mut self.pooled, &mut self.pool_idx);
         self.dims = [Dims { n, h, w }, d1, d2];
         let mut d = d2;
         for i in 0..self.blocks.len() {
