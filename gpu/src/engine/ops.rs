@@ -1413,6 +1413,27 @@ mod tests {
     }
 
     #[test]
+    fn row_moments_come_from_the_kernel_tile_and_never_from_a_split_product() {
+        // The paper model's first 3x3 convolutions at batch 64 (64 x 200 704 x 576): the
+        // tensor cores' 128-wide tile; FP32 takes the 64 x 64 tile below 128 rows and the
+        // 128 x 128 one from 128 (the second stage).
+        for p in [Precision::Tf32, Precision::Bf16] {
+            assert_eq!(moments_tile(p, 132, 64, 200_704, 576), Some(128), "{p:?}");
+        }
+        assert_eq!(
+            moments_tile(Precision::Fp32, 132, 64, 200_704, 576),
+            Some(64)
+        );
+        assert_eq!(
+            moments_tile(Precision::Fp32, 132, 128, 50_176, 1152),
+            Some(128)
+        );
+        // A long shared dimension for few outputs splits: its tiles are partial sums.
+        assert!(split_plan(132, 2, 16, 4608).0 > 1);
+        assert_eq!(moments_tile(Precision::Fp32, 132, 2, 16, 4608), None);
+    }
+
+    #[test]
     fn batch_norm_splits_only_long_channels_and_every_slice_holds_values() {
         // The kernels' slice s is [s chunk, (s + 1) chunk) clipped to len, chunk = len /
         // slices rounded up: no slice may be empty (its block would add nothing, harmless,

@@ -259,10 +259,12 @@ pub trait Backend: Send + Sync {
         grads: &mut Self::Buf,
         dx: &mut Self::Buf,
     );
-    /// Max pooling forward with arg-maxima. `bn`: the [`BN_SAVED`] values of the training
-    /// batch norm whose input `x` is (its `y` not written, [`Backend::bn_forward_train`]):
-    /// each value read is first normalised with the saved scale and shift and ReLU'd, the
-    /// bits of pooling that batch norm's [`BnAct::Relu`] output.
+    /// Max pooling forward with arg-maxima. `bn`: the saved values of the training batch norm
+    /// whose input `x` is (its `y` not written, [`Backend::bn_forward_train`]), exactly
+    /// [`BN_SAVED`] per channel (the channel count is its length over that; a plane's channel
+    /// is its index over the planes per channel): each value read is first normalised with
+    /// the saved scale and shift and ReLU'd, the bits of pooling that batch norm's
+    /// [`BnAct::Relu`] output.
     fn maxpool_forward(
         &self,
         g: &PoolGeom,

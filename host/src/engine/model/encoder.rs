@@ -102,6 +102,7 @@ fn conv_bn_forward<B: Backend>(
         }
         Mode::Eval => {
             b.conv2d_forward(g, x, params, w, c);
+            // Always Some here: evaluation writes every output (BnOut).
             if let Some(y) = y {
                 b.bn_forward_eval(len, c, params, bn.gb, state, bn.rs, BN_EPS, act, y);
             }
