@@ -182,6 +182,43 @@ eng_bn_train(const float* __restrict__ x, float* __restrict__ y,
         y[i] = bn_act(x[i], scale, shift, residual, i, relu);
 }
 
+// Channel ch's evaluation inverse deviation (returned) and the scale and shift applied (the
+// CPU's f64 expressions, rounded to f32 once): one function for eng_bn_eval and
+// eng_bn_eval_saved, so that a consumer applying the latter has eng_bn_eval's bits.
+__device__ __forceinline__ double bn_eval_affine(const float* __restrict__ gamma,
+                                                 const float* __restrict__ beta,
+                                                 const float* __restrict__ running_mean,
+                                                 const float* __restrict__ running_var,
+                                                 unsigned ch, double eps, float* scale,
+                                                 float* shift) {
+    const double invstd = 1.0 / sqrt((double)running_var[ch] + eps);
+    const double g = (double)gamma[ch];
+    *scale = (float)(g * invstd);
+    *shift = (float)((double)beta[ch] - (double)running_mean[ch] * g * invstd);
+    return invstd;
+}
+
+// The evaluation batch norm's values in eng_bn_train's `saved` layout (four runs of c: the
+// running mean, the inverse deviation, the scale and the shift), for a consumer that applies
+// them as it reads (eng_maxpool_forward's bn_saved) instead of reading a written output.
+// Launch: grid-stride over the c channels, block ENG_BLOCK.
+extern "C" __global__ void __launch_bounds__(ENG_BLOCK)
+eng_bn_eval_saved(const float* __restrict__ gamma, const float* __restrict__ beta,
+                  const float* __restrict__ running_mean,
+                  const float* __restrict__ running_var, float* __restrict__ saved,
+                  unsigned int c, double eps) {
+    ENG_FOR(i, c) {
+        const unsigned ch = (unsigned)i;
+        float scale, shift;
+        const double invstd =
+            bn_eval_affine(gamma, beta, running_mean, running_var, ch, eps, &scale, &shift);
+        saved[ch] = running_mean[ch];
+        saved[c + ch] = (float)invstd;
+        saved[2 * c + ch] = scale;
+        saved[3 * c + ch] = shift;
+    }
+}
+
 // Evaluation forward with the running statistics. Thread 0 of each block computes its
 // channel's scale and shift once (the CPU's f64 expressions); the block normalises its slice,
 // adds residual (null: none) and applies the ReLU as eng_bn_train. Launch: grid (c, slices),
@@ -194,10 +231,7 @@ eng_bn_eval(const float* __restrict__ x, float* __restrict__ y, const float* __r
     __shared__ float sh_scale, sh_shift;
     const unsigned ch = blockIdx.x;
     if (threadIdx.x == 0) {
-        const double invstd = 1.0 / sqrt((double)running_var[ch] + eps);
-        const double g = (double)gamma[ch];
-        sh_scale = (float)(g * invstd);
-        sh_shift = (float)((double)beta[ch] - (double)running_mean[ch] * g * invstd);
+        bn_eval_affine(gamma, beta, running_mean, running_var, ch, eps, &sh_scale, &sh_shift);
     }
     __syncthreads();
     const float scale = sh_scale, shift = sh_shift;

@@ -57,6 +57,10 @@ kernels! {
     BN_EVAL = "engine_norm".eng_bn_eval(x: Ptr, y: Ptr, gamma: Ptr, beta: Ptr,
         running_mean: Ptr, running_var: Ptr, residual: Ptr, len: U32, eps: F64, relu: U32,
         slices: U32);
+    /// The evaluation batch norm's running mean, inverse deviation, scale and shift in
+    /// `BN_TRAIN`'s `saved` layout (for `MAXPOOL_FORWARD`'s `bn_saved`).
+    BN_EVAL_SAVED = "engine_norm".eng_bn_eval_saved(gamma: Ptr, beta: Ptr, running_mean: Ptr,
+        running_var: Ptr, saved: Ptr, c: U32, eps: F64);
     /// Batch norm backward: the sums of each slice of a split channel.
     BN_BACKWARD_PARTIAL = "engine_norm".eng_bn_backward_partial(x: Ptr, saved: Ptr,
         dy: Ptr, relu: U32, part: Ptr, len: U32, slices: U32);

@@ -351,6 +351,7 @@ const ESTIMATES: &[(KernelSpec, Estimator)] = &[
     (k::IM2COL, im2col),
     (k::COL2IM, col2im),
     (k::BN_TRAIN, bn_train),
+    (k::BN_EVAL_SAVED, bn_eval_saved),
     (k::BN_TRAIN_PARTIAL, bn_train_partial),
     (k::BN_EVAL, bn_eval),
     (k::BN_BACKWARD, bn_backward),
@@ -687,6 +688,13 @@ fn bn_eval(p: &Params, g: Grid) -> Option<Work> {
         )
         .plus(Unit::Fp64, 7.0 * c * slices),
     )
+}
+
+/// The evaluation batch norm's saved values: reads four vectors of c, writes four; per
+/// channel the seven f64 operations of the scale and shift (as [`bn_eval`]).
+fn bn_eval_saved(p: &Params, _: Grid) -> Option<Work> {
+    let c = p.u("c")?;
+    Some(Work::new(Unit::Fp64, 7.0 * c, F * 8.0 * c))
 }
 
 /// Batch-norm backward on a `channels x slices` grid (`ops::bn_pass`). Reads x and dy,
@@ -1249,6 +1257,9 @@ mod tests {
         let w = est(&k::BN_TRAIN, Grid::linear(3, 256), &set[..2]);
         let want = Work::new(Unit::Fp32, 0.0, 4.0 * (30.0 + 30.0)).plus(Unit::Fp64, 120.0);
         assert_eq!(w, want);
+        // The evaluation values in the saved layout: 4 vectors of 3 read, 4 written.
+        let w = est(&k::BN_EVAL_SAVED, one(), &[("c", U32(3))]);
+        assert_eq!(w, Work::new(Unit::Fp64, 21.0, 4.0 * 24.0));
         // Evaluation: the scale and shift once per block (7 f64 operations).
         let w = est(&k::BN_EVAL, Grid::linear(3, 256), &set);
         let want = Work::new(Unit::Fp32, 60.0, 4.0 * (60.0 + 12.0)).plus(Unit::Fp64, 21.0);

@@ -85,7 +85,7 @@ const std::map<std::string, Entry>& table() {
     static const std::map<std::string, Entry> t = {
 #define K(name) {#name, entry(&name)}
         K(eng_gemm),          K(eng_gemm_big),         K(eng_sum_slices),       K(eng_im2col),
-        K(eng_col2im),        K(eng_bn_train),         K(eng_bn_eval),
+        K(eng_col2im),        K(eng_bn_train),         K(eng_bn_eval),    K(eng_bn_eval_saved),
         K(eng_bn_backward),   K(eng_bn_train_partial), K(eng_bn_backward_partial),
         K(eng_fill),          K(eng_copy),
         K(eng_relu_backward), K(eng_add_assign),       K(eng_swap_outer),

@@ -244,6 +244,20 @@ pub trait Backend: Send + Sync {
         act: BnAct<&Self::Buf>,
         y: &mut Self::Buf,
     );
+    /// The evaluation batch norm's values (running statistics) in the [`BN_SAVED`] layout the
+    /// training forward writes (`saved`, `BN_SAVED * gb.len / 2` values): for
+    /// [`Backend::maxpool_forward`] to apply them as it reads, with
+    /// [`Backend::bn_forward_eval`]'s bits.
+    #[allow(clippy::too_many_arguments)]
+    fn bn_eval_saved(
+        &self,
+        params: &Self::Buf,
+        gb: Region,
+        state: &Self::Buf,
+        rs: Region,
+        eps: f64,
+        saved: &mut Self::Buf,
+    );
     /// Batch norm backward (training mode). `relu`: the forward ran with [`BnAct::Relu`], so
     /// `dy` is first masked where its output was not positive (recomputed from `x` and
     /// `saved`). Writes the weight and bias gradients (at `gb`) and `dx`.
@@ -515,6 +529,25 @@ impl<T: Scalar> Backend for CpuBackend<T> {
             act.map(|r| &r[..c * len]),
             &mut y[..c * len],
             eps,
+        );
+    }
+    fn bn_eval_saved(
+        &self,
+        params: &Vec<T>,
+        gb: Region,
+        state: &Vec<T>,
+        rs: Region,
+        eps: f64,
+        saved: &mut Vec<T>,
+    ) {
+        let c = gb.len / 2;
+        norm::bn_eval_saved(
+            &params[gb.first_half().range()],
+            &params[gb.second_half().range()],
+            &state[rs.first_half().range()],
+            &state[rs.second_half().range()],
+            eps,
+            &mut saved[..BN_SAVED * c],
         );
     }
     fn bn_backward(

@@ -772,8 +772,9 @@ fn convolution_into_batch_norm_takes_its_statistics_from_the_gemm() {
 /// The stem's fusion: a training batch norm that writes its statistics alone (`y` `None`)
 /// saves and updates exactly what the full one does, and max pooling its input with those
 /// statistics (`maxpool_forward(.., Some(saved), ..)`) gives the bits and arg-maxima of
-/// pooling its ReLU'd output: on both engines, and the GPU's fused pooling equals the CPU's
-/// from the same saved values. The ReLU zeroes a good share of the values (asserted between a
+/// pooling its ReLU'd output; in evaluation likewise with `bn_eval_saved`'s values against
+/// `bn_forward_eval`: on both engines, and the GPU's fused pooling and evaluation values equal
+/// the CPU's from the same statistics. The ReLU zeroes a good share of the values (asserted between a
 /// fifth and nine tenths), so the windows hold ties (the first index wins) and whole windows
 /// of zeros.
 #[test]
@@ -794,15 +795,16 @@ fn max_pooling_applies_the_batch_norm_it_follows_bit_for_bit() {
     let len = n * h * w;
     let x = rand_vec(&mut rng, c * len);
     let gb = [rand_vec(&mut rng, c), rand_vec(&mut rng, c)].concat();
-    // (saved, running statistics, pooled output of the stored ReLU, its indices (as routed
-    // gradients), pooled with the batch norm applied on reading, its indices)
+    // Checks the fused pooling against the stored output's (training and evaluation) and
+    // returns (saved, running statistics, the fused pooling, the evaluation values).
+    // Indices are compared as the gradients the backward pass routes by them.
     fn run<B: Backend<Elem = f32>>(
         b: &B,
         g: &PoolGeom,
         len: usize,
         x: &[f32],
         gb: &[f32],
-    ) -> [Vec<f32>; 6] {
+    ) -> [Vec<f32>; 4] {
         let c = gb.len() / 2;
         let (xb, params) = (upload(b, x), upload(b, gb));
         let r = Region {
@@ -835,18 +837,28 @@ fn max_pooling_applies_the_batch_norm_it_follows_bit_for_bit() {
         };
         let (stored, stored_idx) = pool(&y, None);
         let (fused, fused_idx) = pool(&xb, Some(&saved));
+        exact("fused pooling", &fused, &stored);
+        exact("fused pooling's indices", &fused_idx, &stored_idx);
         let zeros = all(b, &y).iter().filter(|v| **v == 0.0).count();
         let total = c * len;
         assert!(zeros > total / 5 && zeros < total * 9 / 10, "{zeros} zeros of {total}");
-        [all(b, &saved), all(b, &state), stored, stored_idx, fused, fused_idx]
+        // Evaluation (the running statistics just updated): the values bn_eval_saved gives,
+        // applied as the pooling reads, are the bits of pooling bn_forward_eval's output.
+        let mut ye = b.zeros(c * len);
+        b.bn_forward_eval(len, &xb, &params, r, &state, r, 1e-5, BnAct::Relu, &mut ye);
+        let mut eval_saved = b.zeros(BN_SAVED * c);
+        b.bn_eval_saved(&params, r, &state, r, 1e-5, &mut eval_saved);
+        let (eval_stored, eval_stored_idx) = pool(&ye, None);
+        let (eval_fused, eval_fused_idx) = pool(&xb, Some(&eval_saved));
+        exact("evaluation: fused pooling", &eval_fused, &eval_stored);
+        exact("evaluation: its indices", &eval_fused_idx, &eval_stored_idx);
+        [all(b, &saved), all(b, &state), fused, all(b, &eval_saved)]
     }
     let on_gpu = run(&gpu, &g, len, &x, &gb);
     let on_cpu = run(&cpu, &g, len, &x, &gb);
-    for (what, r) in [("gpu", &on_gpu), ("cpu", &on_cpu)] {
-        exact(&format!("{what}: fused pooling"), &r[4], &r[2]);
-        exact(&format!("{what}: fused pooling's indices"), &r[5], &r[3]);
-    }
     close("saved against the cpu", &on_gpu[0], &on_cpu[0], 1e-5);
+    close("running statistics against the cpu", &on_gpu[1], &on_cpu[1], 1e-5);
+    close("evaluation values against the cpu", &on_gpu[3], &on_cpu[3], 1e-5);
     // The GPU's fused pooling from the CPU's statistics: the CPU's bits.
     let saved = upload(&gpu, &on_cpu[0]);
     let xb = upload(&gpu, &x);
@@ -855,7 +867,17 @@ fn max_pooling_applies_the_batch_norm_it_follows_bit_for_bit() {
     let mut idx = gpu.idx_empty();
     gpu.idx_resize(&mut idx, no);
     gpu.maxpool_forward(&g, &xb, Some(&saved), &mut out, &mut idx);
-    exact("gpu pooling with the cpu's statistics", &all(&gpu, &out), &on_cpu[4]);
+    exact("gpu pooling with the cpu's statistics", &all(&gpu, &out), &on_cpu[2]);
+    // The evaluation values from the same running statistics: the same f64 expressions.
+    let gbb = upload(&gpu, &gb);
+    let state = upload(&gpu, &on_cpu[1]);
+    let r = Region {
+        offset: 0,
+        len: 2 * c,
+    };
+    let mut eval_saved = gpu.zeros(BN_SAVED * c);
+    gpu.bn_eval_saved(&gbb, r, &state, r, 1e-5, &mut eval_saved);
+    exact("gpu evaluation values from the cpu's statistics", &all(&gpu, &eval_saved), &on_cpu[3]);
     assert!(gpu.take_error().is_none());
 }
 

@@ -130,12 +130,49 @@ pub fn bn_forward_eval<T: Scalar>(
         .zip(y.par_chunks_mut(len))
         .enumerate()
         .for_each(|(ch, (xc, yc))| {
-            let invstd = 1.0 / (running_var[ch].to_f64() + eps).sqrt();
-            let g = gamma[ch].to_f64();
-            let scale = T::from_f64(g * invstd);
-            let shift = T::from_f64(beta[ch].to_f64() - running_mean[ch].to_f64() * g * invstd);
+            let (_, scale, shift) = eval_affine(gamma, beta, running_mean, running_var, ch, eps);
             affine(xc, yc, scale, shift, channel(act, ch, len));
         });
+}
+
+/// Channel `ch`'s evaluation inverse deviation and the scale and shift applied (f64
+/// expressions rounded once): one function for [`bn_forward_eval`] and [`bn_eval_saved`], so
+/// that a consumer applying the latter has the former's bits.
+fn eval_affine<T: Scalar>(
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &[T],
+    running_var: &[T],
+    ch: usize,
+    eps: f64,
+) -> (f64, T, T) {
+    let invstd = 1.0 / (running_var[ch].to_f64() + eps).sqrt();
+    let g = gamma[ch].to_f64();
+    let scale = T::from_f64(g * invstd);
+    let shift = T::from_f64(beta[ch].to_f64() - running_mean[ch].to_f64() * g * invstd);
+    (invstd, scale, shift)
+}
+
+/// The evaluation batch norm's values in the training forward's `saved` layout ([`BN_SAVED`]
+/// runs of `c`: the running mean, the inverse deviation, the scale and the shift), for a
+/// consumer that applies them as it reads ([`bn_relu`]) instead of reading a written output.
+pub fn bn_eval_saved<T: Scalar>(
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &[T],
+    running_var: &[T],
+    eps: f64,
+    saved: &mut [T],
+) {
+    let c = gamma.len();
+    assert_eq!(saved.len(), BN_SAVED * c);
+    for ch in 0..c {
+        let (invstd, scale, shift) = eval_affine(gamma, beta, running_mean, running_var, ch, eps);
+        saved[ch] = running_mean[ch];
+        saved[c + ch] = T::from_f64(invstd);
+        saved[2 * c + ch] = scale;
+        saved[3 * c + ch] = shift;
+    }
 }
 
 /// Channel `ch`'s part of `act` (its run of the residual).

@@ -721,6 +721,32 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
             )
         });
     }
+    fn bn_eval_saved(
+        &self,
+        params: &DevBuf<D>,
+        gb: Region,
+        state: &DevBuf<D>,
+        rs: Region,
+        eps: f64,
+        saved: &mut DevBuf<D>,
+    ) {
+        let c = gb.len / 2;
+        let (gp, sp) = (region(params, gb), region(state, rs));
+        let savp = need(saved, BN_SAVED * c, "bn saved");
+        self.run(|| unsafe {
+            let args = [
+                Arg::Ptr(gp),
+                Arg::Ptr(at(gp, c)),
+                Arg::Ptr(sp),
+                Arg::Ptr(at(sp, c)),
+                Arg::Ptr(savp),
+                Arg::U32(u32_of("bn channels", c)?),
+                Arg::F64(eps),
+            ];
+            // SAFETY: sizes checked above.
+            ops::elementwise(&*self.dev, &k::BN_EVAL_SAVED, c, &args)
+        });
+    }
     fn bn_backward(
         &self,
         len: usize,

@@ -42,21 +42,13 @@ pub(crate) fn exact<B: Backend>(b: &B, buf: &mut B::Buf, len: usize) {
     }
 }
 
-/// Where a batch norm after a convolution puts its output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BnOut {
-    /// Into its output buffer.
-    Written,
-    /// In training, nowhere: the batch norm computes its statistics alone and the consumer
-    /// applies them as it reads the convolution's output (the stem's max pooling); in
-    /// evaluation, written.
-    StatsInTraining,
-}
-
 /// Convolution `g` (weight `w`) of `x` into `c`, then batch norm `bn` of it with `act` into `y`
-/// (`out`: whether it is written in training; `saved`: what the backward needs, in training).
-/// In training the backend gets both at once ([`Backend::conv2d_bn_forward_train`]: it may
-/// take the statistics from the convolution's own pass).
+/// (`None`: not written, the consumer applies `saved` as it reads `c`, as the stem's max
+/// pooling does). `saved` receives what the backward needs in training, and with `y` `None`
+/// in evaluation the running statistics' values in the same layout
+/// ([`Backend::bn_eval_saved`]). In training the backend gets both at once
+/// ([`Backend::conv2d_bn_forward_train`]: it may take the statistics from the convolution's
+/// own pass).
 #[allow(clippy::too_many_arguments)]
 fn conv_bn_forward<B: Backend>(
     b: &B,
@@ -70,18 +62,14 @@ fn conv_bn_forward<B: Backend>(
     state: &mut B::Buf,
     counters: &mut [(String, u64)],
     act: BnAct<&B::Buf>,
-    (y, out): (&mut B::Buf, BnOut),
+    mut y: Option<&mut B::Buf>,
     saved: &mut B::Buf,
 ) -> Result<()> {
     let len = g.cols();
     exact(b, c, g.out_len());
-    let y = match (mode, out) {
-        (Mode::Train, BnOut::StatsInTraining) => None,
-        _ => {
-            exact(b, y, bn.c * len);
-            Some(y)
-        }
-    };
+    if let Some(y) = y.as_deref_mut() {
+        exact(b, y, bn.c * len);
+    }
     match mode {
         Mode::Train => {
             if len < 2 {
@@ -102,9 +90,12 @@ fn conv_bn_forward<B: Backend>(
         }
         Mode::Eval => {
             b.conv2d_forward(g, x, params, w, c);
-            // Always Some here: evaluation writes every output (BnOut).
-            if let Some(y) = y {
-                b.bn_forward_eval(len, c, params, bn.gb, state, bn.rs, BN_EPS, act, y);
+            match y {
+                Some(y) => b.bn_forward_eval(len, c, params, bn.gb, state, bn.rs, BN_EPS, act, y),
+                None => {
+                    exact(b, saved, BN_SAVED * bn.c);
+                    b.bn_eval_saved(params, bn.gb, state, bn.rs, BN_EPS, saved);
+                }
             }
         }
     }
@@ -163,7 +154,7 @@ impl<B: Backend> Block<B> {
             state,
             counters,
             BnAct::Relu,
-            (&mut self.a1, BnOut::Written),
+            Some(&mut self.a1),
             &mut self.s1,
         )?;
         // The shortcut first: the second batch norm adds it and applies the block's ReLU in
@@ -182,7 +173,7 @@ impl<B: Backend> Block<B> {
                 state,
                 counters,
                 BnAct::Identity,
-                (&mut self.dbn, BnOut::Written),
+                Some(&mut self.dbn),
                 &mut self.sd,
             )?;
         }
@@ -200,7 +191,7 @@ impl<B: Backend> Block<B> {
             state,
             counters,
             BnAct::AddRelu(shortcut),
-            (&mut self.out, BnOut::Written),
+            Some(&mut self.out),
             &mut self.s2,
         )?;
         Ok(od)
@@ -286,7 +277,6 @@ pub(crate) struct Encoder<B: Backend> {
     blocks: Vec<Block<B>>,
     x: B::Buf,
     stem_c: B::Buf,
-    stem_a: B::Buf,
     stem_s: B::Buf,
     pooled: B::Buf,
     pool_idx: B::IdxBuf,
@@ -421,7 +411,6 @@ impl<B: Backend> Encoder<B> {
             blocks: list,
             x: b.zeros(0),
             stem_c: b.zeros(0),
-            stem_a: b.zeros(0),
             stem_s: b.zeros(0),
             pooled: b.zeros(0),
             pool_idx: b.idx_empty(),
@@ -468,7 +457,7 @@ impl<B: Backend> Encoder<B> {
             state,
             counters,
             BnAct::Relu,
-            (&mut self.stem_a, BnOut::StatsInTraining),
+            None,
             &mut self.stem_s,
         )?;
         let pg = self.pool_geom(d1);
@@ -479,13 +468,10 @@ impl<B: Backend> Encoder<B> {
         };
         exact(b, &mut self.pooled, pg.planes * d2.h * d2.w);
         b.idx_resize(&mut self.pool_idx, pg.planes * d2.h * d2.w);
-        // In training the pooling applies the stem's batch norm and ReLU as it reads the
-        // convolution's output (the same bits), so that ReLU'd output is never stored.
-        let (src, bn) = match mode {
-            Mode::Train => (&self.stem_c, Some(&self.stem_s)),
-            Mode::Eval => (&self.stem_a, None),
-        };
-        b.maxpool_forward(&pg, src, bn, &mut self.pooled, &mut self.pool_idx);
+        // The pooling applies the stem's batch norm and ReLU as it reads the convolution's
+        // output (the same bits as pooling the ReLU'd output, which is never stored).
+        let bn = Some(&self.stem_s);
+        b.maxpool_forward(&pg, &self.stem_c, bn, &mut self.pooled, &mut self.pool_idx);
         self.dims = [Dims { n, h, w }, d1, d2];
         let mut d = d2;
         for i in 0..self.blocks.len() {
