@@ -267,14 +267,19 @@ pub unsafe fn gemm<D: Device + ?Sized>(
     scratch: DevPtr,
 ) -> Result<()> {
     let (spec, _, _) = gemm_kernel(precision, m, n, kk);
-    let b_args = [
-        Arg::Ptr(b.ptr),
-        Arg::U32(u32_of("gemm B row stride", b.rs)?),
-        Arg::U32(u32_of("gemm B column stride", b.cs)?),
-    ];
+    let b_args = strided_b_args(b)?;
     gemm_launch(
         dev, precision, spec, m, n, kk, alpha, a, &b_args, beta, c, ldc, scratch, 0,
     )
+}
+
+/// A strided B operand as the `GEMM*` kernels take it: pointer, row stride, column stride.
+fn strided_b_args(b: MatRef) -> Result<[Arg; 3]> {
+    Ok([
+        Arg::Ptr(b.ptr),
+        Arg::U32(u32_of("gemm B row stride", b.rs)?),
+        Arg::U32(u32_of("gemm B column stride", b.cs)?),
+    ])
 }
 
 /// Where a GEMM's row moments go ([`gemm_with_moments`], [`conv_forward_implicit`]): the
@@ -312,11 +317,7 @@ pub unsafe fn gemm_with_moments<D: Device + ?Sized>(
     moments: DevPtr,
 ) -> Result<()> {
     let (spec, _, _) = gemm_kernel(precision, m, n, kk);
-    let b_args = [
-        Arg::Ptr(b.ptr),
-        Arg::U32(u32_of("gemm B row stride", b.rs)?),
-        Arg::U32(u32_of("gemm B column stride", b.cs)?),
-    ];
+    let b_args = strided_b_args(b)?;
     gemm_launch(
         dev, precision, spec, m, n, kk, 1.0, a, &b_args, 0.0, c, n, 0, moments,
     )

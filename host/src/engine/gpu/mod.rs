@@ -372,20 +372,17 @@ impl<D: Device> GpuBackend<D> {
         let (gp, sp) = (region(params, bn.gb), region(state, bn.rs));
         let savp = need(saved, BN_SAVED * c, "bn saved");
         let (rp, relu) = bn_act(act, c * len);
-        Ok(vec![
-            Arg::Ptr(xp),
-            Arg::Ptr(yp),
-            Arg::Ptr(gp),
-            Arg::Ptr(at(gp, c)),
-            Arg::Ptr(sp),
-            Arg::Ptr(at(sp, c)),
+        let mut args = vec![Arg::Ptr(xp), Arg::Ptr(yp)];
+        args.extend(bn_tables(gp, sp, c));
+        args.extend([
             Arg::Ptr(savp),
             Arg::Ptr(rp),
             Arg::U32(u32_of("bn len", len)?),
             Arg::F64(bn.momentum),
             Arg::F64(bn.eps),
             Arg::U32(relu),
-        ])
+        ]);
+        Ok(args)
     }
 }
 
@@ -399,6 +396,17 @@ impl<D: Device> Drop for GpuBackend<D> {
             }
         }
     }
+}
+
+/// A batch norm's per-channel tables as the kernels take them: gamma, beta (the halves of the
+/// parameters at `gp`), running mean, running variance (the halves of the state at `sp`).
+fn bn_tables(gp: DevPtr, sp: DevPtr, c: usize) -> [Arg; 4] {
+    [
+        Arg::Ptr(gp),
+        Arg::Ptr(at(gp, c)),
+        Arg::Ptr(sp),
+        Arg::Ptr(at(sp, c)),
+    ]
 }
 
 /// A batch norm's activation as kernel arguments: the residual's pointer (null: none) and
@@ -702,23 +710,15 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         let (rp, relu) = bn_act(act, c * len);
         self.run(|| unsafe {
             // SAFETY: sizes checked above.
-            ops::bn_eval(
-                &*self.dev,
-                c,
-                len,
-                &[
-                    Arg::Ptr(xp),
-                    Arg::Ptr(yp),
-                    Arg::Ptr(gp),
-                    Arg::Ptr(at(gp, c)),
-                    Arg::Ptr(sp),
-                    Arg::Ptr(at(sp, c)),
-                    Arg::Ptr(rp),
-                    Arg::U32(u32_of("bn len", len)?),
-                    Arg::F64(eps),
-                    Arg::U32(relu),
-                ],
-            )
+            let mut args = vec![Arg::Ptr(xp), Arg::Ptr(yp)];
+            args.extend(bn_tables(gp, sp, c));
+            args.extend([
+                Arg::Ptr(rp),
+                Arg::U32(u32_of("bn len", len)?),
+                Arg::F64(eps),
+                Arg::U32(relu),
+            ]);
+            ops::bn_eval(&*self.dev, c, len, &args)
         });
     }
     fn bn_eval_saved(
@@ -734,15 +734,12 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         let (gp, sp) = (region(params, gb), region(state, rs));
         let savp = need(saved, BN_SAVED * c, "bn saved");
         self.run(|| unsafe {
-            let args = [
-                Arg::Ptr(gp),
-                Arg::Ptr(at(gp, c)),
-                Arg::Ptr(sp),
-                Arg::Ptr(at(sp, c)),
+            let mut args = bn_tables(gp, sp, c).to_vec();
+            args.extend([
                 Arg::Ptr(savp),
                 Arg::U32(u32_of("bn channels", c)?),
                 Arg::F64(eps),
-            ];
+            ]);
             // SAFETY: sizes checked above.
             ops::elementwise(&*self.dev, &k::BN_EVAL_SAVED, c, &args)
         });
