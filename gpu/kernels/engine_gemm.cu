@@ -180,7 +180,8 @@ struct ConvDgradB {
 // `moments` non-null, a GEMM block also writes, for each row of its tile, three f64 values at
 // moments[3 (row * gridDim.x + blockIdx.x)]: the tile's first value k of that row (column n0,
 // as stored in C), then sum (c - k) and sum (c - k)^2 over the row's columns in the tile, each
-// (c - k) exact in f64 and the sums in a fixed order. eng_bn_train (tile_w > 0) combines a
+// (c - k) of two f32 values exact in f64 (unless they differ by more than 2^29 in scale) and
+// the sums in a fixed order. eng_bn_train (tile_w > 0) combines a
 // channel's tiles into its statistics without reading the output again; the shift by one of
 // the row's own values keeps the variance from cancelling (as bn_moments). Only for products
 // without split-K (gridDim.z == 1: the host checks), where a block's tile is final.
@@ -324,7 +325,7 @@ __device__ __forceinline__ void gemm_tile(unsigned int M, unsigned int N, unsign
         }
     }
     if (moments == nullptr) return;
-    // Row moments (see tile_moment_sums): the 16 threads of a row (tx = 0..15, one half-warp)
+    // Row moments (put_tile_moments): the 16 threads of a row (tx = 0..15, one half-warp)
     // hold its columns; the tile's first column is the tx = 0 thread's j = 0 value.
     const unsigned half = threadIdx.x & 16u;
 #pragma unroll
