@@ -47,10 +47,13 @@ __device__ __forceinline__ float bn_normalised(float x, float scale, float shift
     return x * scale + shift;
 }
 
+// max(t, 0) as the CPU engine's relu (a NaN gives 0): the one ReLU of a batch norm's output,
+// fused or applied by a consumer.
+__device__ __forceinline__ float relu_f32(float t) { return t > 0.0f ? t : 0.0f; }
+
 // relu(bn_normalised(x, scale, shift)): the bits a batch norm with its ReLU writes.
 __device__ __forceinline__ float bn_relu(float x, float scale, float shift) {
-    const float t = bn_normalised(x, scale, shift);
-    return t > 0.0f ? t : 0.0f;
+    return relu_f32(bn_normalised(x, scale, shift));
 }
 
 // Sum of a double over the block (blockDim.x a multiple of 32, at most 1024); every thread

@@ -71,7 +71,8 @@ eng_maxpool_forward(const float* __restrict__ x, float* __restrict__ y,
         unsigned bi = ys * w + xs;
         for (int iy = ys; iy < ye; ++iy)
             for (int ix = xs; ix < xe; ++ix) {
-                const float v = bn_saved ? bn_relu(xp[iy * w + ix], scale, shift) : xp[iy * w + ix];
+                const float raw = xp[iy * w + ix];
+                const float v = bn_saved ? bn_relu(raw, scale, shift) : raw;
                 if (v > best || v != v) {
                     best = v;
                     bi = iy * w + ix;

@@ -19,9 +19,9 @@
 __device__ __forceinline__ float bn_act(float x, float scale, float shift,
                                         const float* __restrict__ residual,
                                         unsigned long long i, unsigned relu) {
-    if (!residual) return relu ? bn_relu(x, scale, shift) : bn_normalised(x, scale, shift);
-    const float t = bn_normalised(x, scale, shift) + residual[i];
-    return relu && !(t > 0.0f) ? 0.0f : t;
+    float t = bn_normalised(x, scale, shift);
+    if (residual) t = t + residual[i];
+    return relu ? relu_f32(t) : t;
 }
 
 // dy, masked where the forward's ReLU gave zero (its input recomputed) when relu is set.

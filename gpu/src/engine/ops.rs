@@ -961,8 +961,9 @@ pub fn bn_part_len(c: usize, len: usize) -> usize {
 /// One batch-norm pass (training forward or backward) over `c` channels of `len` values, on a
 /// `c x slices` grid of [`ENG_REDUCE_BLOCK`]-thread blocks ([`bn_slices`]): when the channels
 /// are split, first `partial` with `partial_args` then `(part, len, slices)`, each slice's sums
-/// into `part` ([`bn_part_len`] f64 values); then `main` with `main_args` then `(part,
-/// slices)`. `part` is not used (may be null) when the channels are not split.
+/// into `part` ([`bn_part_len`] f64 values); then `main` with `main_args`, `(part, slices)`
+/// and `main_extra` (the main kernel's parameters after those: `BN_TRAIN`'s `tile_w`). `part`
+/// is not used (may be null) when the channels are not split.
 ///
 /// # Safety
 /// See the module documentation; `part` holds [`bn_part_len`] f64 values.
@@ -976,6 +977,7 @@ pub unsafe fn bn_pass<D: Device + ?Sized>(
     part: DevPtr,
     partial_args: &[Arg],
     main_args: &[Arg],
+    main_extra: &[Arg],
 ) -> Result<()> {
     if c == 0 || len == 0 {
         return Ok(());
@@ -986,11 +988,8 @@ pub unsafe fn bn_pass<D: Device + ?Sized>(
         let tail = [Arg::Ptr(part), Arg::U32(len32), Arg::U32(slices32)];
         dev.launch(partial, grid, &[partial_args, &tail].concat())?;
     }
-    let mut tail = vec![Arg::Ptr(part), Arg::U32(slices32)];
-    if main.params.last().is_some_and(|p| p.0 == "tile_w") {
-        tail.push(Arg::U32(0)); // sums from part or x, not from a GEMM's moments
-    }
-    dev.launch(main, grid, &[main_args, &tail].concat())
+    let tail = [Arg::Ptr(part), Arg::U32(slices32)];
+    dev.launch(main, grid, &[main_args, &tail, main_extra].concat())
 }
 
 /// The training forward `BN_TRAIN` over `c` channels of `len` values whose sums come from the

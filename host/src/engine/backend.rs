@@ -81,6 +81,39 @@ pub struct AdamStep {
     pub step: u64,
 }
 
+/// [`Backend::conv2d_bn_forward_train`] as two calls: the convolution, then the batch norm
+/// reading its output. The trait's default, and a backend's own path where it cannot fuse.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_then_bn_forward_train<B: Backend + ?Sized>(
+    b: &B,
+    g: &ConvGeom,
+    x: &B::Buf,
+    params: &B::Buf,
+    w: Region,
+    conv_out: &mut B::Buf,
+    bn: &BnTrain,
+    state: &mut B::Buf,
+    act: BnAct<&B::Buf>,
+    y: Option<&mut B::Buf>,
+    saved: &mut B::Buf,
+) {
+    b.conv2d_forward(g, x, params, w, conv_out);
+    let (len, gb, rs) = (g.cols(), bn.gb, bn.rs);
+    b.bn_forward_train(
+        len,
+        conv_out,
+        params,
+        gb,
+        state,
+        rs,
+        bn.momentum,
+        bn.eps,
+        act,
+        y,
+        saved,
+    );
+}
+
 /// A training-mode batch norm's parameters and settings, for
 /// [`Backend::conv2d_bn_forward_train`]: weight then bias at `gb` (of `params`), running mean
 /// then variance at `rs` (of `state`), the running statistics' momentum and the epsilon.
@@ -216,20 +249,7 @@ pub trait Backend: Send + Sync {
         y: Option<&mut Self::Buf>,
         saved: &mut Self::Buf,
     ) {
-        self.conv2d_forward(g, x, params, w, conv_out);
-        self.bn_forward_train(
-            g.cols(),
-            conv_out,
-            params,
-            bn.gb,
-            state,
-            bn.rs,
-            bn.momentum,
-            bn.eps,
-            act,
-            y,
-            saved,
-        );
+        conv2d_then_bn_forward_train(self, g, x, params, w, conv_out, bn, state, act, y, saved);
     }
     /// Batch norm, evaluation mode (running statistics), then `act`.
     fn bn_forward_eval(

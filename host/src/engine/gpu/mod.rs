@@ -30,7 +30,8 @@ use ogm_gpu::engine::{Arg, DevPtr, Device};
 use ogm_gpu::GpuError;
 
 use crate::engine::backend::{
-    AdamStep, Backend, BnAct, BnTrain, ConvGeom, LinearSpec, PoolGeom, Region, SgdStep, BN_SAVED,
+    conv2d_then_bn_forward_train, AdamStep, Backend, BnAct, BnTrain, ConvGeom, LinearSpec,
+    PoolGeom, Region, SgdStep, BN_SAVED,
 };
 
 /// A device buffer of 4-byte elements (`f32` values or `u32` indices).
@@ -556,11 +557,10 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
         let sms = self.dev.multiprocessors();
         let Some(tile) = ops::moments_tile(self.precision, sms, c, len, g.kdim()) else {
             // A split product's tiles are partial sums: the batch norm reads the output.
-            self.conv2d_forward(g, x, params, w, conv_out);
-            let (gb, rs) = (bn.gb, bn.rs);
-            let (m, e) = (bn.momentum, bn.eps);
-            return self
-                .bn_forward_train(len, conv_out, params, gb, state, rs, m, e, act, y, saved);
+            let (st, sv) = (state, saved);
+            return conv2d_then_bn_forward_train(
+                self, g, x, params, w, conv_out, bn, st, act, y, sv,
+            );
         };
         let (xp, wp) = (need(x, g.in_len(), "conv x"), region(params, w));
         let cp = need(conv_out, g.out_len(), "conv y");
@@ -689,6 +689,8 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                 part,
                 &[Arg::Ptr(xp)],
                 &args?,
+                // tile_w 0: the sums from part (or x), not from a GEMM's moments.
+                &[Arg::U32(0)],
             )
         });
     }
@@ -788,6 +790,7 @@ impl<D: Device + 'static> Backend for GpuBackend<D> {
                     Arg::Ptr(at(dgp, c)),
                     Arg::U32(u32_of("bn len", len)?),
                 ],
+                &[],
             )
         });
     }
