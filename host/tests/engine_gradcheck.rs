@@ -16,7 +16,7 @@ use ogm_host::engine::cpu::elementwise::{
 };
 use ogm_host::engine::cpu::linear::{linear_backward, linear_forward, LinearSpec};
 use ogm_host::engine::cpu::norm::{
-    bn_backward, bn_forward_eval, bn_forward_train, BnAct, BN_SAVED,
+    bn_backward, bn_forward_eval, bn_forward_train, bn_relu, BnAct, BN_SAVED,
 };
 use ogm_host::engine::cpu::pool::{
     avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward, PoolGeom,
@@ -384,6 +384,52 @@ fn maxpool_ties_take_the_first_maximum() {
     let (mut y, mut idx) = (vec![0.0; 1], vec![0u32; 1]);
     maxpool_forward(&g, &[1.0, 1.0, 1.0, 1.0], None, &mut y, &mut idx);
     assert_eq!(idx[0], 0);
+}
+
+/// PyTorch's NaN rule (a NaN is taken whenever it is met, so the last NaN of a window wins
+/// its index) with and without a batch norm applied on read, against the plain pooling of
+/// the normalised values.
+#[test]
+fn maxpool_nan_wins_and_the_batch_norm_on_read_is_the_stored_pooling() {
+    let g = PoolGeom {
+        planes: 4,
+        h: 5,
+        w: 4,
+        k: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let (pi, no) = (g.h * g.w, g.planes * g.oh() * g.ow());
+    let mut rng = Rng(9);
+    let mut x: Vec<f32> = rng.vec(g.planes * pi).iter().map(|&v| v as f32).collect();
+    // Plane 1: two NaNs in the first window (rows 0..2, columns 0..2), a large value after.
+    x[pi] = f32::NAN;
+    x[pi + 1] = 5.0;
+    x[pi + g.w] = f32::NAN;
+    x[pi + g.w + 1] = 7.0;
+    let (mut y, mut idx) = (vec![0f32; no], vec![0u32; no]);
+    maxpool_forward(&g, &x, None, &mut y, &mut idx);
+    let first = g.oh() * g.ow();
+    assert!(y[first].is_nan());
+    assert_eq!(idx[first], g.w as u32, "the last NaN in scan order");
+    // Two channels of two planes each; the second channel's shift makes every value negative
+    // before the ReLU, so its windows are all zeros (the first index wins).
+    let (scale, shift) = ([1.5f32, 0.5], [0.25f32, -10.0]);
+    let normed: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = i / pi / 2;
+            bn_relu(v, scale[c], shift[c])
+        })
+        .collect();
+    let (mut yb, mut ib) = (vec![0f32; no], vec![0u32; no]);
+    maxpool_forward(&g, &x, Some((&scale, &shift)), &mut yb, &mut ib);
+    maxpool_forward(&g, &normed, None, &mut y, &mut idx);
+    assert_eq!(ib, idx);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&yb), bits(&y));
+    assert!(yb[2 * first..].iter().all(|&v| v == 0.0));
 }
 
 #[test]

@@ -57,45 +57,60 @@ pub fn maxpool_forward<T: Scalar>(
         assert_eq!(g.planes % scale.len(), 0, "planes per channel");
     }
     let per_channel = bn.map_or(1, |(scale, _)| g.planes / scale.len());
-    let ow = g.ow();
     y.par_chunks_mut(po)
         .zip(idx.par_chunks_mut(po))
         .enumerate()
-        .for_each(|(p, (yp, ip))| {
+        .for_each_init(Vec::new, |normed, (p, (yp, ip))| {
             let xp = &x[p * pi..(p + 1) * pi];
-            let pre = bn.map(|(scale, shift)| (scale[p / per_channel], shift[p / per_channel]));
-            let read = |v: T| pre.map_or(v, |(sc, sh)| bn_relu(v, sc, sh));
-            for (o, (yv, iv)) in yp.iter_mut().zip(ip.iter_mut()).enumerate() {
-                let (oy, ox) = (o / ow, o % ow);
-                let y0 = (oy * g.stride) as isize - g.pad as isize;
-                let x0 = (ox * g.stride) as isize - g.pad as isize;
-                let (ys, ye) = (
-                    y0.max(0) as usize,
-                    ((y0 + g.k as isize).min(g.h as isize)) as usize,
-                );
-                let (xs, xe) = (
-                    x0.max(0) as usize,
-                    ((x0 + g.k as isize).min(g.w as isize)) as usize,
-                );
-                // PyTorch's rule: start at -inf with the window's first index; take a value
-                // when it is greater or NaN.
-                let mut b = T::from_f64(f64::NEG_INFINITY);
-                let mut i = ys * g.w + xs;
-                for iy in ys..ye {
-                    for ix in xs..xe {
-                        let v = read(xp[iy * g.w + ix]);
-                        #[allow(clippy::eq_op)]
-                        let is_nan = v != v;
-                        if v > b || is_nan {
-                            b = v;
-                            i = iy * g.w + ix;
-                        }
+            // Each input value lies in up to k^2 / stride^2 windows: normalise the plane once
+            // into a per-thread buffer rather than on every read (the same bits either way).
+            let plane = match bn {
+                Some((scale, shift)) => {
+                    let (sc, sh) = (scale[p / per_channel], shift[p / per_channel]);
+                    normed.clear();
+                    normed.extend(xp.iter().map(|&v| bn_relu(v, sc, sh)));
+                    &normed[..]
+                }
+                None => xp,
+            };
+            pool_plane(g, plane, yp, ip);
+        });
+}
+
+/// Max pooling of one plane (`x`: `h x w`) into `y` and `idx` (`oh x ow`).
+fn pool_plane<T: Scalar>(g: &PoolGeom, x: &[T], y: &mut [T], idx: &mut [u32]) {
+    let ow = g.ow();
+    // The window's first and one-past-last index along an axis of length `len`, clamped.
+    let span = |o: usize, len: usize| {
+        let s = (o * g.stride) as isize - g.pad as isize;
+        (
+            s.max(0) as usize,
+            ((s + g.k as isize).min(len as isize)) as usize,
+        )
+    };
+    for (oy, (yr, ir)) in y.chunks_mut(ow).zip(idx.chunks_mut(ow)).enumerate() {
+        let (ys, ye) = span(oy, g.h);
+        for (ox, (yv, iv)) in yr.iter_mut().zip(ir.iter_mut()).enumerate() {
+            let (xs, xe) = span(ox, g.w);
+            // PyTorch's rule: start at -inf with the window's first index; take a value when
+            // it is greater or NaN.
+            let mut b = T::from_f64(f64::NEG_INFINITY);
+            let mut i = ys * g.w + xs;
+            for iy in ys..ye {
+                let row = &x[iy * g.w..(iy + 1) * g.w];
+                for (ix, &v) in row.iter().enumerate().take(xe).skip(xs) {
+                    #[allow(clippy::eq_op)]
+                    let is_nan = v != v;
+                    if v > b || is_nan {
+                        b = v;
+                        i = iy * g.w + ix;
                     }
                 }
-                *yv = b;
-                *iv = i as u32;
             }
-        });
+            *yv = b;
+            *iv = i as u32;
+        }
+    }
 }
 
 /// Backward: routes each output gradient to its recorded maximum; `dx` is overwritten.
