@@ -62,8 +62,9 @@ pub fn maxpool_forward<T: Scalar>(
         .enumerate()
         .for_each_init(Vec::new, |normed, (p, (yp, ip))| {
             let xp = &x[p * pi..(p + 1) * pi];
-            // Each input value lies in up to k^2 / stride^2 windows: normalise the plane once
-            // into a per-thread buffer rather than on every read (the same bits either way).
+            // Each input value lies in up to ceil(k / stride)^2 windows (2.25 on average for
+            // the stem's 3 / 2): normalise the plane once into a per-thread buffer rather than
+            // on every read (the same bits either way).
             let plane = match bn {
                 Some((scale, shift)) => {
                     let (sc, sh) = (scale[p / per_channel], shift[p / per_channel]);
