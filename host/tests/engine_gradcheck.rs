@@ -10,7 +10,10 @@
 mod engine_common;
 
 use engine_common::{check_grad, dot, Rng};
-use ogm_host::engine::cpu::conv::{conv2d_backward, conv2d_forward, ConvGeom};
+use ogm_host::engine::cpu::conv::{
+    conv2d_backward, conv2d_forward, im2col_backward_with, im2col_forward_with, ConvGeom,
+    ScratchPool,
+};
 use ogm_host::engine::cpu::elementwise::{
     film_backward, film_forward, gate_backward, gate_forward, relu_backward,
 };
@@ -21,6 +24,7 @@ use ogm_host::engine::cpu::norm::{
 use ogm_host::engine::cpu::pool::{
     avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward, PoolGeom,
 };
+use ogm_host::engine::cpu::winograd;
 use ogm_host::engine::{
     softmax_cross_entropy, AvModel, CpuBackend, FusionKind, Input, Mode, ModelConfig,
 };
@@ -175,6 +179,172 @@ fn conv_row_blocks_on_spare_threads_match_direct_loops() {
             assert!(close(dot(&dx, &u), dx_u), "{what}: dx");
             assert!(close(dot(&dw, &v), dw_v), "{what}: dw");
         }
+    }
+}
+
+/// A 3x3, stride-1, pad-1 convolution (the geometry Winograd takes).
+fn same3(cin: usize, cout: usize, n: usize, h: usize, w: usize) -> ConvGeom {
+    ConvGeom {
+        cin,
+        cout,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        n,
+        h,
+        w,
+    }
+}
+
+/// Winograd F(2x2, 3x3) in `f64` on planes of every parity, down to 1x1 (tiles that hang
+/// over the edge on one or both axes): the forward pass matches the direct loops, and both
+/// gradients match im2col + GEMM (itself checked by finite differences above), all to
+/// 1e-12 of the tensor's scale. Each call is checked against its own pass too: `dw` alone
+/// equals `dw` with `dx`.
+#[test]
+fn winograd_matches_direct_convolution_on_odd_planes() {
+    let mut rng = Rng(31);
+    let pool = ScratchPool::default();
+    for (cin, cout, n, h, w) in [
+        (1, 1, 1, 1, 1),
+        (2, 3, 2, 1, 2),
+        (3, 2, 1, 2, 1),
+        (2, 2, 3, 3, 3),
+        (4, 3, 2, 5, 4),
+        (3, 5, 2, 7, 7),
+        (5, 4, 1, 9, 6),
+        (2, 3, 2, 4, 8),
+        (3, 3, 1, 2, 9),
+    ] {
+        let g = same3(cin, cout, n, h, w);
+        assert!(winograd::applies(&g));
+        let what = format!("{g:?}");
+        let (x, wt, dy) = (
+            rng.vec(g.in_len()),
+            rng.vec(g.w_len()),
+            rng.vec(g.out_len()),
+        );
+        let mut y = vec![f64::NAN; g.out_len()];
+        winograd::forward_with(&pool, &g, &x, &wt, &mut y);
+        engine_common::assert_close(&what, &y, &naive_conv(&g, &x, &wt), 1e-12, 1.0);
+
+        let (mut dw, mut dx) = (vec![f64::NAN; g.w_len()], vec![f64::NAN; g.in_len()]);
+        winograd::backward_with(&pool, &g, &x, &wt, &dy, &mut dw, Some(&mut dx));
+        let (mut dw_ref, mut dx_ref) = (vec![0.0; g.w_len()], vec![0.0; g.in_len()]);
+        im2col_backward_with(&pool, &g, &x, &wt, &dy, &mut dw_ref, Some(&mut dx_ref));
+        engine_common::assert_close(&format!("{what} dx"), &dx, &dx_ref, 1e-12, 1.0);
+        engine_common::assert_close(&format!("{what} dw"), &dw, &dw_ref, 1e-12, 1.0);
+        let mut dw_only = vec![f64::NAN; g.w_len()];
+        winograd::backward_with(&pool, &g, &x, &wt, &dy, &mut dw_only, None);
+        assert_eq!(dw, dw_only, "{what}: dw without dx");
+    }
+}
+
+/// Batches of several tile blocks, split over pools of 1, 2, 3 and 8 threads, and channel
+/// counts wide enough for the GEMMs' row blocks: every thread count gives the direct
+/// convolution's results (forward to 1e-12, gradients through the adjoint identities
+/// `<dx, u> = <dy, conv(u, w)>`, `<dw, v> = <dy, conv(x, v)>`), and the same thread count
+/// gives the same bits twice.
+#[test]
+fn winograd_blocks_and_threads_match_direct_loops() {
+    let mut rng = Rng(32);
+    let pool = ScratchPool::default();
+    for g in [
+        same3(3, 2, 5, 25, 23),
+        same3(40, 48, 1, 7, 7),
+        same3(33, 17, 3, 6, 5),
+    ] {
+        let (x, wt, dy) = (
+            rng.vec(g.in_len()),
+            rng.vec(g.w_len()),
+            rng.vec(g.out_len()),
+        );
+        let (u, v) = (rng.vec(g.in_len()), rng.vec(g.w_len()));
+        let want = naive_conv(&g, &x, &wt);
+        let (dx_u, dw_v) = (
+            dot(&dy, &naive_conv(&g, &u, &wt)),
+            dot(&dy, &naive_conv(&g, &x, &v)),
+        );
+        for threads in [1, 2, 3, 8] {
+            let tp = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let what = format!("{g:?}, {threads} threads");
+            let run = || {
+                tp.install(|| {
+                    let mut y = vec![0.0; g.out_len()];
+                    winograd::forward_with(&pool, &g, &x, &wt, &mut y);
+                    let (mut dw, mut dx) = (vec![0.0; g.w_len()], vec![0.0; g.in_len()]);
+                    winograd::backward_with(&pool, &g, &x, &wt, &dy, &mut dw, Some(&mut dx));
+                    (y, dx, dw)
+                })
+            };
+            let (y, dx, dw) = run();
+            engine_common::assert_close(&what, &y, &want, 1e-12, 1.0);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * (1.0 + b.abs());
+            assert!(close(dot(&dx, &u), dx_u), "{what}: dx");
+            assert!(close(dot(&dw, &v), dw_v), "{what}: dw");
+            assert!(run() == (y, dx, dw), "{what}: a second run differs");
+        }
+    }
+}
+
+/// In `f32`, on a layer of the model's size (64 channels, 14x14, 4 samples), Winograd stays
+/// within 1e-5 of each tensor's scale of the `f64` direct convolution, as im2col + GEMM
+/// does: the transforms' additions and halvings cost no more than rounding.
+#[test]
+fn winograd_f32_error_is_rounding() {
+    let mut rng = Rng(33);
+    let g = same3(64, 64, 4, 14, 14);
+    let (x, wt, dy) = (
+        rng.vec(g.in_len()),
+        rng.vec(g.w_len()),
+        rng.vec(g.out_len()),
+    );
+    let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+    let back = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let (xf, wf, dyf) = (f(&x), f(&wt), f(&dy));
+    // The f64 reference from the rounded inputs, so that only the arithmetic differs.
+    let (x64, w64, dy64) = (back(&xf), back(&wf), back(&dyf));
+    let (p32, p64) = (ScratchPool::<f32>::default(), ScratchPool::<f64>::default());
+    let mut y_ref = vec![0.0; g.out_len()];
+    im2col_forward_with(&p64, &g, &x64, &w64, &mut y_ref);
+    let (mut dw_ref, mut dx_ref) = (vec![0.0; g.w_len()], vec![0.0; g.in_len()]);
+    im2col_backward_with(&p64, &g, &x64, &w64, &dy64, &mut dw_ref, Some(&mut dx_ref));
+    let mut y = vec![0.0f32; g.out_len()];
+    winograd::forward_with(&p32, &g, &xf, &wf, &mut y);
+    let (mut dw, mut dx) = (vec![0.0f32; g.w_len()], vec![0.0f32; g.in_len()]);
+    winograd::backward_with(&p32, &g, &xf, &wf, &dyf, &mut dw, Some(&mut dx));
+    engine_common::assert_close("f32 y", &back(&y), &y_ref, 1e-5, 0.0);
+    engine_common::assert_close("f32 dx", &back(&dx), &dx_ref, 1e-5, 0.0);
+    engine_common::assert_close("f32 dw", &back(&dw), &dw_ref, 1e-5, 0.0);
+}
+
+/// The dispatch: the 3x3 stride-1 pad-1 convolutions go to Winograd, everything else (the
+/// stem's 7x7, strided 3x3s, 1x1 shortcuts, unpadded 3x3s) to im2col + GEMM.
+#[test]
+fn winograd_takes_exactly_the_same_padded_3x3s() {
+    let g = |k, stride, pad| ConvGeom {
+        cin: 2,
+        cout: 2,
+        k,
+        stride,
+        pad,
+        n: 1,
+        h: 8,
+        w: 8,
+    };
+    assert!(winograd::applies(&g(3, 1, 1)));
+    for (k, stride, pad) in [
+        (7, 2, 3),
+        (3, 2, 1),
+        (1, 2, 0),
+        (1, 1, 0),
+        (3, 1, 0),
+        (5, 1, 2),
+    ] {
+        assert!(!winograd::applies(&g(k, stride, pad)), "{k} {stride} {pad}");
     }
 }
 

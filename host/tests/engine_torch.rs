@@ -174,7 +174,26 @@ fn run_case<T: Scalar>(fusion: FusionKind, tol: &Tol) {
         }
         for t in &table {
             let want = get(&io, &format!("{opt}.{}", t.name));
-            let got = back(&m.read_tensor(&t.name).unwrap());
+            let mut got = back(&m.read_tensor(&t.name).unwrap());
+            if opt != "sgd" {
+                // Adam's step for a gradient that is mathematically zero (a tap that only
+                // sees padding, a channel behind dead ReLUs) is `lr g / (|g| + eps)` of the
+                // rounding residue `g`: a residue of 1e-14 moves it by 1e-8, whatever the
+                // optimiser does. Where PyTorch's first gradient is exactly zero the step is
+                // held to 1e-6 absolute (a real Adam step is about lr = 1e-2); everywhere
+                // else to the tolerance below.
+                let g0 = &get(&io, &format!("grad.{}", t.name)).data;
+                for ((v, w), g) in got.iter_mut().zip(&want.data).zip(g0) {
+                    if *g == 0.0 {
+                        assert!(
+                            (*v - w).abs() <= 1e-6,
+                            "{name} {opt} {}: {v} against {w} where the gradient is zero",
+                            t.name
+                        );
+                        *v = *w;
+                    }
+                }
+            }
             assert_close(
                 &format!("{name} {opt} {}", t.name),
                 &got,

@@ -1,4 +1,5 @@
-//! 2-D convolution (square kernel, stride, zero padding, no bias) as im2col + GEMM.
+//! 2-D convolution (square kernel, stride, zero padding, no bias) as im2col + GEMM, and the
+//! dispatch that sends the 3x3 stride-1 ones to [`winograd`].
 //!
 //! Samples are split into one part per thread; each part lowers a few samples at a time into
 //! a private column buffer and multiplies. Parts write disjoint columns of the output, and
@@ -7,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::{gemm_rows, partition, row_splits, threads, Mat, SendPtr};
+use super::{gemm_rows, partition, row_splits, threads, winograd, Mat, SendPtr};
 use crate::engine::scalar::Scalar;
 
 /// The shape of one convolution over a CNHW batch (the GPU kernels' type, shared by both
@@ -133,8 +134,24 @@ pub fn conv2d_forward<T: Scalar>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
     conv2d_forward_with(&ScratchPool::default(), g, x, w, y)
 }
 
-/// [`conv2d_forward`] drawing its lowering buffers from `pool`.
+/// [`conv2d_forward`] drawing its buffers from `pool`: Winograd F(2x2, 3x3) where it
+/// [applies](winograd::applies), im2col + GEMM elsewhere.
 pub fn conv2d_forward_with<T: Scalar>(
+    pool: &ScratchPool<T>,
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    y: &mut [T],
+) {
+    if winograd::applies(g) {
+        winograd::forward_with(pool, g, x, w, y)
+    } else {
+        im2col_forward_with(pool, g, x, w, y)
+    }
+}
+
+/// The forward pass as im2col + GEMM, for every geometry.
+pub fn im2col_forward_with<T: Scalar>(
     pool: &ScratchPool<T>,
     g: &ConvGeom,
     x: &[T],
@@ -193,8 +210,26 @@ pub fn conv2d_backward<T: Scalar>(
     conv2d_backward_with(&ScratchPool::default(), g, x, w, dy, dw, dx)
 }
 
-/// [`conv2d_backward`] drawing its buffers from `pool`.
+/// [`conv2d_backward`] drawing its buffers from `pool`: Winograd F(2x2, 3x3) where it
+/// [applies](winograd::applies), im2col + GEMM elsewhere.
 pub fn conv2d_backward_with<T: Scalar>(
+    pool: &ScratchPool<T>,
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    dx: Option<&mut [T]>,
+) {
+    if winograd::applies(g) {
+        winograd::backward_with(pool, g, x, w, dy, dw, dx)
+    } else {
+        im2col_backward_with(pool, g, x, w, dy, dw, dx)
+    }
+}
+
+/// The backward pass as im2col + GEMM, for every geometry.
+pub fn im2col_backward_with<T: Scalar>(
     pool: &ScratchPool<T>,
     g: &ConvGeom,
     x: &[T],

@@ -13,6 +13,7 @@ pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod pool;
+pub mod winograd;
 
 use std::ops::Range;
 

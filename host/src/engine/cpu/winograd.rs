@@ -1,0 +1,520 @@
+//! Winograd F(2x2, 3x3) for the 3x3, stride-1, pad-1 convolutions (13 of the 20 in each of
+//! the model's ResNet-18s, and about three quarters of its multiply-adds).
+//!
+//! Each 2x2 output tile is computed from the 4x4 input patch around it as
+//! `Y = A^T [U ⊙ V] A` with `U = G g G^T` (the kernel, transformed once per call) and
+//! `V = B^T d B` (the patch), so a tile costs 16 multiplies per channel pair where the direct
+//! convolution costs 36. Over a batch that is 16 GEMMs: `M[e] = U[e] V[e]`, `U[e]` of
+//! `cout x cin`, `V[e]` of `cin x tiles`, one for each of the 16 positions `e` of the 4x4
+//! transform domain.
+//!
+//! All three passes use the same transforms:
+//! - forward: as above;
+//! - data gradient: the same convolution of `dy` with the kernel rotated by 180 degrees and
+//!   its channel axes swapped. Rotating `g` swaps rows 0 and 3 of `G g` (`G J = P G`), so
+//!   the rotated kernel's transform is `U` with positions 0 and 3 swapped on both axes, read
+//!   transposed: no second kernel transform;
+//! - weight gradient: `dL/dU[e] = sum over tiles of (A dY A^T)[e] V[e]^T` (16 GEMMs whose
+//!   inner dimension is the number of tiles, the best shape a GEMM can get), then
+//!   `dL/dg = G^T dL/dU G`.
+//!
+//! The transforms use only additions and halvings, so the result differs from the direct
+//! convolution by rounding alone (about 1e-6 of the output's scale in `f32`, 1e-15 in
+//! `f64`; the tests hold it to that). A non-finite input value reaches every output of the
+//! tiles whose patch holds it (the direct convolution spreads it to its 3x3 neighbourhood):
+//! the loss is non-finite either way, which the trainer reports.
+//!
+//! Work is cut as in [`super::conv`]: blocks of consecutive tiles, up to two parts per
+//! thread, the GEMMs' rows cut further when parts are fewer than threads, the weight
+//! gradient's partial sums added in part order. Results depend only on sizes and the thread
+//! count.
+
+use rayon::prelude::*;
+
+use super::conv::{ConvGeom, ScratchPool};
+use super::{gemm_rows, partition, row_splits, threads, Mat, SendPtr};
+use crate::engine::scalar::Scalar;
+
+/// Positions of the 4x4 transform domain.
+const E: usize = 16;
+
+/// Whether a convolution is one this module computes: 3x3, stride 1, padding 1 (so the
+/// output plane is the input plane).
+pub fn applies(g: &ConvGeom) -> bool {
+    g.k == 3 && g.stride == 1 && g.pad == 1
+}
+
+/// Tiles along each axis of a `h x w` plane.
+fn tiles_of(h: usize, w: usize) -> (usize, usize) {
+    (h.div_ceil(2), w.div_ceil(2))
+}
+
+/// Tiles transformed and multiplied at once, for `total` tiles in the batch. Every GEMM
+/// packs its whole `U[e]` (one element a multiply-add per tile of the block) and then does
+/// `tb` multiply-adds per packed element, so blocks under about 256 tiles lose a large share
+/// to packing; above that, smaller is better (the block's 16 matrices stay in cache between
+/// the transforms and the GEMMs). The block count is rounded to a multiple of the thread
+/// count so that parts come out even.
+fn block_tiles(total: usize) -> usize {
+    const MIN: usize = 256;
+    let t = threads();
+    let mut blocks = (total / MIN).max(1);
+    if blocks > t {
+        blocks = blocks.div_ceil(t) * t;
+    }
+    total.div_ceil(blocks).max(1)
+}
+
+/// Elements between two positions' matrices in a transformed block of `c` channels and `tb`
+/// tiles. The 16 matrices are read and written together, one element of each per tile: 16
+/// streams that, a power of two apart, would share a handful of L1 sets and evict each
+/// other; one cache line more moves each stream to sets of its own. The layouts written
+/// `[16][c][tb]` below (and `U`'s `[16][cout][cin]`) are at this stride.
+fn e_stride(c: usize, tb: usize) -> usize {
+    c * tb + 16
+}
+
+/// The tile blocks of a convolution and their split into parallel parts (ranges of block
+/// indices). Depends only on the sizes and the thread count.
+struct Plan {
+    tiles: usize,
+    tb: usize,
+    parts: Vec<std::ops::Range<usize>>,
+}
+
+impl Plan {
+    fn new(g: &ConvGeom) -> Plan {
+        let (th, tw) = tiles_of(g.h, g.w);
+        let tiles = g.n * th * tw;
+        let tb = block_tiles(tiles);
+        let blocks = tiles.div_ceil(tb);
+        Plan {
+            tiles,
+            tb,
+            parts: partition(blocks, blocks.min(2 * threads())),
+        }
+    }
+
+    /// The tile range of block `b`.
+    fn block(&self, b: usize) -> (usize, usize) {
+        (b * self.tb, ((b + 1) * self.tb).min(self.tiles))
+    }
+}
+
+/// `U = G g G^T` for every kernel, laid out `[16][cout][cin]`.
+fn kernel_transform<T: Scalar>(g: &ConvGeom, w: &[T], u: &mut [T]) {
+    let half = T::from_f64(0.5);
+    let us = e_stride(g.cout, g.cin);
+    // Kernels are [cout][cin][3][3]: pair p = co*cin + ci, the layout of each U[e].
+    for (p, k) in w.chunks_exact(9).enumerate() {
+        // Rows of G g: g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 (each a row of three).
+        let mut gg = [[T::ZERO; 3]; 4];
+        for c in 0..3 {
+            let (a, b, d) = (k[c], k[3 + c], k[6 + c]);
+            gg[0][c] = a;
+            gg[1][c] = (a + b + d) * half;
+            gg[2][c] = (a - b + d) * half;
+            gg[3][c] = d;
+        }
+        for (r, row) in gg.iter().enumerate() {
+            let [a, b, d] = *row;
+            let out = [a, (a + b + d) * half, (a - b + d) * half, d];
+            for (s, v) in out.into_iter().enumerate() {
+                u[(r * 4 + s) * us + p] = v;
+            }
+        }
+    }
+}
+
+/// `dL/dg = G^T dL/dU G` for every kernel, `du` laid out `[16][cout][cin]`, `dw` as the
+/// kernels `[cout][cin][3][3]` (overwritten).
+fn kernel_gradient<T: Scalar>(g: &ConvGeom, du: &[T], dw: &mut [T]) {
+    let half = T::from_f64(0.5);
+    let us = e_stride(g.cout, g.cin);
+    // G^T maps four values (a, b, c, d) to (a + (b+c)/2, (b-c)/2, (b+c)/2 + d).
+    let gt = |[a, b, c, d]: [T; 4]| [a + (b + c) * half, (b - c) * half, (b + c) * half + d];
+    for (p, out) in dw.chunks_exact_mut(9).enumerate() {
+        let at = |r: usize, s: usize| du[(r * 4 + s) * us + p];
+        // Columns first: for each column s, G^T over the four rows.
+        let mut cols = [[T::ZERO; 3]; 4];
+        for (s, col) in cols.iter_mut().enumerate() {
+            *col = gt([at(0, s), at(1, s), at(2, s), at(3, s)]);
+        }
+        for r in 0..3 {
+            let row = gt([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
+            out[r * 3..r * 3 + 3].copy_from_slice(&row);
+        }
+    }
+}
+
+/// The tiles `t0..t1` of a batch, one run per tile row: `(sample, tile row, first tile
+/// column, end tile column, index of the run's first tile within the block)`.
+fn tile_runs(
+    t0: usize,
+    t1: usize,
+    th: usize,
+    tw: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize, usize)> {
+    let mut t = t0;
+    std::iter::from_fn(move || {
+        if t >= t1 {
+            return None;
+        }
+        let (row, tx0) = (t / tw, t % tw);
+        let tx1 = tw.min(tx0 + (t1 - t));
+        let run = (row / th, row % th, tx0, tx1, t - t0);
+        t += tx1 - tx0;
+        Some(run)
+    })
+}
+
+/// `V = B^T d B` for the 4x4 patches around tiles `t0..t1` of the CNHW tensor `src` (`c`
+/// channels, `nb` samples, `h x w` planes, zero outside), into `v` laid out `[16][c][tb]`
+/// (`tb = t1 - t0`). `rows` is scratch for four padded rows.
+fn input_transform<T: Scalar>(
+    src: &[T],
+    (c, nb, h, w): (usize, usize, usize, usize),
+    t0: usize,
+    t1: usize,
+    v: &mut [T],
+    rows: &mut Vec<T>,
+) {
+    let (th, tw) = tiles_of(h, w);
+    let tb = t1 - t0;
+    let es = e_stride(c, tb);
+    // Padded row: index j holds input column j - 1; 2*tw + 2 >= w + 2 columns.
+    let pw = 2 * tw + 2;
+    rows.clear();
+    rows.resize(4 * pw, T::ZERO);
+    let plane = h * w;
+    for ci in 0..c {
+        for (n, ty, tx0, tx1, j0) in tile_runs(t0, t1, th, tw) {
+            let base = (ci * nb + n) * plane;
+            for r in 0..4 {
+                let dst = &mut rows[r * pw..(r + 1) * pw];
+                let iy = (2 * ty + r) as isize - 1;
+                if iy < 0 || iy >= h as isize {
+                    dst.fill(T::ZERO);
+                } else {
+                    let s = base + iy as usize * w;
+                    dst[0] = T::ZERO;
+                    dst[1..1 + w].copy_from_slice(&src[s..s + w]);
+                    dst[1 + w..].fill(T::ZERO);
+                }
+            }
+            // B^T down the columns: (p0 - p2, p1 + p2, p2 - p1, p1 - p3), in place.
+            let (r0, rest) = rows.split_at_mut(pw);
+            let (r1, rest) = rest.split_at_mut(pw);
+            let (r2, r3) = rest.split_at_mut(pw);
+            for j in 0..pw {
+                let (p0, p1, p2, p3) = (r0[j], r1[j], r2[j], r3[j]);
+                r0[j] = p0 - p2;
+                r1[j] = p1 + p2;
+                r2[j] = p2 - p1;
+                r3[j] = p1 - p3;
+            }
+            // B along each row of every tile: columns 2tx .. 2tx+3 of the padded rows.
+            for (r, q) in [&*r0, &*r1, &*r2, &*r3].into_iter().enumerate() {
+                for (i, tx) in (tx0..tx1).enumerate() {
+                    let (a, b, cc, d) = (q[2 * tx], q[2 * tx + 1], q[2 * tx + 2], q[2 * tx + 3]);
+                    let at = ci * tb + j0 + i;
+                    v[(r * 4) * es + at] = a - cc;
+                    v[(r * 4 + 1) * es + at] = b + cc;
+                    v[(r * 4 + 2) * es + at] = cc - b;
+                    v[(r * 4 + 3) * es + at] = b - d;
+                }
+            }
+        }
+    }
+}
+
+/// `A dY A^T` for the 2x2 output-gradient tiles `t0..t1` of the CNHW tensor `dy` (`c`
+/// channels, zero outside the plane), into `d` laid out `[16][c][tb]`.
+fn gradient_transform<T: Scalar>(
+    dy: &[T],
+    (c, nb, h, w): (usize, usize, usize, usize),
+    t0: usize,
+    t1: usize,
+    d: &mut [T],
+    rows: &mut Vec<T>,
+) {
+    let (th, tw) = tiles_of(h, w);
+    let tb = t1 - t0;
+    let es = e_stride(c, tb);
+    let plane = h * w;
+    // Two rows padded with zeros to the tiles' 2*tw columns.
+    let pw = 2 * tw;
+    rows.clear();
+    rows.resize(2 * pw, T::ZERO);
+    for ci in 0..c {
+        for (n, ty, tx0, tx1, j0) in tile_runs(t0, t1, th, tw) {
+            let base = (ci * nb + n) * plane;
+            for r in 0..2 {
+                let dst = &mut rows[r * pw..(r + 1) * pw];
+                let y = 2 * ty + r;
+                if y < h {
+                    dst[..w].copy_from_slice(&dy[base + y * w..base + (y + 1) * w]);
+                    dst[w..].fill(T::ZERO);
+                } else {
+                    dst.fill(T::ZERO);
+                }
+            }
+            let (y0, y1) = rows.split_at(pw);
+            for (i, tx) in (tx0..tx1).enumerate() {
+                let (a, b, cc, dd) = (y0[2 * tx], y0[2 * tx + 1], y1[2 * tx], y1[2 * tx + 1]);
+                // A maps (u, v) to (u, u + v, u - v, -v): down the tile's two columns, then
+                // along each of the four rows.
+                let c0 = [a, a + cc, a - cc, -cc];
+                let c1 = [b, b + dd, b - dd, -dd];
+                let at = ci * tb + j0 + i;
+                for r in 0..4 {
+                    let (u, v) = (c0[r], c1[r]);
+                    d[(r * 4) * es + at] = u;
+                    d[(r * 4 + 1) * es + at] = u + v;
+                    d[(r * 4 + 2) * es + at] = u - v;
+                    d[(r * 4 + 3) * es + at] = -v;
+                }
+            }
+        }
+    }
+}
+
+/// `Y = A^T M A` for tiles `t0..t1`, `m` laid out `[16][c][tb]`, written into the CNHW
+/// tensor at `dst` (`c` channels, `nb` samples, `h x w` planes; positions past the plane's
+/// edge dropped).
+///
+/// # Safety
+/// `dst` must be valid for the whole tensor, and no other thread may access the output
+/// positions of tiles `t0..t1` during the call.
+unsafe fn output_transform<T: Scalar>(
+    m: &[T],
+    (c, nb, h, w): (usize, usize, usize, usize),
+    t0: usize,
+    t1: usize,
+    dst: SendPtr<T>,
+) {
+    let (th, tw) = tiles_of(h, w);
+    let tb = t1 - t0;
+    let es = e_stride(c, tb);
+    let plane = h * w;
+    for ci in 0..c {
+        for (n, ty, tx0, tx1, j0) in tile_runs(t0, t1, th, tw) {
+            let (x0, x1) = (2 * tx0, (2 * tx1).min(w));
+            let row_at = |y: usize| {
+                // SAFETY: row y of plane (ci, n) lies in the tensor; columns x0..x1 belong
+                // to this run's tiles, which the caller gives this call alone.
+                unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.get().add((ci * nb + n) * plane + y * w + x0),
+                        x1 - x0,
+                    )
+                }
+            };
+            let out0 = row_at(2 * ty);
+            let mut out1 = (2 * ty + 1 < h).then(|| row_at(2 * ty + 1));
+            for i in 0..tx1 - tx0 {
+                let at = ci * tb + j0 + i;
+                let mv = |e: usize| m[e * es + at];
+                // A^T down the columns: s0 = m0 + m1 + m2, s1 = m1 - m2 - m3.
+                let mut s0 = [T::ZERO; 4];
+                let mut s1 = [T::ZERO; 4];
+                for col in 0..4 {
+                    let (a, b, cc, d) = (mv(col), mv(4 + col), mv(8 + col), mv(12 + col));
+                    s0[col] = a + b + cc;
+                    s1[col] = b - cc - d;
+                }
+                let row = |s: [T; 4]| [s[0] + s[1] + s[2], s[1] - s[2] - s[3]];
+                let (y0, y1) = (row(s0), row(s1));
+                let x = 2 * i;
+                out0[x] = y0[0];
+                if x + 1 < out0.len() {
+                    out0[x + 1] = y0[1];
+                }
+                if let Some(o) = out1.as_deref_mut() {
+                    o[x] = y1[0];
+                    if x + 1 < o.len() {
+                        o[x + 1] = y1[1];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward: `y = conv(x, w)` (overwritten) for a convolution that [`applies`].
+pub fn forward_with<T: Scalar>(pool: &ScratchPool<T>, g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
+    assert!(
+        applies(g),
+        "winograd: not a 3x3 stride-1 pad-1 convolution: {g:?}"
+    );
+    assert_eq!(x.len(), g.in_len());
+    assert_eq!(w.len(), g.w_len());
+    assert_eq!(y.len(), g.out_len());
+    let mut u = pool.take(E * e_stride(g.cout, g.cin));
+    kernel_transform(g, w, &mut u);
+    let plan = Plan::new(g);
+    let splits = row_splits(g.cout, plan.parts.len());
+    let yp = SendPtr(y.as_mut_ptr());
+    let u_all = &u[..E * e_stride(g.cout, g.cin)];
+    plan.parts.par_iter().for_each(|part| {
+        let mut v = pool.take(E * e_stride(g.cin, plan.tb));
+        let mut m = pool.take(E * e_stride(g.cout, plan.tb));
+        let mut rows = Vec::new();
+        for b in part.clone() {
+            let (t0, t1) = plan.block(b);
+            let tb = t1 - t0;
+            input_transform(x, (g.cin, g.n, g.h, g.w), t0, t1, &mut v, &mut rows);
+            for e in 0..E {
+                // SAFETY: m is this part's own buffer of 16 x cout x tb (or more) values.
+                unsafe {
+                    gemm_rows(
+                        splits,
+                        g.cout,
+                        g.cin,
+                        tb,
+                        T::ONE,
+                        Mat::rm(u_all, g.cin).at(e * e_stride(g.cout, g.cin)),
+                        Mat::rm(&v, tb).at(e * e_stride(g.cin, tb)),
+                        T::ZERO,
+                        m.as_mut_ptr().add(e * e_stride(g.cout, tb)),
+                        tb,
+                    )
+                };
+            }
+            // SAFETY: y holds the whole output; tiles t0..t1 belong to this part alone.
+            unsafe { output_transform(&m, (g.cout, g.n, g.h, g.w), t0, t1, yp) };
+        }
+        pool.give(v);
+        pool.give(m);
+    });
+    pool.give(u);
+}
+
+/// Backward for a convolution that [`applies`]: the weight gradient `dw` (overwritten) and,
+/// when asked, the input gradient `dx` (overwritten), from the output gradient `dy`.
+pub fn backward_with<T: Scalar>(
+    pool: &ScratchPool<T>,
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    dx: Option<&mut [T]>,
+) {
+    assert!(
+        applies(g),
+        "winograd: not a 3x3 stride-1 pad-1 convolution: {g:?}"
+    );
+    assert_eq!(x.len(), g.in_len());
+    assert_eq!(w.len(), g.w_len());
+    assert_eq!(dy.len(), g.out_len());
+    assert_eq!(dw.len(), g.w_len());
+    let us = e_stride(g.cout, g.cin);
+    let dxp = dx.map(|d| {
+        assert_eq!(d.len(), g.in_len());
+        SendPtr(d.as_mut_ptr())
+    });
+    let plan = Plan::new(g);
+    if plan.tiles == 0 {
+        // An empty batch: no gradient, and dx has no elements.
+        dw.fill(T::ZERO);
+        return;
+    }
+    let mut u_buf = Vec::new();
+    if dxp.is_some() {
+        u_buf = pool.take(E * us);
+        kernel_transform(g, w, &mut u_buf);
+    }
+    let u = &u_buf[..];
+    let (du_splits, dx_splits) = (
+        row_splits(g.cout, plan.parts.len()),
+        row_splits(g.cin, plan.parts.len()),
+    );
+    let cmax = g.cin.max(g.cout);
+    let partials: Vec<Vec<T>> = plan
+        .parts
+        .par_iter()
+        .map(|part| {
+            let mut pdu = pool.take(E * us);
+            // v: the input's patches, then (for dx) dy's; d: dy's tiles for the weight
+            // gradient; m: dx's transform-domain products.
+            let mut v = pool.take(E * e_stride(cmax, plan.tb));
+            let mut d = pool.take(E * e_stride(g.cout, plan.tb));
+            let mut m = if dxp.is_some() {
+                pool.take(E * e_stride(g.cin, plan.tb))
+            } else {
+                Vec::new()
+            };
+            let mut rows = Vec::new();
+            for b in part.clone() {
+                let (t0, t1) = plan.block(b);
+                let tb = t1 - t0;
+                input_transform(x, (g.cin, g.n, g.h, g.w), t0, t1, &mut v, &mut rows);
+                gradient_transform(dy, (g.cout, g.n, g.h, g.w), t0, t1, &mut d, &mut rows);
+                // dU[e] (+)= D[e] V[e]^T; the part's first block overwrites the buffer.
+                let beta = if b == part.start { T::ZERO } else { T::ONE };
+                for e in 0..E {
+                    // SAFETY: pdu is this part's own buffer of 16 x cout x cin values.
+                    unsafe {
+                        gemm_rows(
+                            du_splits,
+                            g.cout,
+                            tb,
+                            g.cin,
+                            T::ONE,
+                            Mat::rm(&d, tb).at(e * e_stride(g.cout, tb)),
+                            Mat::tr(&v, tb).at(e * e_stride(g.cin, tb)),
+                            beta,
+                            pdu.as_mut_ptr().add(e * us),
+                            g.cin,
+                        )
+                    };
+                }
+                let Some(dxp) = dxp else { continue };
+                // dx is the convolution of dy with the rotated, transposed kernels, whose
+                // transform at (r, s) is U at (p(r), p(s)) read transposed, p swapping 0, 3.
+                input_transform(dy, (g.cout, g.n, g.h, g.w), t0, t1, &mut v, &mut rows);
+                let p = |i: usize| [3, 1, 2, 0][i];
+                for e in 0..E {
+                    let ue = p(e / 4) * 4 + p(e % 4);
+                    // SAFETY: m is this part's own buffer of 16 x cin x tb (or more) values.
+                    unsafe {
+                        gemm_rows(
+                            dx_splits,
+                            g.cin,
+                            g.cout,
+                            tb,
+                            T::ONE,
+                            Mat::tr(u, g.cin).at(ue * us),
+                            Mat::rm(&v, tb).at(e * e_stride(g.cout, tb)),
+                            T::ZERO,
+                            m.as_mut_ptr().add(e * e_stride(g.cin, tb)),
+                            tb,
+                        )
+                    };
+                }
+                // SAFETY: dx holds the whole input; tiles t0..t1 belong to this part alone.
+                unsafe { output_transform(&m, (g.cin, g.n, g.h, g.w), t0, t1, dxp) };
+            }
+            pool.give(v);
+            pool.give(d);
+            if !m.is_empty() {
+                pool.give(m);
+            }
+            pdu
+        })
+        .collect();
+    let mut du = partials.into_iter();
+    let mut sum = du.next().expect("a convolution has at least one part");
+    for p in du {
+        for (s, v) in sum[..E * us].iter_mut().zip(&p) {
+            *s += *v;
+        }
+        pool.give(p);
+    }
+    kernel_gradient(g, &sum[..E * us], dw);
+    pool.give(sum);
+    if !u_buf.is_empty() {
+        pool.give(u_buf);
+    }
+}
