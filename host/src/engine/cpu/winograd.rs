@@ -182,8 +182,12 @@ fn input_transform<T: Scalar>(
     let (th, tw) = tiles_of(h, w);
     let tb = t1 - t0;
     let es = e_stride(c, tb);
-    // Padded row: index j holds input column j - 1; 2*tw + 2 >= w + 2 columns.
-    let pw = 2 * tw + 2;
+    // Each padded row (index p holds input column p - 1, zero outside) is stored split by
+    // parity: its even indices, then its odd ones, tw + 1 of each. Tile tx then reads
+    // indices tx and tx + 1 of both halves, so that every loop below runs over contiguous
+    // values and vectorises.
+    let hw = tw + 1;
+    let pw = 2 * hw;
     rows.clear();
     rows.resize(4 * pw, T::ZERO);
     let plane = h * w;
@@ -191,15 +195,23 @@ fn input_transform<T: Scalar>(
         for (n, ty, tx0, tx1, j0) in tile_runs(t0, t1, th, tw) {
             let base = (ci * nb + n) * plane;
             for r in 0..4 {
-                let dst = &mut rows[r * pw..(r + 1) * pw];
+                let (even, odd) = rows[r * pw..(r + 1) * pw].split_at_mut(hw);
+                even.fill(T::ZERO);
+                odd.fill(T::ZERO);
                 let iy = (2 * ty + r) as isize - 1;
                 if iy < 0 || iy >= h as isize {
-                    dst.fill(T::ZERO);
-                } else {
-                    let s = base + iy as usize * w;
-                    dst[0] = T::ZERO;
-                    dst[1..1 + w].copy_from_slice(&src[s..s + w]);
-                    dst[1 + w..].fill(T::ZERO);
+                    continue;
+                }
+                let srow = &src[base + iy as usize * w..base + (iy as usize + 1) * w];
+                // Input column 2k is padded index 2k + 1 (odd k), column 2k + 1 is padded
+                // index 2k + 2 (even k + 1).
+                let pairs = srow.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    odd[w / 2] = *last;
+                }
+                for (k, pair) in pairs.enumerate() {
+                    odd[k] = pair[0];
+                    even[k + 1] = pair[1];
                 }
             }
             // B^T down the columns: (p0 - p2, p1 + p2, p2 - p1, p1 - p3), in place.
@@ -213,15 +225,27 @@ fn input_transform<T: Scalar>(
                 r2[j] = p2 - p1;
                 r3[j] = p1 - p3;
             }
-            // B along each row of every tile: columns 2tx .. 2tx+3 of the padded rows.
+            // B along each row of every tile (padded columns 2tx .. 2tx+3: even tx, odd tx,
+            // even tx+1, odd tx+1), into the run's stretch of the row's four matrices.
+            let (cnt, off) = (tx1 - tx0, ci * tb + j0);
             for (r, q) in [&*r0, &*r1, &*r2, &*r3].into_iter().enumerate() {
-                for (i, tx) in (tx0..tx1).enumerate() {
-                    let (a, b, cc, d) = (q[2 * tx], q[2 * tx + 1], q[2 * tx + 2], q[2 * tx + 3]);
-                    let at = ci * tb + j0 + i;
-                    v[(r * 4) * es + at] = a - cc;
-                    v[(r * 4 + 1) * es + at] = b + cc;
-                    v[(r * 4 + 2) * es + at] = cc - b;
-                    v[(r * 4 + 3) * es + at] = b - d;
+                let (even, odd) = q.split_at(hw);
+                let (e, o) = (&even[tx0..tx1 + 1], &odd[tx0..tx1 + 1]);
+                let [v0, v1, v2, v3] = [0, 1, 2, 3].map(|k| (r * 4 + k) * es + off);
+                let (m0, rest) = v[v0..].split_at_mut(v1 - v0);
+                let (m1, rest) = rest.split_at_mut(v2 - v1);
+                let (m2, m3) = rest.split_at_mut(v3 - v2);
+                let (m0, m1, m2, m3) = (
+                    &mut m0[..cnt],
+                    &mut m1[..cnt],
+                    &mut m2[..cnt],
+                    &mut m3[..cnt],
+                );
+                for i in 0..cnt {
+                    m0[i] = e[i] - e[i + 1];
+                    m1[i] = o[i] + e[i + 1];
+                    m2[i] = e[i + 1] - o[i];
+                    m3[i] = o[i] - o[i + 1];
                 }
             }
         }
@@ -281,7 +305,7 @@ fn gradient_transform<T: Scalar>(
 
 /// `Y = A^T M A` for tiles `t0..t1`, `m` laid out `[16][c][tb]`, written into the CNHW
 /// tensor at `dst` (`c` channels, `nb` samples, `h x w` planes; positions past the plane's
-/// edge dropped).
+/// edge dropped). `stage` is scratch for two rows.
 ///
 /// # Safety
 /// `dst` must be valid for the whole tensor, and no other thread may access the output
@@ -292,11 +316,14 @@ unsafe fn output_transform<T: Scalar>(
     t0: usize,
     t1: usize,
     dst: SendPtr<T>,
+    stage: &mut Vec<T>,
 ) {
     let (th, tw) = tiles_of(h, w);
     let tb = t1 - t0;
     let es = e_stride(c, tb);
     let plane = h * w;
+    stage.clear();
+    stage.resize(4 * tw, T::ZERO);
     for ci in 0..c {
         for (n, ty, tx0, tx1, j0) in tile_runs(t0, t1, th, tw) {
             let (x0, x1) = (2 * tx0, (2 * tx1).min(w));
@@ -311,10 +338,18 @@ unsafe fn output_transform<T: Scalar>(
                 }
             };
             let out0 = row_at(2 * ty);
-            let mut out1 = (2 * ty + 1 < h).then(|| row_at(2 * ty + 1));
-            for i in 0..tx1 - tx0 {
-                let at = ci * tb + j0 + i;
-                let mv = |e: usize| m[e * es + at];
+            let out1 = (2 * ty + 1 < h).then(|| row_at(2 * ty + 1));
+            let cnt = tx1 - tx0;
+            let off = ci * tb + j0;
+            // The run's stretch of each of the 16 matrices, and its two output rows staged
+            // whole (2 * cnt columns; the last tile may hang over the plane's edge).
+            let ms: [&[T]; E] = std::array::from_fn(|e| &m[e * es + off..e * es + off + cnt]);
+            let (st0, st1) = stage.split_at_mut(2 * tw);
+            let pairs = st0[..2 * cnt]
+                .chunks_exact_mut(2)
+                .zip(st1[..2 * cnt].chunks_exact_mut(2));
+            for (i, (o0, o1)) in pairs.enumerate() {
+                let mv = |e: usize| ms[e][i];
                 // A^T down the columns: s0 = m0 + m1 + m2, s1 = m1 - m2 - m3.
                 let mut s0 = [T::ZERO; 4];
                 let mut s1 = [T::ZERO; 4];
@@ -323,19 +358,14 @@ unsafe fn output_transform<T: Scalar>(
                     s0[col] = a + b + cc;
                     s1[col] = b - cc - d;
                 }
-                let row = |s: [T; 4]| [s[0] + s[1] + s[2], s[1] - s[2] - s[3]];
-                let (y0, y1) = (row(s0), row(s1));
-                let x = 2 * i;
-                out0[x] = y0[0];
-                if x + 1 < out0.len() {
-                    out0[x + 1] = y0[1];
-                }
-                if let Some(o) = out1.as_deref_mut() {
-                    o[x] = y1[0];
-                    if x + 1 < o.len() {
-                        o[x + 1] = y1[1];
-                    }
-                }
+                o0[0] = s0[0] + s0[1] + s0[2];
+                o0[1] = s0[1] - s0[2] - s0[3];
+                o1[0] = s1[0] + s1[1] + s1[2];
+                o1[1] = s1[1] - s1[2] - s1[3];
+            }
+            out0.copy_from_slice(&st0[..x1 - x0]);
+            if let Some(o) = out1 {
+                o.copy_from_slice(&st1[..x1 - x0]);
             }
         }
     }
@@ -382,7 +412,7 @@ pub fn forward_with<T: Scalar>(pool: &ScratchPool<T>, g: &ConvGeom, x: &[T], w: 
                 };
             }
             // SAFETY: y holds the whole output; tiles t0..t1 belong to this part alone.
-            unsafe { output_transform(&m, (g.cout, g.n, g.h, g.w), t0, t1, yp) };
+            unsafe { output_transform(&m, (g.cout, g.n, g.h, g.w), t0, t1, yp, &mut rows) };
         }
         pool.give(v);
         pool.give(m);
@@ -494,7 +524,7 @@ pub fn backward_with<T: Scalar>(
                     };
                 }
                 // SAFETY: dx holds the whole input; tiles t0..t1 belong to this part alone.
-                unsafe { output_transform(&m, (g.cin, g.n, g.h, g.w), t0, t1, dxp) };
+                unsafe { output_transform(&m, (g.cin, g.n, g.h, g.w), t0, t1, dxp, &mut rows) };
             }
             pool.give(v);
             pool.give(d);
