@@ -2,7 +2,8 @@
 //!
 //! Activations live in the "CNHW" layout: channel-major, then sample, then the plane. A
 //! convolution is then one GEMM `W[Cout, Cin*k*k] x col[Cin*k*k, N*Ho*Wo]` whose result is
-//! already CNHW, and batch normalisation reads each channel as one contiguous run.
+//! already CNHW (the 3x3 stride-1 ones: 16 GEMMs over Winograd tiles, [`winograd`]), and
+//! batch normalisation reads each channel as one contiguous run.
 //!
 //! Determinism: work is split into a number of parts that depends only on the sizes and on
 //! the thread count, never on scheduling; every reduction runs in a fixed order.
