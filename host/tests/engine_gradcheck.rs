@@ -11,8 +11,8 @@ mod engine_common;
 
 use engine_common::{check_grad, dot, Rng};
 use ogm_host::engine::cpu::conv::{
-    conv2d_backward, conv2d_forward, im2col_backward_with, im2col_forward_with, ConvGeom,
-    ScratchPool,
+    conv2d_backward, conv2d_backward_with, conv2d_forward, im2col_backward_with,
+    im2col_forward_with, ConvGeom, ScratchPool,
 };
 use ogm_host::engine::cpu::elementwise::{
     film_backward, film_forward, gate_backward, gate_forward, relu_backward,
@@ -127,6 +127,15 @@ fn conv_gradients() {
     }
 }
 
+/// `f` run in a rayon pool of `threads` threads.
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 /// Convolutions wide enough that spare threads cut each product into row blocks (few samples,
 /// 32 or more output channels and lowered rows): in pools of 1, 3 and 8 threads the forward
 /// pass matches the direct loops, and the gradients satisfy the adjoint identities
@@ -162,12 +171,8 @@ fn conv_row_blocks_on_spare_threads_match_direct_loops() {
             dot(&dy, &naive_conv(&geom, &x, &v)),
         );
         for threads in [1, 3, 8] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
             let what = format!("{geom:?}, {threads} threads");
-            let (y, dx, dw) = pool.install(|| {
+            let (y, dx, dw) = in_pool(threads, || {
                 let mut y = vec![0.0; geom.out_len()];
                 conv2d_forward(&geom, &x, &w, &mut y);
                 let (mut dw, mut dx) = (vec![0.0; geom.w_len()], vec![0.0; geom.in_len()]);
@@ -266,13 +271,9 @@ fn winograd_blocks_and_threads_match_direct_loops() {
             dot(&dy, &naive_conv(&g, &x, &v)),
         );
         for threads in [1, 2, 3, 8] {
-            let tp = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
             let what = format!("{g:?}, {threads} threads");
             let run = || {
-                tp.install(|| {
+                in_pool(threads, || {
                     let mut y = vec![0.0; g.out_len()];
                     winograd::forward_with(&pool, &g, &x, &wt, &mut y);
                     let (mut dw, mut dx) = (vec![0.0; g.w_len()], vec![0.0; g.in_len()]);
@@ -319,6 +320,39 @@ fn winograd_f32_error_is_rounding() {
     engine_common::assert_close("f32 y", &back(&y), &y_ref, 1e-5, 0.0);
     engine_common::assert_close("f32 dx", &back(&dx), &dx_ref, 1e-5, 0.0);
     engine_common::assert_close("f32 dw", &back(&dw), &dw_ref, 1e-5, 0.0);
+}
+
+/// An empty batch gives a zero weight gradient on both paths, also from a pool whose
+/// buffers hold an earlier convolution's values.
+#[test]
+fn empty_batch_gives_zero_weight_gradient() {
+    let mut rng = Rng(34);
+    let pool = ScratchPool::default();
+    for (k, stride, pad) in [(3, 1, 1), (3, 2, 1)] {
+        let geom = |n| ConvGeom {
+            cin: 3,
+            cout: 4,
+            k,
+            stride,
+            pad,
+            n,
+            h: 6,
+            w: 5,
+        };
+        // Leave used buffers in the pool first.
+        let g = geom(2);
+        let (x, wt, dy) = (
+            rng.vec(g.in_len()),
+            rng.vec(g.w_len()),
+            rng.vec(g.out_len()),
+        );
+        let (mut dw, mut dx) = (vec![0.0; g.w_len()], vec![0.0; g.in_len()]);
+        conv2d_backward_with(&pool, &g, &x, &wt, &dy, &mut dw, Some(&mut dx));
+        let e = geom(0);
+        let mut dw = vec![f64::NAN; e.w_len()];
+        conv2d_backward_with(&pool, &e, &[], &wt, &[], &mut dw, Some(&mut []));
+        assert!(dw.iter().all(|v| *v == 0.0), "{e:?}: {dw:?}");
+    }
 }
 
 /// The dispatch: the 3x3 stride-1 pad-1 convolutions go to Winograd, everything else (the

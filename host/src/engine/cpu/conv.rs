@@ -158,9 +158,7 @@ pub fn im2col_forward_with<T: Scalar>(
     w: &[T],
     y: &mut [T],
 ) {
-    assert_eq!(x.len(), g.in_len());
-    assert_eq!(w.len(), g.w_len());
-    assert_eq!(y.len(), g.out_len());
+    check_forward(g, x, w, y);
     let plane_out = g.oh() * g.ow();
     let ntot = g.n * plane_out;
     let kdim = g.kdim();
@@ -238,10 +236,13 @@ pub fn im2col_backward_with<T: Scalar>(
     dw: &mut [T],
     dx: Option<&mut [T]>,
 ) {
-    assert_eq!(x.len(), g.in_len());
-    assert_eq!(w.len(), g.w_len());
-    assert_eq!(dy.len(), g.out_len());
-    assert_eq!(dw.len(), g.w_len());
+    check_backward(g, x, w, dy, dw);
+    if g.n == 0 {
+        // An empty batch: no gradient (the one part below would return its pooled buffer
+        // unwritten), and dx has no elements.
+        dw.fill(T::ZERO);
+        return;
+    }
     let plane_out = g.oh() * g.ow();
     let ntot = g.n * plane_out;
     let kdim = g.kdim();
@@ -329,15 +330,44 @@ pub fn im2col_backward_with<T: Scalar>(
             pdw
         })
         .collect();
-    dw.copy_from_slice(&partials[0][..g.w_len()]);
-    for p in &partials[1..] {
-        for (d, v) in dw.iter_mut().zip(p) {
-            *d += *v;
+    let sum = sum_in_part_order(pool, partials, g.w_len());
+    dw.copy_from_slice(&sum[..g.w_len()]);
+    pool.give(sum);
+}
+
+/// The shapes a forward pass needs (a mismatch is a bug in the engine: callers validate
+/// user input first).
+pub(super) fn check_forward<T>(g: &ConvGeom, x: &[T], w: &[T], y: &[T]) {
+    assert_eq!(x.len(), g.in_len());
+    assert_eq!(w.len(), g.w_len());
+    assert_eq!(y.len(), g.out_len());
+}
+
+/// The shapes a backward pass needs (`dx`, optional, is checked where it is unwrapped).
+pub(super) fn check_backward<T>(g: &ConvGeom, x: &[T], w: &[T], dy: &[T], dw: &[T]) {
+    assert_eq!(x.len(), g.in_len());
+    assert_eq!(w.len(), g.w_len());
+    assert_eq!(dy.len(), g.out_len());
+    assert_eq!(dw.len(), g.w_len());
+}
+
+/// The first `len` values of the parts' partial sums added in part order (the first part's
+/// buffer, returned; the others go back to `pool`), so that the result depends only on how
+/// the work was cut, never on which thread finished first.
+pub(super) fn sum_in_part_order<T: Scalar>(
+    pool: &ScratchPool<T>,
+    partials: Vec<Vec<T>>,
+    len: usize,
+) -> Vec<T> {
+    let mut parts = partials.into_iter();
+    let mut sum = parts.next().expect("at least one part");
+    for p in parts {
+        for (s, v) in sum[..len].iter_mut().zip(&p) {
+            *s += *v;
         }
-    }
-    for p in partials {
         pool.give(p);
     }
+    sum
 }
 
 /// Reusable scratch buffers, so that repeated steps do not allocate (and fault in) fresh

@@ -31,7 +31,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{ConvGeom, ScratchPool};
+use super::conv::{check_backward, check_forward, sum_in_part_order, ConvGeom, ScratchPool};
 use super::{gemm_rows, partition, row_splits, threads, Mat, SendPtr};
 use crate::engine::scalar::Scalar;
 
@@ -377,15 +377,14 @@ pub fn forward_with<T: Scalar>(pool: &ScratchPool<T>, g: &ConvGeom, x: &[T], w: 
         applies(g),
         "winograd: not a 3x3 stride-1 pad-1 convolution: {g:?}"
     );
-    assert_eq!(x.len(), g.in_len());
-    assert_eq!(w.len(), g.w_len());
-    assert_eq!(y.len(), g.out_len());
-    let mut u = pool.take(E * e_stride(g.cout, g.cin));
+    check_forward(g, x, w, y);
+    let us = e_stride(g.cout, g.cin);
+    let mut u = pool.take(E * us);
     kernel_transform(g, w, &mut u);
     let plan = Plan::new(g);
     let splits = row_splits(g.cout, plan.parts.len());
     let yp = SendPtr(y.as_mut_ptr());
-    let u_all = &u[..E * e_stride(g.cout, g.cin)];
+    let u_all = &u[..E * us];
     plan.parts.par_iter().for_each(|part| {
         let mut v = pool.take(E * e_stride(g.cin, plan.tb));
         let mut m = pool.take(E * e_stride(g.cout, plan.tb));
@@ -403,7 +402,7 @@ pub fn forward_with<T: Scalar>(pool: &ScratchPool<T>, g: &ConvGeom, x: &[T], w: 
                         g.cin,
                         tb,
                         T::ONE,
-                        Mat::rm(u_all, g.cin).at(e * e_stride(g.cout, g.cin)),
+                        Mat::rm(u_all, g.cin).at(e * us),
                         Mat::rm(&v, tb).at(e * e_stride(g.cin, tb)),
                         T::ZERO,
                         m.as_mut_ptr().add(e * e_stride(g.cout, tb)),
@@ -435,10 +434,7 @@ pub fn backward_with<T: Scalar>(
         applies(g),
         "winograd: not a 3x3 stride-1 pad-1 convolution: {g:?}"
     );
-    assert_eq!(x.len(), g.in_len());
-    assert_eq!(w.len(), g.w_len());
-    assert_eq!(dy.len(), g.out_len());
-    assert_eq!(dw.len(), g.w_len());
+    check_backward(g, x, w, dy, dw);
     let us = e_stride(g.cout, g.cin);
     let dxp = dx.map(|d| {
         assert_eq!(d.len(), g.in_len());
@@ -534,14 +530,7 @@ pub fn backward_with<T: Scalar>(
             pdu
         })
         .collect();
-    let mut du = partials.into_iter();
-    let mut sum = du.next().expect("a convolution has at least one part");
-    for p in du {
-        for (s, v) in sum[..E * us].iter_mut().zip(&p) {
-            *s += *v;
-        }
-        pool.give(p);
-    }
+    let sum = sum_in_part_order(pool, partials, E * us);
     kernel_gradient(g, &sum[..E * us], dw);
     pool.give(sum);
     if !u_buf.is_empty() {
