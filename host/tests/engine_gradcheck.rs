@@ -22,7 +22,8 @@ use ogm_host::engine::cpu::norm::{
     bn_backward, bn_forward_eval, bn_forward_train, bn_relu, BnAct, BN_SAVED,
 };
 use ogm_host::engine::cpu::pool::{
-    avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward, PoolGeom,
+    avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward, maxpool_forward_direct,
+    PoolGeom,
 };
 use ogm_host::engine::cpu::winograd;
 use ogm_host::engine::{
@@ -634,6 +635,70 @@ fn maxpool_nan_wins_and_the_batch_norm_on_read_is_the_stored_pooling() {
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&yb), bits(&y));
     assert!(yb[2 * first..].iter().all(|&v| v == 0.0));
+}
+
+/// The separable max pooling against the window-by-window scan (PyTorch's loop): the same
+/// bits and indices over window shapes, strides, paddings and plane sizes, on values drawn
+/// from a few levels (ties in every window), with NaNs, infinities and a batch norm on read.
+#[test]
+fn maxpool_separable_is_the_direct_scan() {
+    let mut rng = Rng(21);
+    let levels = [
+        -1.0f32,
+        0.0,
+        0.5,
+        2.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    let mut cases = 0;
+    for (k, stride, pad) in [
+        (3, 2, 1),
+        (2, 2, 0),
+        (3, 1, 1),
+        (3, 3, 0),
+        (5, 2, 2),
+        (1, 1, 0),
+    ] {
+        for (h, w) in [(1, 1), (2, 3), (5, 4), (7, 7), (9, 12), (16, 5)] {
+            if h + 2 * pad < k || w + 2 * pad < k {
+                continue;
+            }
+            let g = PoolGeom {
+                planes: 4,
+                h,
+                w,
+                k,
+                stride,
+                pad,
+            };
+            let (pi, no) = (h * w, g.planes * g.oh() * g.ow());
+            // Mostly finite levels; a NaN or an infinity one value in about ten.
+            let x: Vec<f32> = (0..g.planes * pi)
+                .map(|_| {
+                    let r = rng.next_u64();
+                    if r.is_multiple_of(10) {
+                        levels[4 + (r / 10 % 3) as usize]
+                    } else {
+                        levels[(r / 10 % 4) as usize]
+                    }
+                })
+                .collect();
+            let (scale, shift) = ([1.5f32, -0.75], [0.25f32, 0.5]);
+            for bn in [None, Some((&scale[..], &shift[..]))] {
+                let (mut y, mut idx) = (vec![0f32; no], vec![0u32; no]);
+                let (mut yd, mut id) = (vec![0f32; no], vec![0u32; no]);
+                maxpool_forward(&g, &x, bn, &mut y, &mut idx);
+                maxpool_forward_direct(&g, &x, bn, &mut yd, &mut id);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(id, idx, "indices, {g:?}, bn {}", bn.is_some());
+                assert_eq!(bits(&yd), bits(&y), "values, {g:?}, bn {}", bn.is_some());
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 50, "{cases} cases");
 }
 
 #[test]

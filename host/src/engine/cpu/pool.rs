@@ -40,6 +40,14 @@ impl PoolGeom {
 /// batch norm's input and each value read is first `bn_relu(x, scale, shift)`: the bits of
 /// pooling that batch norm's [`BnAct::Relu`] output, without storing it.
 ///
+/// Separable: each input row's window maxima first (per output column), then each output
+/// row's maximum over its window's rows. PyTorch's scan visits a window row by row, taking a
+/// value when it is greater than the best so far or NaN; running it over a row from `-inf`
+/// gives that row's first maximum (or last NaN), and taking a row's result when it is greater
+/// or NaN gives what the scan would have reached: the same values and indices as
+/// [`maxpool_forward_direct`], with every inner loop over contiguous outputs (the row is split
+/// into its `stride` phases first), so they vectorise.
+///
 /// [`BnAct::Relu`]: super::norm::BnAct::Relu
 pub fn maxpool_forward<T: Scalar>(
     g: &PoolGeom,
@@ -49,22 +57,210 @@ pub fn maxpool_forward<T: Scalar>(
     idx: &mut [u32],
 ) {
     let (pi, po) = (g.h * g.w, g.oh() * g.ow());
+    let per_channel = check_forward(g, x, bn, y, idx);
+    y.par_chunks_mut(po)
+        .zip(idx.par_chunks_mut(po))
+        .enumerate()
+        .for_each_init(RowMaxima::default, |rm, (p, (yp, ip))| {
+            let xp = &x[p * pi..(p + 1) * pi];
+            match bn {
+                Some((scale, shift)) => {
+                    let (sc, sh) = (scale[p / per_channel], shift[p / per_channel]);
+                    rm.fill(g, xp, |v| bn_relu(v, sc, sh));
+                }
+                None => rm.fill(g, xp, |v| v),
+            }
+            rm.pool_rows(g, yp, ip);
+        });
+}
+
+/// Panics unless the buffers fit the geometry; returns the planes per batch-norm channel.
+fn check_forward<T>(
+    g: &PoolGeom,
+    x: &[T],
+    bn: Option<(&[T], &[T])>,
+    y: &[T],
+    idx: &[u32],
+) -> usize {
+    let (pi, po) = (g.h * g.w, g.oh() * g.ow());
     assert_eq!(x.len(), g.planes * pi);
     assert_eq!(y.len(), g.planes * po);
     assert_eq!(idx.len(), g.planes * po);
+    assert!(g.pad < g.k && g.stride > 0, "pooling window: {g:?}");
     if let Some((scale, shift)) = bn {
         assert!(scale.len() == shift.len() && !scale.is_empty());
         assert_eq!(g.planes % scale.len(), 0, "planes per channel");
     }
-    let per_channel = bn.map_or(1, |(scale, _)| g.planes / scale.len());
+    bn.map_or(1, |(scale, _)| g.planes / scale.len())
+}
+
+/// PyTorch's step: take `v` when it is greater than the best `b` so far, or NaN. Both
+/// comparisons are made (`|`, not `||`): no branch, so the loops over outputs vectorise.
+#[inline(always)]
+fn takes<T: Scalar>(v: T, b: T) -> bool {
+    #[allow(clippy::eq_op)]
+    let is_nan = v != v;
+    (v > b) | is_nan
+}
+
+/// The row's even columns, then its odd ones, each read as `read(v)`, into `phases`: the
+/// split for stride 2 (the stem's), in one pass over pairs of columns that vectorises
+/// (interleaved loads), where a stepped read per phase runs scalar.
+fn split_pairs<T: Scalar>(row: &[T], phases: &mut [T], read: impl Fn(T) -> T) {
+    let plen = row.len().div_ceil(2);
+    let (even, odd) = phases[..2 * plen].split_at_mut(plen);
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+        *e = read(pair[0]);
+        *o = read(pair[1]);
+    }
+    if row.len() % 2 == 1 {
+        even[plen - 1] = read(row[row.len() - 1]);
+    }
+}
+
+/// `(b[t], i[t]) = (v[t], c(t))` wherever [`takes`]`(v[t], b[t])`: one step of the scan for
+/// a row of outputs at once. Every operand is read before the select: with a read inside
+/// it (`else { i[t] }`), the compiler made that read conditional and the loop ran scalar,
+/// a branch per lane.
+#[inline(always)]
+fn take_lanes<T: Scalar>(v: &[T], b: &mut [T], i: &mut [u32], c: impl Fn(usize) -> u32) {
+    let n = v.len().min(b.len()).min(i.len());
+    let (v, b, i) = (&v[..n], &mut b[..n], &mut i[..n]);
+    for t in 0..n {
+        let (x, bv, iv, ct) = (v[t], b[t], i[t], c(t));
+        let take = takes(x, bv);
+        b[t] = if take { x } else { bv };
+        i[t] = if take { ct } else { iv };
+    }
+}
+
+/// The window `[start, end)` of output position `o` along an axis of length `len`, clamped.
+fn span(g: &PoolGeom, o: usize, len: usize) -> (usize, usize) {
+    let s = (o * g.stride) as isize - g.pad as isize;
+    (
+        s.max(0) as usize,
+        ((s + g.k as isize).min(len as isize)) as usize,
+    )
+}
+
+/// Per-thread buffers of the separable pooling of one plane.
+#[derive(Default)]
+struct RowMaxima<T> {
+    /// One input row, read through the batch norm if any, split into its `stride` phases:
+    /// column `c` at `phases[(c % stride) * phase_len + c / stride]`.
+    phases: Vec<T>,
+    /// Per input row and output column: the window's maximum along the row, and its column.
+    val: Vec<T>,
+    col: Vec<u32>,
+}
+
+impl<T: Scalar> RowMaxima<T> {
+    /// The row maxima of plane `x` (`h x w`), each value read as `read(v)`.
+    fn fill(&mut self, g: &PoolGeom, x: &[T], read: impl Fn(T) -> T) {
+        let (w, ow, s) = (g.w, g.ow(), g.stride);
+        let plen = w.div_ceil(s);
+        self.phases.resize(s * plen, T::ZERO);
+        self.val.resize(g.h * ow, T::ZERO);
+        self.col.resize(g.h * ow, 0);
+        // Outputs whose window lies inside the row: ox * s >= pad and ox * s - pad + k <= w.
+        let lo = g.pad.div_ceil(s).min(ow);
+        let hi = if w + g.pad >= g.k {
+            ((w + g.pad - g.k) / s + 1).clamp(lo, ow)
+        } else {
+            lo
+        };
+        for (iy, row) in x.chunks_exact(w).enumerate() {
+            match s {
+                2 => split_pairs(row, &mut self.phases, &read),
+                _ => {
+                    for (r, phase) in self.phases.chunks_exact_mut(plen).enumerate() {
+                        for (p, &v) in phase.iter_mut().zip(row.iter().skip(r).step_by(s)) {
+                            *p = read(v);
+                        }
+                    }
+                }
+            }
+            let val = &mut self.val[iy * ow..(iy + 1) * ow];
+            let col = &mut self.col[iy * ow..(iy + 1) * ow];
+            // Inside: window offset j reads phase (ox*s + j - pad) % s at ox + const, and the
+            // scan's start is the window's first element (taken unless -inf, and then the
+            // start index is its own), so offset 0 is copied.
+            for j in 0..g.k {
+                if lo == hi {
+                    break;
+                }
+                let off = j as isize - g.pad as isize;
+                let (r, d) = (off.rem_euclid(s as isize), off.div_euclid(s as isize));
+                let start = (r as usize * plen) as isize + d + lo as isize;
+                let ph = &self.phases[start as usize..][..hi - lo];
+                let (vs, cs) = (&mut val[lo..hi], &mut col[lo..hi]);
+                let c0 = ((lo * s) as isize + off) as u32;
+                let step = s as u32;
+                if j == 0 {
+                    vs.copy_from_slice(ph);
+                    for (t, i) in cs.iter_mut().enumerate() {
+                        *i = c0 + t as u32 * step;
+                    }
+                    continue;
+                }
+                take_lanes(ph, vs, cs, |t| c0 + t as u32 * step);
+            }
+            // The clipped windows at both ends, scanned directly.
+            for ox in (0..lo).chain(hi..ow) {
+                let (xs, xe) = span(g, ox, w);
+                let (mut b, mut i) = (T::from_f64(f64::NEG_INFINITY), xs);
+                for (c, &v) in row.iter().enumerate().take(xe).skip(xs) {
+                    let v = read(v);
+                    if takes(v, b) {
+                        b = v;
+                        i = c;
+                    }
+                }
+                val[ox] = b;
+                col[ox] = i as u32;
+            }
+        }
+    }
+
+    /// Each output row's maximum over its window's row maxima (the scan's row order).
+    fn pool_rows(&self, g: &PoolGeom, y: &mut [T], idx: &mut [u32]) {
+        let ow = g.ow();
+        for (oy, (yr, ir)) in y.chunks_mut(ow).zip(idx.chunks_mut(ow)).enumerate() {
+            let (ys, ye) = span(g, oy, g.h);
+            for iy in ys..ye {
+                let val = &self.val[iy * ow..(iy + 1) * ow];
+                let col = &self.col[iy * ow..(iy + 1) * ow];
+                let at = (iy * g.w) as u32;
+                if iy == ys {
+                    // The scan's start, as along the rows.
+                    yr.copy_from_slice(val);
+                    for (i, &c) in ir.iter_mut().zip(col) {
+                        *i = at + c;
+                    }
+                    continue;
+                }
+                take_lanes(val, yr, ir, |t| at + col[t]);
+            }
+        }
+    }
+}
+
+/// [`maxpool_forward`] window by window, as PyTorch's loop runs: the definition, kept as the
+/// reference the tests and the benchmark compare the separable pooling against.
+pub fn maxpool_forward_direct<T: Scalar>(
+    g: &PoolGeom,
+    x: &[T],
+    bn: Option<(&[T], &[T])>,
+    y: &mut [T],
+    idx: &mut [u32],
+) {
+    let (pi, po) = (g.h * g.w, g.oh() * g.ow());
+    let per_channel = check_forward(g, x, bn, y, idx);
     y.par_chunks_mut(po)
         .zip(idx.par_chunks_mut(po))
         .enumerate()
         .for_each_init(Vec::new, |normed, (p, (yp, ip))| {
             let xp = &x[p * pi..(p + 1) * pi];
-            // Each input value lies in up to ceil(k / stride)^2 windows (2.25 on average for
-            // the stem's 3 / 2): normalise the plane once into a per-thread buffer rather than
-            // on every read (the same bits either way).
             let plane = match bn {
                 Some((scale, shift)) => {
                     let (sc, sh) = (scale[p / per_channel], shift[p / per_channel]);
@@ -78,21 +274,13 @@ pub fn maxpool_forward<T: Scalar>(
         });
 }
 
-/// Max pooling of one plane (`x`: `h x w`) into `y` and `idx` (`oh x ow`).
+/// Max pooling of one plane (`x`: `h x w`) into `y` and `idx` (`oh x ow`), window by window.
 fn pool_plane<T: Scalar>(g: &PoolGeom, x: &[T], y: &mut [T], idx: &mut [u32]) {
     let ow = g.ow();
-    // The window's first and one-past-last index along an axis of length `len`, clamped.
-    let span = |o: usize, len: usize| {
-        let s = (o * g.stride) as isize - g.pad as isize;
-        (
-            s.max(0) as usize,
-            ((s + g.k as isize).min(len as isize)) as usize,
-        )
-    };
     for (oy, (yr, ir)) in y.chunks_mut(ow).zip(idx.chunks_mut(ow)).enumerate() {
-        let (ys, ye) = span(oy, g.h);
+        let (ys, ye) = span(g, oy, g.h);
         for (ox, (yv, iv)) in yr.iter_mut().zip(ir.iter_mut()).enumerate() {
-            let (xs, xe) = span(ox, g.w);
+            let (xs, xe) = span(g, ox, g.w);
             // PyTorch's rule: start at -inf with the window's first index; take a value when
             // it is greater or NaN.
             let mut b = T::from_f64(f64::NEG_INFINITY);
@@ -100,9 +288,7 @@ fn pool_plane<T: Scalar>(g: &PoolGeom, x: &[T], y: &mut [T], idx: &mut [u32]) {
             for iy in ys..ye {
                 let row = &x[iy * g.w..(iy + 1) * g.w];
                 for (ix, &v) in row.iter().enumerate().take(xe).skip(xs) {
-                    #[allow(clippy::eq_op)]
-                    let is_nan = v != v;
-                    if v > b || is_nan {
+                    if takes(v, b) {
                         b = v;
                         i = iy * g.w + ix;
                     }
