@@ -113,7 +113,7 @@ fn launch_order_work<D: ogm_gpu::engine::Device + 'static>(
         rand_vec(&mut rng, c * len),
     ];
     let b = backend(Precision::Fp32, ConvAlgo::Im2col);
-    for act in [Act::Relu, Act::AddRelu] {
+    for act in [Act::Relu, Act::AddRelu(())] {
         for (i, v) in bn_run(&b, c, len, act, &data).into_iter().enumerate() {
             out.push((format!("split batch norm {act:?} output {i}"), v));
         }

@@ -383,16 +383,15 @@ fn winograd_takes_exactly_the_same_padded_3x3s() {
     }
 }
 
-/// Which activation a batch-norm case runs.
-#[derive(Clone, Copy, PartialEq)]
-enum Act {
-    Identity,
-    Relu,
-    AddRelu,
-}
+/// A batch-norm case's activation: [`BnAct`] without its residual.
+type Act = BnAct<()>;
 
 fn bn_case(act: Act) {
-    let mut rng = Rng(3 + act as u64);
+    let mut rng = Rng(match act {
+        BnAct::Identity => 3,
+        BnAct::Relu => 4,
+        BnAct::AddRelu(()) => 5,
+    });
     let (c, len) = (3, 10);
     let mut x = rng.vec(c * len);
     let mut gamma: Vec<f64> = rng.vec(c).iter().map(|v| 1.0 + 0.5 * v).collect();
@@ -402,11 +401,7 @@ fn bn_case(act: Act) {
     let fwd = |x: &[f64], gamma: &[f64], beta: &[f64], res: &[f64]| {
         let (mut y, mut saved) = (vec![0.0; c * len], vec![0.0; BN_SAVED * c]);
         let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
-        let a = match act {
-            Act::Identity => BnAct::Identity,
-            Act::Relu => BnAct::Relu,
-            Act::AddRelu => BnAct::AddRelu(res),
-        };
+        let a = act.map(|()| res);
         bn_forward_train(
             len,
             x,
@@ -441,7 +436,7 @@ fn bn_case(act: Act) {
     // The backward pass as the model runs it: a fused ReLU's mask recomputed inside; after a
     // residual, the output gradient masked by y > 0 first (and that is the residual's).
     let mut dy = r.clone();
-    if act == Act::AddRelu {
+    if act == Act::AddRelu(()) {
         relu_backward(&y, &mut dy);
     }
     let (mut dx, mut dg, mut db) = (vec![0.0; c * len], vec![0.0; c], vec![0.0; c]);
@@ -476,7 +471,7 @@ fn bn_case(act: Act) {
     check_grad("bn dbeta", &mut beta, &db, &all(c), EPS, RTOL, ATOL, |b| {
         dot(&r, &fwd(&x0, &g1, b, &r0).0)
     });
-    if act == Act::AddRelu {
+    if act == Act::AddRelu(()) {
         let b1 = beta.clone();
         check_grad(
             "bn dresidual",
@@ -505,7 +500,7 @@ fn batchnorm_relu_train_gradients() {
 /// it (relu_backward on the output, that gradient into batch norm and to the residual).
 #[test]
 fn batchnorm_residual_relu_train_gradients() {
-    bn_case(Act::AddRelu);
+    bn_case(BnAct::AddRelu(()));
 }
 
 #[test]

@@ -398,13 +398,8 @@ fn split_k_weight_gradient_matches_the_cpu() {
     close("split-K dw", &gdw, &cdw, 1e-5);
 }
 
-/// A batch-norm case's activation ([`BnAct`] without its residual).
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Act {
-    Identity,
-    Relu,
-    AddRelu,
-}
+/// A batch-norm case's activation: [`BnAct`] without its residual.
+type Act = BnAct<()>;
 
 /// BN train forward (plain, with ReLU, or with a residual then ReLU), backward as the model
 /// runs it, eval: outputs, saved values, running statistics, parameter gradients.
@@ -419,11 +414,7 @@ fn bn_run<B: Backend<Elem = f32>>(
     let xb = upload(b, x);
     let params = upload(b, gb);
     let rb = upload(b, res);
-    let bn_act = match act {
-        Act::Identity => BnAct::Identity,
-        Act::Relu => BnAct::Relu,
-        Act::AddRelu => BnAct::AddRelu(&rb),
-    };
+    let bn_act = act.map(|()| &rb);
     let gbr = Region {
         offset: 0,
         len: 2 * c,
@@ -435,7 +426,7 @@ fn bn_run<B: Backend<Elem = f32>>(
         len, &xb, &params, gbr, &mut state, gbr, 0.1, 1e-5, bn_act, Some(&mut y), &mut saved,
     );
     let mut dyb = upload(b, dy);
-    if act == Act::AddRelu {
+    if act == Act::AddRelu(()) {
         // The block's output gradient, masked by its output first (the encoder's order).
         b.relu_backward(c * len, &y, &mut dyb);
     }
@@ -480,8 +471,8 @@ fn batch_norm_matches_the_cpu() {
         (2, 2, Act::Relu, 3.0, 2.0),
         (2, 20_000, Act::Relu, 3.0, 2.0),
         (1, 8193, Act::Identity, 3.0, 2.0),
-        (4, 300, Act::AddRelu, 3.0, 2.0),
-        (2, 20_000, Act::AddRelu, 3.0, 2.0),
+        (4, 300, Act::AddRelu(()), 3.0, 2.0),
+        (2, 20_000, Act::AddRelu(()), 3.0, 2.0),
         // A mean 10 000 spreads away (about 17 000 deviations): the statistics still agree to
         // 1e-5 (the GPU's one-pass moments are shifted by a value of the channel, so they do
         // not cancel). What is computed per value from them does not, in either engine: y =
@@ -616,11 +607,7 @@ fn conv_bn_run<B: Backend<Elem = f32>>(
     let xb = upload(b, x);
     let params = upload(b, &[wt, gb].concat());
     let rb = upload(b, res);
-    let bn_act = match act {
-        Act::Identity => BnAct::Identity,
-        Act::Relu => BnAct::Relu,
-        Act::AddRelu => BnAct::AddRelu(&rb),
-    };
+    let bn_act = act.map(|()| &rb);
     let w = Region {
         offset: 0,
         len: wt.len(),
@@ -713,7 +700,7 @@ fn convolution_into_batch_norm_takes_its_statistics_from_the_gemm() {
         let wt: Vec<f32> = rand_vec(&mut rng, g.w_len()).iter().map(|v| v * 0.3).collect();
         let gb = [rand_vec(&mut rng, c), rand_vec(&mut rng, c)].concat();
         let res = rand_vec(&mut rng, g.out_len());
-        let act = [Act::Identity, Act::Relu, Act::AddRelu][i % 3];
+        let act = [Act::Identity, Act::Relu, Act::AddRelu(())][i % 3];
         for &(precision, algo) in configs {
             let mut b = GpuBackend::new(recorder.clone());
             b.set_precision(precision);

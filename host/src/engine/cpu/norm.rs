@@ -17,7 +17,7 @@ use crate::engine::scalar::Scalar;
 pub const BN_SAVED: usize = 4;
 
 /// What batch norm applies to its normalised output `t = x * scale + shift`, in the same pass.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum BnAct<R> {
     /// `y = t`.
     Identity,
