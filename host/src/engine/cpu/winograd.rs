@@ -266,40 +266,80 @@ fn gradient_transform<T: Scalar>(
     let tb = t1 - t0;
     let es = e_stride(c, tb);
     let plane = h * w;
-    // Two rows padded with zeros to the tiles' 2*tw columns.
-    let pw = 2 * tw;
+    // The tiles' two rows, each split by parity as in `input_transform` (column 2tx of the
+    // row at index tx of its first half, 2tx + 1 of its second), zero past the plane's edge:
+    // tile tx reads index tx of all four halves, and the loops below run over contiguous
+    // values.
     rows.clear();
-    rows.resize(2 * pw, T::ZERO);
+    rows.resize(4 * tw, T::ZERO);
     for ci in 0..c {
         for (n, ty, tx0, tx1, j0) in tile_runs(t0, t1, th, tw) {
             let base = (ci * nb + n) * plane;
             for r in 0..2 {
-                let dst = &mut rows[r * pw..(r + 1) * pw];
+                let (even, odd) = rows[2 * r * tw..2 * (r + 1) * tw].split_at_mut(tw);
                 let y = 2 * ty + r;
-                if y < h {
-                    dst[..w].copy_from_slice(&dy[base + y * w..base + (y + 1) * w]);
-                    dst[w..].fill(T::ZERO);
-                } else {
-                    dst.fill(T::ZERO);
+                if y >= h {
+                    even.fill(T::ZERO);
+                    odd.fill(T::ZERO);
+                    continue;
+                }
+                let src = &dy[base + y * w..base + (y + 1) * w];
+                let pairs = src.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    even[w / 2] = *last;
+                    odd[w / 2] = T::ZERO;
+                }
+                for (k, pair) in pairs.enumerate() {
+                    even[k] = pair[0];
+                    odd[k] = pair[1];
                 }
             }
-            let (y0, y1) = rows.split_at(pw);
-            for (i, tx) in (tx0..tx1).enumerate() {
-                let (a, b, cc, dd) = (y0[2 * tx], y0[2 * tx + 1], y1[2 * tx], y1[2 * tx + 1]);
-                // A maps (u, v) to (u, u + v, u - v, -v): down the tile's two columns, then
-                // along each of the four rows.
-                let c0 = [a, a + cc, a - cc, -cc];
-                let c1 = [b, b + dd, b - dd, -dd];
-                let at = ci * tb + j0 + i;
-                for r in 0..4 {
-                    let (u, v) = (c0[r], c1[r]);
-                    d[(r * 4) * es + at] = u;
-                    d[(r * 4 + 1) * es + at] = u + v;
-                    d[(r * 4 + 2) * es + at] = u - v;
-                    d[(r * 4 + 3) * es + at] = -v;
-                }
-            }
+            // Tile (a b; c d): A maps (u, v) to (u, u + v, u - v, -v), down the tile's two
+            // columns (rows r of the result: u from a and c, v from b and d), then along
+            // each row.
+            let q: [&[T]; 4] = std::array::from_fn(|k| &rows[k * tw + tx0..k * tw + tx1]);
+            let off = ci * tb + j0;
+            let cnt = tx1 - tx0;
+            let [m0, m1, m2, m3] = matrices(d, [0, 1, 2, 3], es, off, cnt);
+            a_rows(q, [m0, m1, m2, m3], |a, _| a);
+            let [m0, m1, m2, m3] = matrices(d, [4, 5, 6, 7], es, off, cnt);
+            a_rows(q, [m0, m1, m2, m3], |a, c| a + c);
+            let [m0, m1, m2, m3] = matrices(d, [8, 9, 10, 11], es, off, cnt);
+            a_rows(q, [m0, m1, m2, m3], |a, c| a - c);
+            let [m0, m1, m2, m3] = matrices(d, [12, 13, 14, 15], es, off, cnt);
+            a_rows(q, [m0, m1, m2, m3], |_, c| -c);
         }
+    }
+}
+
+/// The stretches `off..off + cnt` of four consecutive positions' matrices `e` (`es` apart)
+/// of a transformed block, as four disjoint slices.
+fn matrices<T>(d: &mut [T], e: [usize; 4], es: usize, off: usize, cnt: usize) -> [&mut [T]; 4] {
+    let rest = &mut d[e[0] * es + off..];
+    let (m0, rest) = rest.split_at_mut(es);
+    let (m1, rest) = rest.split_at_mut(es);
+    let (m2, m3) = rest.split_at_mut(es);
+    [
+        &mut m0[..cnt],
+        &mut m1[..cnt],
+        &mut m2[..cnt],
+        &mut m3[..cnt],
+    ]
+}
+
+/// One row of the gradient transform for a run of tiles: `col` combines the tile's two rows
+/// down a column (`col(a, c)` for the first column, `col(b, d)` for the second), giving
+/// `(u, v)`, and the row is `(u, u + v, u - v, -v)`. `q` holds the tiles' `a`, `b`, `c`, `d`.
+#[inline(always)]
+fn a_rows<T: Scalar>(q: [&[T]; 4], m: [&mut [T]; 4], col: impl Fn(T, T) -> T) {
+    let [a, b, c, d] = q;
+    let [m0, m1, m2, m3] = m;
+    for i in 0..m0.len().min(a.len()) {
+        let (u, v) = (col(a[i], c[i]), col(b[i], d[i]));
+        m0[i] = u;
+        m1[i] = u + v;
+        m2[i] = u - v;
+        m3[i] = -v;
     }
 }
 
