@@ -231,16 +231,7 @@ fn input_transform<T: Scalar>(
             for (r, q) in [&*r0, &*r1, &*r2, &*r3].into_iter().enumerate() {
                 let (even, odd) = q.split_at(hw);
                 let (e, o) = (&even[tx0..tx1 + 1], &odd[tx0..tx1 + 1]);
-                let [v0, v1, v2, v3] = [0, 1, 2, 3].map(|k| (r * 4 + k) * es + off);
-                let (m0, rest) = v[v0..].split_at_mut(v1 - v0);
-                let (m1, rest) = rest.split_at_mut(v2 - v1);
-                let (m2, m3) = rest.split_at_mut(v3 - v2);
-                let (m0, m1, m2, m3) = (
-                    &mut m0[..cnt],
-                    &mut m1[..cnt],
-                    &mut m2[..cnt],
-                    &mut m3[..cnt],
-                );
+                let [m0, m1, m2, m3] = matrices(v, r * 4, es, off, cnt);
                 for i in 0..cnt {
                     m0[i] = e[i] - e[i + 1];
                     m1[i] = o[i] + e[i + 1];
@@ -300,22 +291,18 @@ fn gradient_transform<T: Scalar>(
             let q: [&[T]; 4] = std::array::from_fn(|k| &rows[k * tw + tx0..k * tw + tx1]);
             let off = ci * tb + j0;
             let cnt = tx1 - tx0;
-            let [m0, m1, m2, m3] = matrices(d, [0, 1, 2, 3], es, off, cnt);
-            a_rows(q, [m0, m1, m2, m3], |a, _| a);
-            let [m0, m1, m2, m3] = matrices(d, [4, 5, 6, 7], es, off, cnt);
-            a_rows(q, [m0, m1, m2, m3], |a, c| a + c);
-            let [m0, m1, m2, m3] = matrices(d, [8, 9, 10, 11], es, off, cnt);
-            a_rows(q, [m0, m1, m2, m3], |a, c| a - c);
-            let [m0, m1, m2, m3] = matrices(d, [12, 13, 14, 15], es, off, cnt);
-            a_rows(q, [m0, m1, m2, m3], |_, c| -c);
+            a_rows(q, matrices(d, 0, es, off, cnt), |a, _| a);
+            a_rows(q, matrices(d, 4, es, off, cnt), |a, c| a + c);
+            a_rows(q, matrices(d, 8, es, off, cnt), |a, c| a - c);
+            a_rows(q, matrices(d, 12, es, off, cnt), |_, c| -c);
         }
     }
 }
 
-/// The stretches `off..off + cnt` of four consecutive positions' matrices `e` (`es` apart)
-/// of a transformed block, as four disjoint slices.
-fn matrices<T>(d: &mut [T], e: [usize; 4], es: usize, off: usize, cnt: usize) -> [&mut [T]; 4] {
-    let rest = &mut d[e[0] * es + off..];
+/// The stretches `off..off + cnt` of the matrices of positions `e0..e0 + 4` (`es` apart) of
+/// a transformed block, as four disjoint slices.
+fn matrices<T>(d: &mut [T], e0: usize, es: usize, off: usize, cnt: usize) -> [&mut [T]; 4] {
+    let rest = &mut d[e0 * es + off..];
     let (m0, rest) = rest.split_at_mut(es);
     let (m1, rest) = rest.split_at_mut(es);
     let (m2, m3) = rest.split_at_mut(es);
