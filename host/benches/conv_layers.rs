@@ -4,6 +4,9 @@
 //! gradients), each computed both ways in the same run: im2col + GEMM (`im2col/*`) and
 //! Winograd F(2x2, 3x3) (`winograd/*`). Threads: `RAYON_NUM_THREADS` (default: all cores).
 
+mod common;
+
+use common::values;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ogm_host::engine::cpu::conv::{
     im2col_backward_with, im2col_forward_with, ConvGeom, ScratchPool,
@@ -21,16 +24,6 @@ const LAYERS: [(&str, usize, usize, usize); 8] = [
     ("audio-l3", 256, 17, 12),
     ("audio-l4", 512, 9, 6),
 ];
-
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn convs(c: &mut Criterion) {
     let pool = ScratchPool::<f32>::default();

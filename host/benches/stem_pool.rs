@@ -5,18 +5,11 @@
 //! (`maxpool_forward_direct`, the reference). Threads: `RAYON_NUM_THREADS` (default: all
 //! cores).
 
+mod common;
+
+use common::values;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ogm_host::engine::cpu::pool::{maxpool_forward, maxpool_forward_direct, PoolGeom};
-
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn pools(c: &mut Criterion) {
     for (label, h, w) in [("visual-stem", 112, 112), ("audio-stem", 129, 94)] {

@@ -56,32 +56,35 @@ pub fn maxpool_forward<T: Scalar>(
     y: &mut [T],
     idx: &mut [u32],
 ) {
-    let (pi, po) = (g.h * g.w, g.oh() * g.ow());
-    let per_channel = check_forward(g, x, bn, y, idx);
-    y.par_chunks_mut(po)
-        .zip(idx.par_chunks_mut(po))
-        .enumerate()
-        .for_each_init(RowMaxima::default, |rm, (p, (yp, ip))| {
-            let xp = &x[p * pi..(p + 1) * pi];
+    per_plane(
+        g,
+        x,
+        bn,
+        y,
+        idx,
+        RowMaxima::default,
+        |rm, xp, bn, yp, ip| {
             match bn {
-                Some((scale, shift)) => {
-                    let (sc, sh) = (scale[p / per_channel], shift[p / per_channel]);
-                    rm.fill(g, xp, |v| bn_relu(v, sc, sh));
-                }
+                Some((sc, sh)) => rm.fill(g, xp, |v| bn_relu(v, sc, sh)),
                 None => rm.fill(g, xp, |v| v),
             }
             rm.pool_rows(g, yp, ip);
-        });
+        },
+    );
 }
 
-/// Panics unless the buffers fit the geometry; returns the planes per batch-norm channel.
-fn check_forward<T>(
+/// Runs `pool` on every plane in parallel, with per-thread scratch from `init`: the plane's
+/// input, its channel's batch norm `(scale, shift)` if any, and its outputs. Panics unless
+/// the buffers fit the geometry.
+fn per_plane<T: Scalar, S>(
     g: &PoolGeom,
     x: &[T],
     bn: Option<(&[T], &[T])>,
-    y: &[T],
-    idx: &[u32],
-) -> usize {
+    y: &mut [T],
+    idx: &mut [u32],
+    init: impl Fn() -> S + Sync + Send,
+    pool: impl Fn(&mut S, &[T], Option<(T, T)>, &mut [T], &mut [u32]) + Sync + Send,
+) {
     let (pi, po) = (g.h * g.w, g.oh() * g.ow());
     assert_eq!(x.len(), g.planes * pi);
     assert_eq!(y.len(), g.planes * po);
@@ -91,7 +94,15 @@ fn check_forward<T>(
         assert!(scale.len() == shift.len() && !scale.is_empty());
         assert_eq!(g.planes % scale.len(), 0, "planes per channel");
     }
-    bn.map_or(1, |(scale, _)| g.planes / scale.len())
+    let per_channel = bn.map_or(1, |(scale, _)| g.planes / scale.len());
+    y.par_chunks_mut(po)
+        .zip(idx.par_chunks_mut(po))
+        .enumerate()
+        .for_each_init(init, |scratch, (p, (yp, ip))| {
+            let ch = p / per_channel;
+            let plane_bn = bn.map(|(scale, shift)| (scale[ch], shift[ch]));
+            pool(scratch, &x[p * pi..(p + 1) * pi], plane_bn, yp, ip);
+        });
 }
 
 /// PyTorch's step: take `v` when it is greater than the best `b` so far, or NaN. Both
@@ -254,24 +265,17 @@ pub fn maxpool_forward_direct<T: Scalar>(
     y: &mut [T],
     idx: &mut [u32],
 ) {
-    let (pi, po) = (g.h * g.w, g.oh() * g.ow());
-    let per_channel = check_forward(g, x, bn, y, idx);
-    y.par_chunks_mut(po)
-        .zip(idx.par_chunks_mut(po))
-        .enumerate()
-        .for_each_init(Vec::new, |normed, (p, (yp, ip))| {
-            let xp = &x[p * pi..(p + 1) * pi];
-            let plane = match bn {
-                Some((scale, shift)) => {
-                    let (sc, sh) = (scale[p / per_channel], shift[p / per_channel]);
-                    normed.clear();
-                    normed.extend(xp.iter().map(|&v| bn_relu(v, sc, sh)));
-                    &normed[..]
-                }
-                None => xp,
-            };
-            pool_plane(g, plane, yp, ip);
-        });
+    per_plane(g, x, bn, y, idx, Vec::new, |normed, xp, bn, yp, ip| {
+        let plane = match bn {
+            Some((sc, sh)) => {
+                normed.clear();
+                normed.extend(xp.iter().map(|&v| bn_relu(v, sc, sh)));
+                &normed[..]
+            }
+            None => xp,
+        };
+        pool_plane(g, plane, yp, ip);
+    });
 }
 
 /// Max pooling of one plane (`x`: `h x w`) into `y` and `idx` (`oh x ow`), window by window.
