@@ -191,6 +191,27 @@ pub(crate) unsafe fn gemm_raw<T: Scalar>(
     }
 }
 
+/// Splits `row` by column parity, each value read as `read(v)`: column `2k` into `even[k]`,
+/// column `2k + 1` into `odd[k]` (the last column of an odd-length row goes to `even` alone;
+/// nothing else of either half is written). One pass over pairs of columns, which vectorises
+/// (interleaved loads) where a stepped read of each half runs scalar; stride-2 windows and
+/// the 2x2 Winograd tiles then read each half contiguously.
+pub(crate) fn split_pairs<T: Copy>(
+    row: &[T],
+    even: &mut [T],
+    odd: &mut [T],
+    read: impl Fn(T) -> T,
+) {
+    let pairs = row.chunks_exact(2);
+    if let [last] = pairs.remainder() {
+        even[row.len() / 2] = read(*last);
+    }
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+        *e = read(pair[0]);
+        *o = read(pair[1]);
+    }
+}
+
 /// Row blocks to cut one GEMM of `m` rows into when only `parts` parallel parts exist: the
 /// threads the parts leave idle, but no block under 16 rows (a narrower one loses more in the
 /// micro-kernel than the extra thread brings). Depends only on sizes and the thread count.

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::norm::bn_relu;
+use super::split_pairs;
 use crate::engine::scalar::Scalar;
 
 /// The shape of one max pooling over `planes` planes of `h x w`.
@@ -114,21 +115,6 @@ fn takes<T: Scalar>(v: T, b: T) -> bool {
     (v > b) | is_nan
 }
 
-/// The row's even columns, then its odd ones, each read as `read(v)`, into `phases`: the
-/// split for stride 2 (the stem's), in one pass over pairs of columns that vectorises
-/// (interleaved loads), where a stepped read per phase runs scalar.
-fn split_pairs<T: Scalar>(row: &[T], phases: &mut [T], read: impl Fn(T) -> T) {
-    let plen = row.len().div_ceil(2);
-    let (even, odd) = phases[..2 * plen].split_at_mut(plen);
-    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
-        *e = read(pair[0]);
-        *o = read(pair[1]);
-    }
-    if row.len() % 2 == 1 {
-        even[plen - 1] = read(row[row.len() - 1]);
-    }
-}
-
 /// `(b[t], i[t]) = (v[t], c(t))` wherever [`takes`]`(v[t], b[t])`: one step of the scan for
 /// a row of outputs at once. Every operand is read before the select: with a read inside
 /// it (`else { i[t] }`), the compiler made that read conditional and the loop ran scalar,
@@ -182,7 +168,10 @@ impl<T: Scalar> RowMaxima<T> {
         };
         for (iy, row) in x.chunks_exact(w).enumerate() {
             match s {
-                2 => split_pairs(row, &mut self.phases, &read),
+                2 => {
+                    let (even, odd) = self.phases.split_at_mut(plen);
+                    split_pairs(row, even, odd, &read);
+                }
                 _ => {
                     for (r, phase) in self.phases.chunks_exact_mut(plen).enumerate() {
                         for (p, &v) in phase.iter_mut().zip(row.iter().skip(r).step_by(s)) {

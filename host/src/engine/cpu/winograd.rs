@@ -32,7 +32,7 @@
 use rayon::prelude::*;
 
 use super::conv::{check_backward, check_forward, sum_in_part_order, ConvGeom, ScratchPool};
-use super::{gemm_rows, partition, row_splits, threads, Mat, SendPtr};
+use super::{gemm_rows, partition, row_splits, split_pairs, threads, Mat, SendPtr};
 use crate::engine::scalar::Scalar;
 
 /// Positions of the 4x4 transform domain.
@@ -205,14 +205,7 @@ fn input_transform<T: Scalar>(
                 let srow = &src[base + iy as usize * w..base + (iy as usize + 1) * w];
                 // Input column 2k is padded index 2k + 1 (odd k), column 2k + 1 is padded
                 // index 2k + 2 (even k + 1).
-                let pairs = srow.chunks_exact(2);
-                if let [last] = pairs.remainder() {
-                    odd[w / 2] = *last;
-                }
-                for (k, pair) in pairs.enumerate() {
-                    odd[k] = pair[0];
-                    even[k + 1] = pair[1];
-                }
+                split_pairs(srow, odd, &mut even[1..], |v| v);
             }
             // B^T down the columns: (p0 - p2, p1 + p2, p2 - p1, p1 - p3), in place.
             let (r0, rest) = rows.split_at_mut(pw);
@@ -274,15 +267,10 @@ fn gradient_transform<T: Scalar>(
                     odd.fill(T::ZERO);
                     continue;
                 }
-                let src = &dy[base + y * w..base + (y + 1) * w];
-                let pairs = src.chunks_exact(2);
-                if let [last] = pairs.remainder() {
-                    even[w / 2] = *last;
+                split_pairs(&dy[base + y * w..base + (y + 1) * w], even, odd, |v| v);
+                if w % 2 == 1 {
+                    // Column w, past the plane's edge.
                     odd[w / 2] = T::ZERO;
-                }
-                for (k, pair) in pairs.enumerate() {
-                    even[k] = pair[0];
-                    odd[k] = pair[1];
                 }
             }
             // Tile (a b; c d): A maps (u, v) to (u, u + v, u - v, -v), down the tile's two
