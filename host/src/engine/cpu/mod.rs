@@ -119,30 +119,10 @@ pub(crate) fn gemm<T: Scalar>(
     if m == 0 || n == 0 {
         return;
     }
-    if k > 0 {
-        assert!(a.last(m, k) < a.data.len(), "gemm: A out of bounds");
-        assert!(b.last(k, n) < b.data.len(), "gemm: B out of bounds");
-    }
     assert!(coff + (m - 1) * rsc + n <= c.len(), "gemm: C out of bounds");
-    // SAFETY: bounds checked above; C is borrowed mutably so it does not overlap A or B.
-    unsafe {
-        T::gemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.as_ptr().add(a.off),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr().add(b.off),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
-            c.as_mut_ptr().add(coff),
-            rsc as isize,
-            1,
-        )
-    }
+    // SAFETY: C's block checked above, borrowed mutably so no other access overlaps it;
+    // gemm_raw checks A and B.
+    unsafe { gemm_raw(m, k, n, alpha, a, b, beta, c.as_mut_ptr().add(coff), rsc) }
 }
 
 /// `C = alpha A B + beta C` where `C` is reached through a raw pointer because several
