@@ -62,15 +62,15 @@ fn run(data: &Path, runs: &Path, mode: Mode, seed: u64) -> (f64, f64) {
 
 #[test]
 fn ogm_ge_rescues_the_weak_modality_on_three_seeds() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(THREADS)
+        .build()
+        .unwrap();
     let mut failures = Vec::new();
     for seed in 0..3u64 {
         let tmp = tempfile::tempdir().unwrap();
         let (data, runs) = (tmp.path().join("data"), tmp.path().join("runs"));
         write_dataset(&demo_data(false, seed), &data).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(THREADS)
-            .build()
-            .unwrap();
         let (acc_v_normal, ratio_normal) = pool.install(|| run(&data, &runs, Mode::Normal, seed));
         let (acc_v_ogm, ratio_ogm) = pool.install(|| run(&data, &runs, Mode::OgmGe, seed));
         eprintln!(
