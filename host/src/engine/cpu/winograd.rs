@@ -29,6 +29,8 @@
 //! gradient's partial sums added in part order. Results depend only on sizes and the thread
 //! count.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::conv::{check_backward, check_forward, sum_in_part_order, ConvGeom, ScratchPool};
@@ -101,29 +103,55 @@ impl Plan {
     }
 }
 
-/// `U = G g G^T` for every kernel, laid out `[16][cout][cin]`.
-fn kernel_transform<T: Scalar>(g: &ConvGeom, w: &[T], u: &mut [T]) {
+/// `G k G^T` of one 3x3 kernel `k` (row-major), its 16 values in position order.
+#[inline]
+fn transform_kernel<T: Scalar>(k: &[T]) -> [T; E] {
     let half = T::from_f64(0.5);
-    let us = e_stride(g.cout, g.cin);
-    // Kernels are [cout][cin][3][3]: pair p = co*cin + ci, the layout of each U[e].
-    for (p, k) in w.chunks_exact(9).enumerate() {
-        // Rows of G g: g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 (each a row of three).
-        let mut gg = [[T::ZERO; 3]; 4];
-        for c in 0..3 {
-            let (a, b, d) = (k[c], k[3 + c], k[6 + c]);
-            gg[0][c] = a;
-            gg[1][c] = (a + b + d) * half;
-            gg[2][c] = (a - b + d) * half;
-            gg[3][c] = d;
-        }
-        for (r, row) in gg.iter().enumerate() {
-            let [a, b, d] = *row;
-            let out = [a, (a + b + d) * half, (a - b + d) * half, d];
-            for (s, v) in out.into_iter().enumerate() {
-                u[(r * 4 + s) * us + p] = v;
-            }
-        }
+    // Rows of G g: g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 (each a row of three).
+    let mut gg = [[T::ZERO; 3]; 4];
+    for c in 0..3 {
+        let (a, b, d) = (k[c], k[3 + c], k[6 + c]);
+        gg[0][c] = a;
+        gg[1][c] = (a + b + d) * half;
+        gg[2][c] = (a - b + d) * half;
+        gg[3][c] = d;
     }
+    let mut u = [T::ZERO; E];
+    for (r, row) in gg.iter().enumerate() {
+        let [a, b, d] = *row;
+        u[r * 4..r * 4 + 4].copy_from_slice(&[a, (a + b + d) * half, (a - b + d) * half, d]);
+    }
+    u
+}
+
+/// `U = G g G^T` for every kernel, laid out `[16][cout][cin]`, in parallel over ranges of
+/// output channels (a 512-channel layer has 262144 kernels: serial, this was ~4% of the
+/// layer's forward pass while the other threads waited).
+fn kernel_transform<T: Scalar>(g: &ConvGeom, w: &[T], u: &mut [T]) {
+    let us = e_stride(g.cout, g.cin);
+    assert!(u.len() >= E * us && w.len() == g.w_len());
+    let up = SendPtr(u.as_mut_ptr());
+    partition(g.cout, threads())
+        .into_par_iter()
+        .for_each(|cos| {
+            // Kernels are [cout][cin][3][3]: pair p = co*cin + ci, the layout of each U[e].
+            let pairs = cos.start * g.cin..cos.end * g.cin;
+            let mut dst: [&mut [T]; E] = std::array::from_fn(|e| {
+                // SAFETY: pairs of this task's output channels in U[e] (inside u, checked
+                // above); the tasks' channel ranges are disjoint.
+                unsafe {
+                    std::slice::from_raw_parts_mut(up.get().add(e * us + pairs.start), pairs.len())
+                }
+            });
+            for (i, k) in w[pairs.start * 9..pairs.end * 9]
+                .chunks_exact(9)
+                .enumerate()
+            {
+                for (d, v) in dst.iter_mut().zip(transform_kernel(k)) {
+                    d[i] = v;
+                }
+            }
+        });
 }
 
 /// `dL/dg = G^T dL/dU G` for every kernel, `du` laid out `[16][cout][cin]`, `dw` as the
@@ -133,18 +161,23 @@ fn kernel_gradient<T: Scalar>(g: &ConvGeom, du: &[T], dw: &mut [T]) {
     let us = e_stride(g.cout, g.cin);
     // G^T maps four values (a, b, c, d) to (a + (b+c)/2, (b-c)/2, (b+c)/2 + d).
     let gt = |[a, b, c, d]: [T; 4]| [a + (b + c) * half, (b - c) * half, (b + c) * half + d];
-    for (p, out) in dw.chunks_exact_mut(9).enumerate() {
-        let at = |r: usize, s: usize| du[(r * 4 + s) * us + p];
-        // Columns first: for each column s, G^T over the four rows.
-        let mut cols = [[T::ZERO; 3]; 4];
-        for (s, col) in cols.iter_mut().enumerate() {
-            *col = gt([at(0, s), at(1, s), at(2, s), at(3, s)]);
+    // In parallel over runs of kernels (each written by one task, from its own values).
+    let run = 9 * g.cin.max(64);
+    dw.par_chunks_mut(run).enumerate().for_each(|(q, outs)| {
+        for (i, out) in outs.chunks_exact_mut(9).enumerate() {
+            let p = q * run / 9 + i;
+            let at = |r: usize, s: usize| du[(r * 4 + s) * us + p];
+            // Columns first: for each column s, G^T over the four rows.
+            let mut cols = [[T::ZERO; 3]; 4];
+            for (s, col) in cols.iter_mut().enumerate() {
+                *col = gt([at(0, s), at(1, s), at(2, s), at(3, s)]);
+            }
+            for r in 0..3 {
+                let row = gt([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
+                out[r * 3..r * 3 + 3].copy_from_slice(&row);
+            }
         }
-        for r in 0..3 {
-            let row = gt([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
-            out[r * 3..r * 3 + 3].copy_from_slice(&row);
-        }
-    }
+    });
 }
 
 /// The tiles `t0..t1` of a batch, one run per tile row: `(sample, tile row, first tile
@@ -169,14 +202,19 @@ fn tile_runs(
 }
 
 /// `V = B^T d B` for the 4x4 patches around tiles `t0..t1` of the CNHW tensor `src` (`c`
-/// channels, `nb` samples, `h x w` planes, zero outside), into `v` laid out `[16][c][tb]`
-/// (`tb = t1 - t0`). `rows` is scratch for four padded rows.
-fn input_transform<T: Scalar>(
+/// channels, `nb` samples, `h x w` planes, zero outside), channels `chans`, into `v` laid out
+/// `[16][c][tb]` (`tb = t1 - t0`). `rows` is scratch for four padded rows.
+///
+/// # Safety
+/// As [`matrices`] for the stretches of channels `chans`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_transform<T: Scalar>(
     src: &[T],
     (c, nb, h, w): (usize, usize, usize, usize),
+    chans: Range<usize>,
     t0: usize,
     t1: usize,
-    v: &mut [T],
+    v: Block<T>,
     rows: &mut Vec<T>,
 ) {
     let (th, tw) = tiles_of(h, w);
@@ -191,7 +229,7 @@ fn input_transform<T: Scalar>(
     rows.clear();
     rows.resize(4 * pw, T::ZERO);
     let plane = h * w;
-    for ci in 0..c {
+    for ci in chans {
         for (n, ty, tx0, tx1, j0) in tile_runs(t0, t1, th, tw) {
             let base = (ci * nb + n) * plane;
             for r in 0..4 {
@@ -224,7 +262,8 @@ fn input_transform<T: Scalar>(
             for (r, q) in [&*r0, &*r1, &*r2, &*r3].into_iter().enumerate() {
                 let (even, odd) = q.split_at(hw);
                 let (e, o) = (&even[tx0..tx1 + 1], &odd[tx0..tx1 + 1]);
-                let [m0, m1, m2, m3] = matrices(v, r * 4, es, off, cnt);
+                // SAFETY: channel ci's stretches (the caller's contract).
+                let [m0, m1, m2, m3] = unsafe { matrices(v, r * 4, es, off, cnt) };
                 for i in 0..cnt {
                     m0[i] = e[i] - e[i + 1];
                     m1[i] = o[i] + e[i + 1];
@@ -237,13 +276,18 @@ fn input_transform<T: Scalar>(
 }
 
 /// `A dY A^T` for the 2x2 output-gradient tiles `t0..t1` of the CNHW tensor `dy` (`c`
-/// channels, zero outside the plane), into `d` laid out `[16][c][tb]`.
-fn gradient_transform<T: Scalar>(
+/// channels, zero outside the plane), channels `chans`, into `d` laid out `[16][c][tb]`.
+///
+/// # Safety
+/// As [`matrices`] for the stretches of channels `chans`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gradient_transform<T: Scalar>(
     dy: &[T],
     (c, nb, h, w): (usize, usize, usize, usize),
+    chans: Range<usize>,
     t0: usize,
     t1: usize,
-    d: &mut [T],
+    d: Block<T>,
     rows: &mut Vec<T>,
 ) {
     let (th, tw) = tiles_of(h, w);
@@ -256,7 +300,7 @@ fn gradient_transform<T: Scalar>(
     // values.
     rows.clear();
     rows.resize(4 * tw, T::ZERO);
-    for ci in 0..c {
+    for ci in chans {
         for (n, ty, tx0, tx1, j0) in tile_runs(t0, t1, th, tw) {
             let base = (ci * nb + n) * plane;
             for r in 0..2 {
@@ -279,27 +323,58 @@ fn gradient_transform<T: Scalar>(
             let q: [&[T]; 4] = std::array::from_fn(|k| &rows[k * tw + tx0..k * tw + tx1]);
             let off = ci * tb + j0;
             let cnt = tx1 - tx0;
-            a_rows(q, matrices(d, 0, es, off, cnt), |a, _| a);
-            a_rows(q, matrices(d, 4, es, off, cnt), |a, c| a + c);
-            a_rows(q, matrices(d, 8, es, off, cnt), |a, c| a - c);
-            a_rows(q, matrices(d, 12, es, off, cnt), |_, c| -c);
+            // SAFETY: channel ci's stretches (the caller's contract).
+            unsafe {
+                a_rows(q, matrices(d, 0, es, off, cnt), |a, _| a);
+                a_rows(q, matrices(d, 4, es, off, cnt), |a, c| a + c);
+                a_rows(q, matrices(d, 8, es, off, cnt), |a, c| a - c);
+                a_rows(q, matrices(d, 12, es, off, cnt), |_, c| -c);
+            }
+        }
+    }
+}
+
+/// A transformed block being written (`[16][c][tb]` at some stride): its buffer, shared by
+/// the tasks that fill disjoint ranges of its channels.
+#[derive(Clone, Copy)]
+struct Block<T> {
+    ptr: SendPtr<T>,
+    len: usize,
+}
+
+impl<T> Block<T> {
+    /// The whole of `buf`.
+    fn of(buf: &mut [T]) -> Block<T> {
+        Block {
+            ptr: SendPtr(buf.as_mut_ptr()),
+            len: buf.len(),
         }
     }
 }
 
 /// The stretches `off..off + cnt` of the matrices of positions `e0..e0 + 4` (`es` apart) of
-/// a transformed block, as four disjoint slices.
-fn matrices<T>(d: &mut [T], e0: usize, es: usize, off: usize, cnt: usize) -> [&mut [T]; 4] {
-    let rest = &mut d[e0 * es + off..];
-    let (m0, rest) = rest.split_at_mut(es);
-    let (m1, rest) = rest.split_at_mut(es);
-    let (m2, m3) = rest.split_at_mut(es);
-    [
-        &mut m0[..cnt],
-        &mut m1[..cnt],
-        &mut m2[..cnt],
-        &mut m3[..cnt],
-    ]
+/// a transformed block, as four disjoint slices (bounds checked against the buffer).
+///
+/// # Safety
+/// While the slices live, nothing else may access these stretches: the buffer of `d` is
+/// alive and unborrowed, and other tasks write only other channels' stretches.
+unsafe fn matrices<'a, T>(
+    d: Block<T>,
+    e0: usize,
+    es: usize,
+    off: usize,
+    cnt: usize,
+) -> [&'a mut [T]; 4] {
+    assert!(
+        cnt <= es && (e0 + 3) * es + off + cnt <= d.len,
+        "winograd: a stretch past the block"
+    );
+    // SAFETY: inside the buffer (checked above); disjoint (cnt <= es); exclusive (the
+    // caller's contract).
+    let base = d.ptr.get();
+    let at =
+        |i: usize| unsafe { std::slice::from_raw_parts_mut(base.add((e0 + i) * es + off), cnt) };
+    [at(0), at(1), at(2), at(3)]
 }
 
 /// One row of the gradient transform for a run of tiles: `col` combines the tile's two rows
@@ -320,14 +395,16 @@ fn a_rows<T: Scalar>(q: [&[T]; 4], m: [&mut [T]; 4], col: impl Fn(T, T) -> T) {
 
 /// `Y = A^T M A` for tiles `t0..t1`, `m` laid out `[16][c][tb]`, written into the CNHW
 /// tensor at `dst` (`c` channels, `nb` samples, `h x w` planes; positions past the plane's
-/// edge dropped). `stage` is scratch for two rows.
+/// edge dropped), channels `chans`. `stage` is scratch for two rows.
 ///
 /// # Safety
 /// `dst` must be valid for the whole tensor, and no other thread may access the output
-/// positions of tiles `t0..t1` during the call.
+/// positions of tiles `t0..t1` in channels `chans` during the call.
+#[allow(clippy::too_many_arguments)]
 unsafe fn output_transform<T: Scalar>(
     m: &[T],
     (c, nb, h, w): (usize, usize, usize, usize),
+    chans: Range<usize>,
     t0: usize,
     t1: usize,
     dst: SendPtr<T>,
@@ -339,7 +416,7 @@ unsafe fn output_transform<T: Scalar>(
     let plane = h * w;
     stage.clear();
     stage.resize(4 * tw, T::ZERO);
-    for ci in 0..c {
+    for ci in chans {
         for (n, ty, tx0, tx1, j0) in tile_runs(t0, t1, th, tw) {
             let (x0, x1) = (2 * tx0, (2 * tx1).min(w));
             let row_at = |y: usize| {
@@ -386,6 +463,26 @@ unsafe fn output_transform<T: Scalar>(
     }
 }
 
+/// Runs `f` over the channels `0..c`: whole, with the part's scratch `rows`, when `splits`
+/// is 1 (the part has a thread to itself), else over `splits` ranges in parallel, each with
+/// scratch of its own. A layer of a single tile block (the 512-channel layers at batch 16)
+/// runs as one part, whose transforms would otherwise take one thread while the others wait:
+/// ~10% of such a layer's forward pass.
+fn over_channels<T: Send>(
+    c: usize,
+    splits: usize,
+    rows: &mut Vec<T>,
+    f: impl Fn(Range<usize>, &mut Vec<T>) + Sync,
+) {
+    if splits <= 1 {
+        f(0..c, rows);
+    } else {
+        partition(c, splits)
+            .into_par_iter()
+            .for_each(|chans| f(chans, &mut Vec::new()));
+    }
+}
+
 /// Forward: `y = conv(x, w)` (overwritten) for a convolution that [`applies`].
 pub fn forward_with<T: Scalar>(pool: &ScratchPool<T>, g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
     assert!(
@@ -398,6 +495,7 @@ pub fn forward_with<T: Scalar>(pool: &ScratchPool<T>, g: &ConvGeom, x: &[T], w: 
     kernel_transform(g, w, &mut u);
     let plan = Plan::new(g);
     let splits = row_splits(g.cout, plan.parts.len());
+    let in_splits = row_splits(g.cin, plan.parts.len());
     let yp = SendPtr(y.as_mut_ptr());
     let u_all = &u[..E * us];
     plan.parts.par_iter().for_each(|part| {
@@ -407,7 +505,12 @@ pub fn forward_with<T: Scalar>(pool: &ScratchPool<T>, g: &ConvGeom, x: &[T], w: 
         for b in part.clone() {
             let (t0, t1) = plan.block(b);
             let tb = t1 - t0;
-            input_transform(x, (g.cin, g.n, g.h, g.w), t0, t1, &mut v, &mut rows);
+            let vb = Block::of(&mut v);
+            over_channels(g.cin, in_splits, &mut rows, |chans, rows| {
+                // SAFETY: v is this part's own buffer, not otherwise borrowed until the
+                // transform is done; the channel ranges are disjoint.
+                unsafe { input_transform(x, (g.cin, g.n, g.h, g.w), chans, t0, t1, vb, rows) }
+            });
             for e in 0..E {
                 // SAFETY: m is this part's own buffer of 16 x cout x tb (or more) values.
                 unsafe {
@@ -425,8 +528,11 @@ pub fn forward_with<T: Scalar>(pool: &ScratchPool<T>, g: &ConvGeom, x: &[T], w: 
                     )
                 };
             }
-            // SAFETY: y holds the whole output; tiles t0..t1 belong to this part alone.
-            unsafe { output_transform(&m, (g.cout, g.n, g.h, g.w), t0, t1, yp, &mut rows) };
+            over_channels(g.cout, splits, &mut rows, |chans, rows| {
+                // SAFETY: y holds the whole output; tiles t0..t1 belong to this part alone,
+                // and each of their channels to one task.
+                unsafe { output_transform(&m, (g.cout, g.n, g.h, g.w), chans, t0, t1, yp, rows) }
+            });
         }
         pool.give(v);
         pool.give(m);
@@ -490,8 +596,15 @@ pub fn backward_with<T: Scalar>(
             for b in part.clone() {
                 let (t0, t1) = plan.block(b);
                 let tb = t1 - t0;
-                input_transform(x, (g.cin, g.n, g.h, g.w), t0, t1, &mut v, &mut rows);
-                gradient_transform(dy, (g.cout, g.n, g.h, g.w), t0, t1, &mut d, &mut rows);
+                let (vb, db) = (Block::of(&mut v), Block::of(&mut d));
+                // SAFETY (both transforms): v and d are this part's own buffers, not otherwise
+                // borrowed until the transforms are done; the channel ranges are disjoint.
+                over_channels(g.cin, dx_splits, &mut rows, |chans, rows| unsafe {
+                    input_transform(x, (g.cin, g.n, g.h, g.w), chans, t0, t1, vb, rows)
+                });
+                over_channels(g.cout, du_splits, &mut rows, |chans, rows| unsafe {
+                    gradient_transform(dy, (g.cout, g.n, g.h, g.w), chans, t0, t1, db, rows)
+                });
                 // dU[e] (+)= D[e] V[e]^T; the part's first block overwrites the buffer.
                 let beta = if b == part.start { T::ZERO } else { T::ONE };
                 for e in 0..E {
@@ -514,7 +627,11 @@ pub fn backward_with<T: Scalar>(
                 let Some(dxp) = dxp else { continue };
                 // dx is the convolution of dy with the rotated, transposed kernels, whose
                 // transform at (r, s) is U at (p(r), p(s)) read transposed, p swapping 0, 3.
-                input_transform(dy, (g.cout, g.n, g.h, g.w), t0, t1, &mut v, &mut rows);
+                let vb = Block::of(&mut v);
+                over_channels(g.cout, du_splits, &mut rows, |chans, rows| {
+                    // SAFETY: as for the transforms above.
+                    unsafe { input_transform(dy, (g.cout, g.n, g.h, g.w), chans, t0, t1, vb, rows) }
+                });
                 let p = |i: usize| [3, 1, 2, 0][i];
                 for e in 0..E {
                     let ue = p(e / 4) * 4 + p(e % 4);
@@ -534,8 +651,13 @@ pub fn backward_with<T: Scalar>(
                         )
                     };
                 }
-                // SAFETY: dx holds the whole input; tiles t0..t1 belong to this part alone.
-                unsafe { output_transform(&m, (g.cin, g.n, g.h, g.w), t0, t1, dxp, &mut rows) };
+                over_channels(g.cin, dx_splits, &mut rows, |chans, rows| {
+                    // SAFETY: dx holds the whole input; tiles t0..t1 belong to this part
+                    // alone, and each of their channels to one task.
+                    unsafe {
+                        output_transform(&m, (g.cin, g.n, g.h, g.w), chans, t0, t1, dxp, rows)
+                    }
+                });
             }
             pool.give(v);
             pool.give(d);
