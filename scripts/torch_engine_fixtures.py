@@ -11,6 +11,11 @@ GeWu-Lab/OGM-GE_CVPR2022, re-implemented below with the width/depth knobs of
 
 Run once (torch is not needed by the tests):
   python scripts/torch_engine_fixtures.py            # regenerate the fixtures
+  python scripts/torch_engine_fixtures.py --official-pth
+      # official_concat.pth: the checkpoint the official main.py saves (torch.save of its
+      # saved_dict, the model in nn.DataParallel, after one SGD step), for a 6-class model of
+      # width 2 with 1 block a stage; official_gated_state_dict.pth: a bare state_dict; and
+      # each one's state_dict as <name>_expected.safetensors, for `ogm import`'s tests.
   python scripts/torch_engine_fixtures.py --verify-rust-checkpoint
       # load host/tests/fixtures/engine/rust_checkpoint.safetensors (written by the Rust
       # engine) into the official model with strict load_state_dict, and compare its logits
@@ -337,13 +342,47 @@ def verify_rust_checkpoint():
         sys.exit(1)
 
 
+def official_pth():
+    """Checkpoints as the official main.py writes them (float32, as it trains)."""
+    widths, blocks, classes = (2, 4, 8, 16), (1, 1, 1, 1), 6
+    for fusion, seed in (("concat", 7), ("gated", 8)):
+        torch.manual_seed(seed)
+        model = AVClassifier(fusion, classes, widths, blocks)
+        model.apply(weight_init)
+        model = nn.DataParallel(model)  # main.py: keys become module.*
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 70, 0.1)
+        audio = torch.randn(4, 1, 33, 25)
+        visual = torch.randn(4, 3, 1, 32, 32)
+        _, _, out = model(audio, visual)
+        F.cross_entropy(out, torch.tensor([0, 1, 2, 5])).backward()
+        optimizer.step()
+        scheduler.step()
+        if fusion == "concat":
+            name = "official_concat"
+            saved = {"saved_epoch": 3, "modulation": "OGM_GE", "alpha": 0.8, "fusion": fusion,
+                     "acc": 0.5, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict()}
+        else:
+            name = "official_gated_state_dict"
+            saved = model.module.state_dict()
+        torch.save(saved, os.path.join(OUT, f"{name}.pth"))
+        sd = {k: t.contiguous() for k, t in model.module.state_dict().items()}
+        save_file(sd, os.path.join(OUT, f"{name}_expected.safetensors"))
+        print(f"{name}.pth: {len(sd)} tensors")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--verify-rust-checkpoint", action="store_true")
+    ap.add_argument("--official-pth", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.verify_rust_checkpoint:
         verify_rust_checkpoint()
+        return
+    if args.official_pth:
+        official_pth()
         return
     os.makedirs(OUT, exist_ok=True)
     paper_tables()

@@ -27,6 +27,8 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on a test split: acc, acc_a, acc_v.
     Eval(EvalArgs),
+    /// Make a checkpoint of the official PyTorch code (`.pth`) into a run folder for `ogm eval`.
+    Import(ImportArgs),
     /// Write a synthetic audio-visual dataset in the CREMA-D layout.
     Synth(SynthArgs),
     /// Build a small synthetic dataset, train Normal and OGM-GE on the CPU, compare them.
@@ -250,6 +252,20 @@ impl EvalArgs {
             device: self.device,
         }
     }
+}
+
+/// `ogm import`.
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct ImportArgs {
+    /// The checkpoint `torch.save` wrote: the official `main.py`'s (model, optimiser and
+    /// settings) or a bare state_dict.
+    #[arg(long)]
+    pub pth: PathBuf,
+    /// The run folder to create (`config.toml`, `checkpoints/<name>.safetensors`); it must
+    /// not hold a run.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `ogm synth`.

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
-use ogm_host::cli::{Cli, Command, EvalArgs, SynthArgs};
+use ogm_host::cli::{Cli, Command, EvalArgs, ImportArgs, SynthArgs};
 use ogm_host::data::{write_dataset, SynthConfig};
 use ogm_host::train::{self, demo, RunOptions, TrainError};
 
@@ -43,6 +43,7 @@ fn main() -> ExitCode {
                 Ok(())
             }),
         Command::Eval(args) => eval(&args),
+        Command::Import(args) => import(&args),
         Command::Synth(args) => synth(&args),
         Command::Demo(args) => demo::run(&args, stop).map(|_| ()),
     };
@@ -110,6 +111,30 @@ fn eval(args: &EvalArgs) -> Result<(), TrainError> {
     println!(
         "samples {}  (skipped {})\nloss    {:.4}\nacc     {:.4}\nacc_a   {:.4}\nacc_v   {:.4}",
         r.samples, e.skipped, r.loss, r.acc, r.acc_a, r.acc_v
+    );
+    Ok(())
+}
+
+fn import(args: &ImportArgs) -> Result<(), TrainError> {
+    let i = train::import::import_official(&args.pth, &args.out)?;
+    let c = &i.config;
+    println!(
+        "imported {} ({:?} fusion, width {}, {} blocks a stage, {} alpha {}{}{})\nwrote {}\n\
+         evaluate with: ogm eval --checkpoint {} [--test_csv ... --audio_path ... --visual_path ...]",
+        args.pth.display(),
+        c.fusion_method,
+        c.model.width,
+        c.model.blocks,
+        c.modulation.as_str(),
+        c.alpha,
+        i.saved_epoch
+            .map(|e| format!(", saved at epoch {e}"))
+            .unwrap_or_default(),
+        i.saved_acc
+            .map(|a| format!(", test acc {a:.4} then"))
+            .unwrap_or_default(),
+        args.out.display(),
+        i.checkpoint.display(),
     );
     Ok(())
 }

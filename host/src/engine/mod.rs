@@ -35,6 +35,7 @@ pub mod error;
 pub mod gpu;
 pub mod model;
 pub mod optim;
+pub mod pth;
 pub mod scalar;
 
 pub use arena::{Modality, TensorInfo, TensorKind, TensorTable};

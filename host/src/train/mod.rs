@@ -9,6 +9,7 @@ pub mod eval;
 pub mod footprint;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod import;
 pub mod optimizer;
 mod step;
 

@@ -1,0 +1,167 @@
+//! `ogm import` on checkpoints written by PyTorch itself (`scripts/torch_engine_fixtures.py
+//! --official-pth`, torch 2.15): the official `main.py`'s saved_dict with its model in
+//! `nn.DataParallel` after one SGD step, and a bare state_dict. Every imported tensor must
+//! equal the one `safetensors.torch` wrote from the same model (values and dtypes), the run
+//! folder must evaluate exactly as that state_dict does, and damaged files must give errors
+//! naming the file, never a panic, and write nothing.
+
+// Only the synthetic dataset of the shared helpers is used here.
+#[allow(dead_code)]
+mod train_common;
+
+use std::path::{Path, PathBuf};
+
+use ogm_core::Mode;
+use ogm_host::config::{Device, Fusion};
+use ogm_host::engine::CpuBackend;
+use ogm_host::train::eval::{
+    evaluate_checkpoint, evaluate_checkpoint_on, request_config, EvalRequest,
+};
+use ogm_host::train::import::import_official;
+use ogm_host::train::TrainError;
+use safetensors::SafeTensors;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/engine")
+        .join(name)
+}
+
+/// Every tensor of `got` equals the one of the same name in `want`, bytes and dtype, and
+/// neither has a tensor the other lacks.
+fn assert_same_tensors(got: &Path, want: &Path) {
+    let (g, w) = (std::fs::read(got).unwrap(), std::fs::read(want).unwrap());
+    let (g, w) = (
+        SafeTensors::deserialize(&g).unwrap(),
+        SafeTensors::deserialize(&w).unwrap(),
+    );
+    let mut names = w.names();
+    names.sort();
+    let mut got_names = g.names();
+    got_names.sort();
+    assert_eq!(got_names, names, "tensor names");
+    for n in names {
+        let (a, b) = (g.tensor(n).unwrap(), w.tensor(n).unwrap());
+        assert_eq!(a.dtype(), b.dtype(), "{n}: dtype");
+        assert_eq!(a.shape(), b.shape(), "{n}: shape");
+        assert!(a.data() == b.data(), "{n}: values differ");
+    }
+}
+
+#[test]
+fn official_checkpoint_imports_with_its_settings_and_exact_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let i = import_official(&fixture("official_concat.pth"), &out).unwrap();
+    let c = &i.config;
+    assert_eq!(c.fusion_method, Fusion::Concat);
+    assert_eq!((c.model.width, c.model.blocks), (2, 1));
+    assert_eq!((c.modulation, c.alpha), (Mode::OgmGe, 0.8));
+    assert_eq!((i.saved_epoch, i.saved_acc), (Some(3), Some(0.5)));
+    assert_eq!(
+        i.checkpoint,
+        out.join("checkpoints/official_concat.safetensors")
+    );
+    assert!(out.join("config.toml").is_file());
+    assert_same_tensors(
+        &i.checkpoint,
+        &fixture("official_concat_expected.safetensors"),
+    );
+}
+
+#[test]
+fn bare_state_dict_imports_without_a_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let i = import_official(&fixture("official_gated_state_dict.pth"), &out).unwrap();
+    assert_eq!(i.config.fusion_method, Fusion::Gated);
+    assert_eq!(
+        i.config.modulation,
+        Mode::OgmGe,
+        "the default, nothing recorded"
+    );
+    assert_eq!((i.saved_epoch, i.saved_acc), (None, None));
+    assert_same_tensors(
+        &i.checkpoint,
+        &fixture("official_gated_state_dict_expected.safetensors"),
+    );
+}
+
+/// `ogm eval` of the imported folder gives the figures of the PyTorch-written state_dict
+/// evaluated under the same settings, bit for bit.
+#[test]
+fn imported_run_folder_evaluates_as_the_state_dict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    train_common::dataset(&data);
+    let out = tmp.path().join("run");
+    let i = import_official(&fixture("official_concat.pth"), &out).unwrap();
+    let req = |checkpoint: PathBuf| EvalRequest {
+        checkpoint,
+        test_csv: Some(data.join("test.csv")),
+        audio_path: Some(data.join("AudioWAV")),
+        visual_path: Some(data.clone()),
+        batch_size: 5,
+        device: Device::Cpu,
+    };
+    let imported = evaluate_checkpoint(&req(i.checkpoint.clone())).unwrap();
+    let config = request_config(&req(i.checkpoint.clone())).unwrap();
+    let direct = evaluate_checkpoint_on(
+        &req(fixture("official_concat_expected.safetensors")),
+        &config,
+        CpuBackend::<f32>::new(),
+    )
+    .unwrap();
+    assert_eq!(imported, direct);
+    assert_eq!(imported.result.samples, 12);
+    assert!(imported.result.loss.is_finite());
+}
+
+/// The refusals: each names the file and leaves no run folder behind.
+#[test]
+fn damaged_or_foreign_files_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read(fixture("official_concat.pth")).unwrap();
+    let check = |label: &str, bytes: &[u8], expect: &str| {
+        let pth = tmp.path().join(format!("{label}.pth"));
+        std::fs::write(&pth, bytes).unwrap();
+        let out = tmp.path().join(format!("out-{label}"));
+        let err = import_official(&pth, &out).expect_err(label).to_string();
+        assert!(err.contains(&pth.display().to_string()), "{label}: {err}");
+        assert!(err.contains(expect), "{label}: `{err}` lacks `{expect}`");
+        assert!(!out.join("config.toml").exists(), "{label}: wrote a config");
+    };
+    check("empty", b"", "zip");
+    check("text", b"not a checkpoint at all", "zip");
+    check("legacy", &[0x80, 0x02, 0x8a, 0x0a], "legacy format");
+    // Cut anywhere: the zip's directory is at the end, so every cut loses it.
+    for cut in [10, 1000, good.len() / 2, good.len() - 30] {
+        check(&format!("cut{cut}"), &good[..cut], "zip");
+    }
+    // A storage emptied in place (same length in the directory: the zip's own CRC check or
+    // the size check must catch it).
+    let (name, pkl) = (
+        "official_concat/data.pkl",
+        find(&good, b"official_concat/data.pkl"),
+    );
+    assert!(pkl.is_some(), "{name} in the fixture");
+    let mut flipped = good.clone();
+    let at = pkl.unwrap() + name.len() + 200;
+    flipped[at] ^= 0xff;
+    let pth = tmp.path().join("flipped.pth");
+    std::fs::write(&pth, &flipped).unwrap();
+    let err = import_official(&pth, &tmp.path().join("out-flipped")).expect_err("flipped");
+    assert!(matches!(err, TrainError::Checkpoint { .. }), "{err}");
+
+    // A missing file and an existing run.
+    let err = import_official(&tmp.path().join("nope.pth"), &tmp.path().join("o"));
+    assert!(err.unwrap_err().to_string().contains("nope.pth"));
+    let out = tmp.path().join("twice");
+    import_official(&fixture("official_concat.pth"), &out).unwrap();
+    let again = import_official(&fixture("official_concat.pth"), &out).unwrap_err();
+    assert!(matches!(again, TrainError::RunExists { .. }), "{again}");
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
