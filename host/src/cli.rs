@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConfigError, ConvAlgo, Device, Fusion, OptimizerKind, Precision, TrainConfig};
+use crate::config::{
+    read_classes_file, ConfigError, ConvAlgo, Device, Fusion, OptimizerKind, Precision, TrainConfig,
+};
 use crate::train::eval::EvalRequest;
 
 /// Balanced audio-visual training with OGM-GE (CVPR 2022).
@@ -55,9 +57,12 @@ pub struct TrainArgs {
     /// Only epoch summaries on the terminal.
     #[arg(long)]
     pub quiet: bool,
-    /// Dataset (class list): CREMAD.
+    /// Dataset name: CREMAD (classes built in), or any name with --classes_file.
     #[arg(long)]
     pub dataset: Option<String>,
+    /// The class names, one a line, in label-index order (the labels of the split files).
+    #[arg(long)]
+    pub classes_file: Option<PathBuf>,
     /// Normal, OGM or OGM_GE.
     #[arg(long)]
     pub modulation: Option<String>,
@@ -191,6 +196,9 @@ impl TrainArgs {
             loader_workers,
             checkpoint_every_steps
         );
+        if let Some(path) = &self.classes_file {
+            c.classes = read_classes_file(path)?;
+        }
         if let Some(m) = &self.modulation {
             c.modulation = ogm_core::Mode::parse(m).ok_or_else(|| {
                 ConfigError::Invalid(format!(
@@ -266,6 +274,13 @@ pub struct ImportArgs {
     /// not hold a run.
     #[arg(long)]
     pub out: PathBuf,
+    /// The dataset the model was trained on: CREMAD (classes built in), or any name with
+    /// --classes_file.
+    #[arg(long, default_value = "CREMAD")]
+    pub dataset: String,
+    /// The model's class names, one a line, in label-index order.
+    #[arg(long)]
+    pub classes_file: Option<PathBuf>,
 }
 
 /// `ogm synth`.
@@ -303,6 +318,10 @@ pub struct SynthArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Class names, one a line (at most 12; default: CREMA-D's six). Train on the result
+    /// with `--dataset <any name> --classes_file` and the same file.
+    #[arg(long)]
+    pub classes_file: Option<PathBuf>,
 }
 
 /// `ogm demo`.

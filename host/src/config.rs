@@ -147,8 +147,12 @@ impl Default for ModelSize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Dataset name (`CREMAD`, `KineticSound`, `VGGSound`, `AVE`); sets the class list.
+    /// Dataset name. `CREMAD` has its class list built in; any other name needs `classes`.
     pub dataset: String,
+    /// The class names in label-index order (`--classes_file`, one a line): the labels the
+    /// split files use and the rows of the model's output. Empty: the dataset's built-in list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
     /// `Normal`, `OGM` or `OGM_GE`.
     #[serde(with = "mode_serde")]
     pub modulation: Mode,
@@ -217,6 +221,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             dataset: "CREMAD".into(),
+            classes: Vec::new(),
             modulation: Mode::OgmGe,
             fusion_method: Fusion::Concat,
             alpha: 0.8,
@@ -268,7 +273,7 @@ mod mode_serde {
     }
 }
 
-/// The class names of a dataset, in label-index order.
+/// The built-in class names of a dataset, in label-index order.
 pub fn dataset_classes(dataset: &str) -> Result<Vec<String>, ConfigError> {
     match dataset {
         "CREMAD" => Ok(["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
@@ -276,9 +281,59 @@ pub fn dataset_classes(dataset: &str) -> Result<Vec<String>, ConfigError> {
             .map(|s| s.to_string())
             .collect()),
         other => Err(ConfigError::Invalid(format!(
-            "dataset `{other}` has no built-in class list; this version reads the CREMA-D \
-             layout (`--dataset CREMAD`)"
+            "dataset `{other}` has no built-in class list: give its classes with \
+             --classes_file (one name a line, in label-index order)"
         ))),
+    }
+}
+
+/// Checks a class list: at least two classes, distinct, each a label a split file's
+/// `clip_id,LABEL` row can hold (not empty, no comma, no surrounding spaces).
+pub fn check_classes(names: &[String]) -> Result<(), ConfigError> {
+    match classes_problem(names) {
+        Some(m) => Err(ConfigError::Invalid(format!("classes: {m}"))),
+        None => Ok(()),
+    }
+}
+
+fn classes_problem(names: &[String]) -> Option<String> {
+    if names.len() < 2 {
+        return Some(format!("at least two are needed, got {}", names.len()));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() || n.contains(',') || n.trim() != n || n.contains(['\n', '\r']) {
+            return Some(format!(
+                "class {} `{n}`: a label must be non-empty, without commas or surrounding \
+                 spaces (split rows are `clip_id,LABEL`)",
+                i + 1
+            ));
+        }
+        if names[..i].contains(n) {
+            return Some(format!("class `{n}` is listed twice"));
+        }
+    }
+    None
+}
+
+/// Reads a class list file: one class name a line, in label-index order; blank lines are
+/// skipped, a UTF-8 byte-order mark is allowed. The names are checked by [`check_classes`].
+pub fn read_classes_file(path: &Path) -> Result<Vec<String>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |m: &str| ConfigError::Invalid(format!("--classes_file {}: {m}", path.display()));
+    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text"))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    match classes_problem(&names) {
+        Some(m) => Err(bad(&m)),
+        None => Ok(names),
     }
 }
 
@@ -305,10 +360,21 @@ impl TrainConfig {
         })
     }
 
+    /// The class names in label-index order: `classes` when given, else the dataset's
+    /// built-in list.
+    pub fn class_names(&self) -> Result<Vec<String>, ConfigError> {
+        if self.classes.is_empty() {
+            dataset_classes(&self.dataset)
+        } else {
+            check_classes(&self.classes)?;
+            Ok(self.classes.clone())
+        }
+    }
+
     /// Refuses values out of range and contradictory combinations, before any work starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        dataset_classes(&self.dataset)?;
+        self.class_names()?;
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return bad(format!(
                 "--alpha must be finite and >= 0, got {}",
@@ -442,6 +508,30 @@ mod tests {
         assert_eq!((c.modulation_starts, c.modulation_ends), (0, 50));
         assert_eq!((c.lr_decay_step, c.lr_decay_ratio), (70, 0.1));
         c.validate().unwrap();
+    }
+
+    /// A run's class list is written only when given, so the config of a CREMA-D run reads
+    /// as before (and a run folder from before the list existed resumes unchanged); a given
+    /// list replaces the dataset's built-in one.
+    #[test]
+    fn class_lists_are_written_only_when_given() {
+        let c = TrainConfig::default();
+        let text = toml::to_string(&c).unwrap();
+        assert!(!text.contains("classes"), "{text}");
+        assert_eq!(c.class_names().unwrap()[0], "NEU");
+        let named = TrainConfig {
+            classes: vec!["b".into(), "a".into()],
+            ..TrainConfig::default()
+        };
+        let text = toml::to_string(&named).unwrap();
+        let back: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back.class_names().unwrap(), ["b", "a"]);
+        let bad = TrainConfig {
+            classes: vec!["a".into(), " a".into()],
+            ..TrainConfig::default()
+        };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("surrounding spaces"), "{e}");
     }
 
     #[test]

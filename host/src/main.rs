@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ogm_host::cli::{Cli, Command, EvalArgs, ImportArgs, SynthArgs};
-use ogm_host::data::{write_dataset, SynthConfig};
+use ogm_host::data::{write_dataset, LabelSet, SynthConfig};
 use ogm_host::train::{self, demo, RunOptions, TrainError};
 
 fn main() -> ExitCode {
@@ -116,7 +116,11 @@ fn eval(args: &EvalArgs) -> Result<(), TrainError> {
 }
 
 fn import(args: &ImportArgs) -> Result<(), TrainError> {
-    let i = train::import::import_official(&args.pth, &args.out)?;
+    let classes = match &args.classes_file {
+        Some(path) => ogm_host::config::read_classes_file(path)?,
+        None => Vec::new(),
+    };
+    let i = train::import::import_official(&args.pth, &args.out, &args.dataset, &classes)?;
     let c = &i.config;
     println!(
         "imported {} ({:?} fusion, width {}, {} blocks a stage, {} alpha {}{}{})\nwrote {}\n\
@@ -140,7 +144,13 @@ fn import(args: &ImportArgs) -> Result<(), TrainError> {
 }
 
 fn synth(args: &SynthArgs) -> Result<(), TrainError> {
+    let labels = match &args.classes_file {
+        Some(path) => LabelSet::new(ogm_host::config::read_classes_file(path)?)
+            .expect("read_classes_file checks the names are distinct"),
+        None => LabelSet::cremad(),
+    };
     let c = SynthConfig {
+        labels,
         train_per_class: args.train_per_class,
         test_per_class: args.test_per_class,
         audio_signal: args.audio_signal,

@@ -12,14 +12,20 @@ mod train_common;
 use std::path::{Path, PathBuf};
 
 use ogm_core::Mode;
+use ogm_host::config::TrainConfig;
 use ogm_host::config::{Device, Fusion};
 use ogm_host::engine::CpuBackend;
 use ogm_host::train::eval::{
     evaluate_checkpoint, evaluate_checkpoint_on, request_config, EvalRequest,
 };
-use ogm_host::train::import::import_official;
+use ogm_host::train::import::{import_official, Imported};
 use ogm_host::train::TrainError;
 use safetensors::SafeTensors;
+
+/// A CREMA-D model, as `ogm import --pth <pth> --out <out>` reads it.
+fn import(pth: &Path, out: &Path) -> Result<Imported, TrainError> {
+    import_official(pth, out, "CREMAD", &[])
+}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -52,7 +58,7 @@ fn assert_same_tensors(got: &Path, want: &Path) {
 fn official_checkpoint_imports_with_its_settings_and_exact_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let i = import_official(&fixture("official_concat.pth"), &out).unwrap();
+    let i = import(&fixture("official_concat.pth"), &out).unwrap();
     let c = &i.config;
     assert_eq!(c.fusion_method, Fusion::Concat);
     assert_eq!((c.model.width, c.model.blocks), (2, 1));
@@ -73,7 +79,7 @@ fn official_checkpoint_imports_with_its_settings_and_exact_weights() {
 fn bare_state_dict_imports_without_a_prefix() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let i = import_official(&fixture("official_gated_state_dict.pth"), &out).unwrap();
+    let i = import(&fixture("official_gated_state_dict.pth"), &out).unwrap();
     assert_eq!(i.config.fusion_method, Fusion::Gated);
     assert_eq!(
         i.config.modulation,
@@ -95,7 +101,7 @@ fn imported_run_folder_evaluates_as_the_state_dict() {
     let data = tmp.path().join("data");
     train_common::dataset(&data);
     let out = tmp.path().join("run");
-    let i = import_official(&fixture("official_concat.pth"), &out).unwrap();
+    let i = import(&fixture("official_concat.pth"), &out).unwrap();
     let req = |checkpoint: PathBuf| EvalRequest {
         checkpoint,
         test_csv: Some(data.join("test.csv")),
@@ -126,7 +132,7 @@ fn damaged_or_foreign_files_are_refused_by_name() {
         let pth = tmp.path().join(format!("{label}.pth"));
         std::fs::write(&pth, bytes).unwrap();
         let out = tmp.path().join(format!("out-{label}"));
-        let err = import_official(&pth, &out).expect_err(label).to_string();
+        let err = import(&pth, &out).expect_err(label).to_string();
         assert!(err.contains(&pth.display().to_string()), "{label}: {err}");
         assert!(err.contains(expect), "{label}: `{err}` lacks `{expect}`");
         assert!(!out.join("config.toml").exists(), "{label}: wrote a config");
@@ -138,8 +144,8 @@ fn damaged_or_foreign_files_are_refused_by_name() {
     for cut in [10, 1000, good.len() / 2, good.len() - 30] {
         check(&format!("cut{cut}"), &good[..cut], "zip");
     }
-    // A storage emptied in place (same length in the directory: the zip's own CRC check or
-    // the size check must catch it).
+    // A byte of the pickle flipped in place (same length in the directory): the zip's CRC
+    // check must catch it.
     let (name, pkl) = (
         "official_concat/data.pkl",
         find(&good, b"official_concat/data.pkl"),
@@ -150,16 +156,53 @@ fn damaged_or_foreign_files_are_refused_by_name() {
     flipped[at] ^= 0xff;
     let pth = tmp.path().join("flipped.pth");
     std::fs::write(&pth, &flipped).unwrap();
-    let err = import_official(&pth, &tmp.path().join("out-flipped")).expect_err("flipped");
+    let err = import(&pth, &tmp.path().join("out-flipped")).expect_err("flipped");
     assert!(matches!(err, TrainError::Checkpoint { .. }), "{err}");
 
     // A missing file and an existing run.
-    let err = import_official(&tmp.path().join("nope.pth"), &tmp.path().join("o"));
+    let err = import(&tmp.path().join("nope.pth"), &tmp.path().join("o"));
     assert!(err.unwrap_err().to_string().contains("nope.pth"));
     let out = tmp.path().join("twice");
-    import_official(&fixture("official_concat.pth"), &out).unwrap();
-    let again = import_official(&fixture("official_concat.pth"), &out).unwrap_err();
+    import(&fixture("official_concat.pth"), &out).unwrap();
+    let again = import(&fixture("official_concat.pth"), &out).unwrap_err();
     assert!(matches!(again, TrainError::RunExists { .. }), "{again}");
+}
+
+/// A class list names the model's outputs: recorded in the run's config when its length is
+/// the model's, refused (naming both counts, writing nothing) when not; a dataset without
+/// built-in classes asks for the list.
+#[test]
+fn class_lists_name_the_model_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pth = fixture("official_concat.pth");
+    let names: Vec<String> = ["calm", "happy", "sad", "fearful", "disgust", "angry"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = tmp.path().join("named");
+    let i = import_official(&pth, &out, "MyCremad", &names).unwrap();
+    let saved = TrainConfig::from_file(&out.join("config.toml")).unwrap();
+    assert_eq!(saved.dataset, "MyCremad");
+    assert_eq!(saved.class_names().unwrap(), names);
+    assert_eq!(saved, i.config);
+
+    let out = tmp.path().join("three");
+    let err = import_official(&pth, &out, "MyCremad", &names[..3])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("6 classes, but 3 are named"), "{err}");
+    assert!(!out.exists(), "wrote {}", out.display());
+
+    let err = import_official(&pth, &out, "VGGSound", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--classes_file"), "{err}");
+    let twice = vec!["a".to_string(), "a".to_string()];
+    let err = import_official(&pth, &out, "X", &twice)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("listed twice"), "{err}");
+    assert!(!out.exists(), "wrote {}", out.display());
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

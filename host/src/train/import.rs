@@ -6,14 +6,15 @@
 //! 'model', 'optimizer', 'scheduler'}` with `torch.save`, its model wrapped in
 //! `nn.DataParallel` (keys prefixed `module.`); a bare state_dict is read too. The model's
 //! shape (fusion head, classes, width, blocks) is read from the tensors, the fusion method
-//! checked against the saved `fusion`, and the weights are loaded into the engine's model
+//! checked against the saved `fusion`, the number of classes against the class list (CREMA-D's
+//! by default; `--classes_file` for a model of another dataset), and the weights are loaded into the engine's model
 //! (every key, shape and value checked, as for `ogm eval`) before anything is written. The
 //! optimiser's momentum is not carried over: the folder is for evaluation.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::config::{dataset_classes, Fusion, ModelSize, TrainConfig};
+use crate::config::{check_classes, dataset_classes, Fusion, ModelSize, TrainConfig};
 use crate::engine::pth::{Checkpoint, TensorData, Value};
 use crate::engine::{checkpoint, AvModel, CpuBackend};
 use crate::run::fsio::write_atomic;
@@ -41,8 +42,15 @@ fn bad(path: &Path, message: impl Into<String>) -> TrainError {
 }
 
 /// Reads the official checkpoint `pth` and writes the run folder `out` (which must not hold
-/// a run already): `config.toml` and `checkpoints/<pth's stem>.safetensors`.
-pub fn import_official(pth: &Path, out: &Path) -> Result<Imported, TrainError> {
+/// a run already): `config.toml` and `checkpoints/<pth's stem>.safetensors`. The model's
+/// classes are `classes` (label-index order) when given, else `dataset`'s built-in list; their
+/// number must be the model's.
+pub fn import_official(
+    pth: &Path,
+    out: &Path,
+    dataset: &str,
+    classes: &[String],
+) -> Result<Imported, TrainError> {
     let bytes = std::fs::read(pth).map_err(|e| TrainError::io(pth, e))?;
     let mut ck = Checkpoint::from_bytes(bytes).map_err(|m| bad(pth, m))?;
     let root = ck.root().clone();
@@ -131,14 +139,25 @@ pub fn import_official(pth: &Path, out: &Path) -> Result<Imported, TrainError> {
     } else {
         "fusion_module.fc_out.weight"
     };
-    let classes = shape_of(head)?[0];
-    let names = dataset_classes("CREMAD")?;
-    if classes != names.len() {
+    let outputs = shape_of(head)?[0];
+    let names = if classes.is_empty() {
+        dataset_classes(dataset)?
+    } else {
+        check_classes(classes)?;
+        classes.to_vec()
+    };
+    if outputs != names.len() {
         return Err(bad(
             pth,
             format!(
-                "a model of {classes} classes; ogm reads the CREMA-D layout ({} classes)",
-                names.len()
+                "a model of {outputs} classes, but {} are named ({}); give the model's \
+                 classes with --classes_file",
+                names.len(),
+                if classes.is_empty() {
+                    format!("dataset {dataset}")
+                } else {
+                    "--classes_file".into()
+                }
             ),
         ));
     }
@@ -155,6 +174,8 @@ pub fn import_official(pth: &Path, out: &Path) -> Result<Imported, TrainError> {
         ));
     }
     let mut config = TrainConfig {
+        dataset: dataset.to_string(),
+        classes: classes.to_vec(),
         fusion_method: fusion,
         model: ModelSize {
             width,
@@ -183,7 +204,7 @@ pub fn import_official(pth: &Path, out: &Path) -> Result<Imported, TrainError> {
     // configuration builds, finite values, nothing extra; then written in its format.
     let mut model = AvModel::new(
         CpuBackend::<f32>::new(),
-        model_config(&config, classes),
+        model_config(&config, outputs),
         config.random_seed,
     )?;
     let st = to_safetensors(&tensors).map_err(|m| bad(pth, m))?;

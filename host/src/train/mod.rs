@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{dataset_classes, ConfigError, TrainConfig};
+use crate::config::{ConfigError, TrainConfig};
 use crate::data::dataset::{DataPaths, Dataset, DatasetConfig, Split};
 use crate::data::image::ImageConfig;
 use crate::data::loader::{Loader, LoaderConfig};
@@ -248,7 +248,7 @@ pub fn model_config(c: &TrainConfig, classes: usize) -> ModelConfig {
 
 /// The data pipeline's settings for a training configuration.
 pub fn dataset_config(c: &TrainConfig) -> Result<DatasetConfig, TrainError> {
-    let names = dataset_classes(&c.dataset)?;
+    let names = c.class_names()?;
     let labels = LabelSet::new(names).ok_or_else(|| {
         ConfigError::Invalid(format!("dataset {} has an invalid class list", c.dataset))
     })?;
