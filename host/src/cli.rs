@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    read_classes_file, ConfigError, ConvAlgo, Device, Fusion, OptimizerKind, Precision, TrainConfig,
+    read_classes_file, AudioFrontend, ConfigError, ConvAlgo, Device, Fusion, OptimizerKind,
+    Precision, TrainConfig,
 };
 use crate::train::eval::EvalRequest;
 
@@ -92,9 +93,21 @@ pub struct TrainArgs {
     pub lr_decay_ratio: Option<f64>,
     #[arg(
         long,
-        help = "Frames per clip (1; 3 for Kinetics-Sounds / AVE style data)"
+        help = "Frame folder rate Image-XX-FPS, and frames per clip unless --use_video_frames (1)"
     )]
     pub fps: Option<usize>,
+    #[arg(
+        long,
+        help = "Frames per clip read from the Image-XX-FPS folder (0: --fps; official VGGSound: 3)"
+    )]
+    pub use_video_frames: Option<usize>,
+    #[arg(
+        long,
+        value_enum,
+        help = "Audio features of the official loader: cremad (22050 Hz, STFT 512/353) or \
+                vggsound (16 kHz, random crops, STFT 256/128; --audio_seconds defaults to 5)"
+    )]
+    pub audio_frontend: Option<AudioFrontend>,
     #[arg(long, help = "Folder of <clip>.wav files (./data/CREMAD/AudioWAV)")]
     pub audio_path: Option<PathBuf>,
     #[arg(
@@ -181,6 +194,8 @@ impl TrainArgs {
             lr_decay_step,
             lr_decay_ratio,
             fps,
+            use_video_frames,
+            audio_frontend,
             audio_path,
             visual_path,
             train_csv,
@@ -196,6 +211,11 @@ impl TrainArgs {
             loader_workers,
             checkpoint_every_steps
         );
+        // The official VGGSound loader crops 5 s: the front end brings its length along
+        // unless one is given.
+        if self.audio_frontend == Some(AudioFrontend::Vggsound) && self.audio_seconds.is_none() {
+            c.audio_seconds = 5.0;
+        }
         if let Some(path) = &self.classes_file {
             c.classes = read_classes_file(path)?;
         }

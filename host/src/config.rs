@@ -52,6 +52,29 @@ pub enum Fusion {
     Gated,
 }
 
+/// The audio features' front end (`--audio_frontend`): the official loader whose audio
+/// pipeline is reproduced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioFrontend {
+    /// `CramedDataset`: 22050 Hz, tiled, the first `audio_seconds`, STFT 512 / hop 353.
+    #[default]
+    Cremad,
+    /// `VGGSound`: 16 kHz, doubled to twice `audio_seconds`, a crop of `audio_seconds` from a
+    /// random offset of up to `audio_seconds` (0 in evaluation), STFT 256 / hop 128.
+    Vggsound,
+}
+
+impl AudioFrontend {
+    fn is_default(&self) -> bool {
+        *self == AudioFrontend::default()
+    }
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
 /// The optimiser (`--optimizer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -176,8 +199,16 @@ pub struct TrainConfig {
     pub lr_decay_step: u32,
     /// StepLR factor.
     pub lr_decay_ratio: f64,
-    /// Frames per clip.
+    /// The frame folder's rate (`Image-XX-FPS`), and the frames per clip unless
+    /// `use_video_frames` is set.
     pub fps: usize,
+    /// Frames per clip fed to the model (the official `--use_video_frames`: 3 for VGGSound);
+    /// 0: `fps`, as the official CREMA-D loader.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub use_video_frames: usize,
+    /// The audio features' front end (CREMA-D's unless VGGSound's is asked for).
+    #[serde(skip_serializing_if = "AudioFrontend::is_default")]
+    pub audio_frontend: AudioFrontend,
     /// Folder of `<clip>.wav` files.
     pub audio_path: PathBuf,
     /// Folder holding `Image-XX-FPS/<clip>/*.jpg`.
@@ -234,6 +265,8 @@ impl Default for TrainConfig {
             lr_decay_step: 70,
             lr_decay_ratio: 0.1,
             fps: 1,
+            use_video_frames: 0,
+            audio_frontend: AudioFrontend::Cremad,
             audio_path: "./data/CREMAD/AudioWAV".into(),
             visual_path: "./data/CREMAD".into(),
             train_csv: "./data/CREMAD/train.csv".into(),
@@ -368,6 +401,15 @@ impl TrainConfig {
         } else {
             check_classes(&self.classes)?;
             Ok(self.classes.clone())
+        }
+    }
+
+    /// Frames per clip fed to the model: `use_video_frames`, or `fps` when that is 0.
+    pub fn frames_per_clip(&self) -> usize {
+        if self.use_video_frames == 0 {
+            self.fps
+        } else {
+            self.use_video_frames
         }
     }
 
@@ -510,14 +552,16 @@ mod tests {
         c.validate().unwrap();
     }
 
-    /// A run's class list is written only when given, so the config of a CREMA-D run reads
-    /// as before (and a run folder from before the list existed resumes unchanged); a given
+    /// A run's class list (and the other dataset settings) are written only when given, so
+    /// the config of a CREMA-D run reads as before (and a run folder from before the list existed resumes unchanged); a given
     /// list replaces the dataset's built-in one.
     #[test]
     fn class_lists_are_written_only_when_given() {
         let c = TrainConfig::default();
         let text = toml::to_string(&c).unwrap();
-        assert!(!text.contains("classes"), "{text}");
+        for key in ["classes", "use_video_frames", "audio_frontend"] {
+            assert!(!text.contains(key), "{key} in {text}");
+        }
         assert_eq!(c.class_names().unwrap()[0], "NEU");
         let named = TrainConfig {
             classes: vec!["b".into(), "a".into()],

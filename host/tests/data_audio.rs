@@ -27,6 +27,27 @@ fn spectrogram_matches_librosa_at_22050() {
     );
 }
 
+/// The official VGGSound features of a 16 kHz stereo clip (1.5 s: doubled to 12 s), at three
+/// crop offsets: mixdown without resampling, so again only rounding differs.
+#[test]
+fn vggsound_crops_match_librosa() {
+    let wav = load_audio(&fixture("speech_16000_stereo16.wav"), 16000).unwrap();
+    let mut stft = Stft::new(SpectrogramConfig::vggsound(5.0)).unwrap();
+    for start in [0, 12345, 80000] {
+        let (want, shape) = read_f32(&format!("vgg_spec_{start}"));
+        assert_eq!(shape, [129, 626]);
+        let got = stft.features_at(&wav, start);
+        let (d, i) = max_abs_diff(&got, &want);
+        eprintln!("VGGSound offset {start}: max |log diff| vs librosa {d:.2e}");
+        assert!(
+            d < 1e-5,
+            "offset {start}: {d} at bin {} frame {}",
+            i / 626,
+            i % 626
+        );
+    }
+}
+
 /// 16 kHz stereo (CREMA-D's own rate): mixdown plus resampling. librosa resamples with
 /// soxr_hq, this crate with rubato's FFT resampler. The two agree closely below 7 kHz (timing
 /// included: a one-sample shift would cost ~6% at 220 Hz) and differ in the anti-aliasing

@@ -33,13 +33,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rand::seq::index;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::audio::load_audio;
 use super::error::{DataError, SampleError, SkipReason};
 use super::image::{decode_image, ImageConfig, ImageTransform};
-use super::spectrogram::{SpectrogramConfig, Stft};
+use super::spectrogram::{ClipWindow, SpectrogramConfig, Stft};
 use super::split::{read_split, LabelSet};
 
 /// Which split file to read; also the default augmentation (train: random crops and flips).
@@ -445,9 +445,16 @@ impl Dataset {
                 path: clip.audio.clone(),
             });
         }
-        let audio = pipe.stft.features(&samples);
-
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        // A random crop offset in training under the VGGSound rule (drawn first, as the
+        // official code does; the CREMA-D rule draws nothing, so its frames and crops keep
+        // their random streams).
+        let start = match self.config.spectrogram.window {
+            ClipWindow::Crop { max_start, .. } if self.augment => rng.gen_range(0..=max_start),
+            _ => 0,
+        };
+        let audio = pipe.stft.features_at(&samples, start);
+
         let (t, plane) = (self.config.fps, self.config.image.frame_len() / 3);
         let pick = if self.augment {
             self.config.train_pick

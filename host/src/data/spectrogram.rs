@@ -22,6 +22,22 @@ use realfft::{RealFftPlanner, RealToComplex};
 
 use super::error::DataError;
 
+/// How a waveform becomes the clip the STFT sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipWindow {
+    /// The official CREMA-D rule: tile, keep the first `clip_samples` ([`fit_clip`]).
+    Tile,
+    /// The official VGGSound rule: double the waveform (`np.tile(x, 2)`) until it holds at
+    /// least `min_len` samples, then keep `clip_samples` from an offset in `0..=max_start`
+    /// ([`crop_clip`]): drawn at random in training, 0 in evaluation.
+    Crop {
+        /// Length the doubling must reach (10 s).
+        min_len: usize,
+        /// Largest offset (5 s; `random.randint(0, rate * 5)` includes it).
+        max_start: usize,
+    },
+}
+
 /// Settings of the audio features. [`SpectrogramConfig::default`] is the official pipeline.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpectrogramConfig {
@@ -29,6 +45,8 @@ pub struct SpectrogramConfig {
     pub sample_rate: u32,
     /// Samples kept after tiling (66150 = 3 s at 22050 Hz).
     pub clip_samples: usize,
+    /// How the clip is cut from the waveform.
+    pub window: ClipWindow,
     /// FFT size (also the window length).
     pub n_fft: usize,
     /// Hop between frames.
@@ -42,8 +60,29 @@ impl Default for SpectrogramConfig {
         SpectrogramConfig {
             sample_rate: 22050,
             clip_samples: 22050 * 3,
+            window: ClipWindow::Tile,
             n_fft: 512,
             hop: 353,
+            log_eps: 1e-7,
+        }
+    }
+}
+
+impl SpectrogramConfig {
+    /// The official VGGSound features of `seconds`-long crops: 16 kHz, doubled to at least
+    /// twice the crop, offsets up to one crop length, STFT 256 / hop 128 (`seconds = 5`
+    /// gives 129 x 626).
+    pub fn vggsound(seconds: f64) -> SpectrogramConfig {
+        let clip = (seconds * 16000.0).round() as usize;
+        SpectrogramConfig {
+            sample_rate: 16000,
+            clip_samples: clip,
+            window: ClipWindow::Crop {
+                min_len: clip.saturating_mul(2),
+                max_start: clip,
+            },
+            n_fft: 256,
+            hop: 128,
             log_eps: 1e-7,
         }
     }
@@ -75,6 +114,16 @@ impl SpectrogramConfig {
         if self.clip_samples == 0 {
             return bad("clip_samples must be positive");
         }
+        if let ClipWindow::Crop { min_len, max_start } = self.window {
+            // Every offset's crop must lie inside the doubled waveform, as in the official
+            // code (10 s doubled, crops of 5 s from offsets up to 5 s).
+            if max_start
+                .checked_add(self.clip_samples)
+                .is_none_or(|e| e > min_len)
+            {
+                return bad("a crop from the largest offset must end within min_len");
+            }
+        }
         if self.log_eps.is_nan() || self.log_eps <= 0.0 {
             return bad("log_eps must be positive");
         }
@@ -94,6 +143,19 @@ pub fn fit_clip(samples: &[f32], len: usize) -> Vec<f32> {
         .cycle()
         .take(len)
         .map(|&v| v.clamp(-1.0, 1.0))
+        .collect()
+}
+
+/// The official VGGSound crop: `x` doubled until it holds at least `min_len` samples, then
+/// `len` samples from `start`, clipped to [-1, 1]. Doubling keeps the waveform periodic, so
+/// sample `i` of the crop is `x[(start + i) % x.len()]` whenever `start + len <= min_len`
+/// ([`SpectrogramConfig::validate`] checks it). Empty input gives silence.
+pub fn crop_clip(x: &[f32], start: usize, len: usize) -> Vec<f32> {
+    if x.is_empty() {
+        return vec![0.0; len];
+    }
+    (start..start + len)
+        .map(|i| x[i % x.len()].clamp(-1.0, 1.0))
         .collect()
 }
 
@@ -172,10 +234,22 @@ impl Stft {
         out
     }
 
-    /// The full official feature of a waveform already at `config.sample_rate`: tile, truncate
-    /// and clip to `clip_samples`, then [`Stft::log_magnitude`]. Returns `bins x frames`.
+    /// The full official feature of a waveform already at `config.sample_rate`: cut the clip
+    /// by the config's [`ClipWindow`] (a crop from offset 0), then [`Stft::log_magnitude`].
+    /// Returns `bins x frames`.
     pub fn features(&mut self, samples: &[f32]) -> Vec<f32> {
-        let clip = fit_clip(samples, self.config.clip_samples);
+        self.features_at(samples, 0)
+    }
+
+    /// [`Stft::features`] with the crop from offset `start` (at most the config's
+    /// `max_start`; ignored by [`ClipWindow::Tile`]).
+    pub fn features_at(&mut self, samples: &[f32], start: usize) -> Vec<f32> {
+        let clip = match self.config.window {
+            ClipWindow::Tile => fit_clip(samples, self.config.clip_samples),
+            ClipWindow::Crop { max_start, .. } => {
+                crop_clip(samples, start.min(max_start), self.config.clip_samples)
+            }
+        };
         self.log_magnitude(&clip)
     }
 }
@@ -210,6 +284,7 @@ mod tests {
         let c = SpectrogramConfig {
             sample_rate: 8000,
             clip_samples: 256,
+            window: ClipWindow::Tile,
             n_fft: n,
             hop: 16,
             log_eps: 1e-7,
@@ -225,6 +300,40 @@ mod tests {
         assert!((mag(k) - n as f64 / 4.0).abs() < 1e-3, "{}", mag(k));
         assert!((mag(k + 1) - n as f64 / 8.0).abs() < 1e-3);
         assert!(mag(k + 3) < 1e-3);
+    }
+
+    /// The crop equals the official code's steps done literally: `np.tile(x, 2)` until 10 s,
+    /// slice, clip; for clips shorter and longer than the target, at the first, a middle and
+    /// the last offset.
+    #[test]
+    fn crop_is_the_doubled_waveform_sliced() {
+        let (min_len, len) = (100, 50);
+        for n in [1, 7, 30, 64, 100, 130] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1.5).collect();
+            let mut tiled = x.clone();
+            while tiled.len() < min_len {
+                tiled = [tiled.as_slice(), tiled.as_slice()].concat();
+            }
+            for start in [0, 23, 50] {
+                let want: Vec<f32> = tiled[start..start + len]
+                    .iter()
+                    .map(|v| v.clamp(-1.0, 1.0))
+                    .collect();
+                assert_eq!(crop_clip(&x, start, len), want, "n {n} start {start}");
+            }
+        }
+        let c = SpectrogramConfig::vggsound(5.0);
+        assert_eq!((c.bins(), c.frames()), (129, 626));
+        c.validate().unwrap();
+        let reach = SpectrogramConfig {
+            window: ClipWindow::Crop {
+                min_len: 100,
+                max_start: 51,
+            },
+            clip_samples: 50,
+            ..c
+        };
+        assert!(reach.validate().is_err());
     }
 
     #[test]

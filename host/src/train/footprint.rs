@@ -70,7 +70,7 @@ impl Footprint {
         // The spectrogram's own sizes (its clip length saturates rather than overflows).
         let (bins, frames) = (spec.bins() as f64, spec.frames() as f64);
         let side = config.image_size as f64;
-        let t = config.fps as f64;
+        let t = config.frames_per_clip() as f64;
         let audio_in = AUDIO_CHANNELS as f64 * bins * frames;
         let visual_in = VISUAL_CHANNELS as f64 * t * side * side;
         // The 7x7 stride-2 stem halves each side (rounding up).

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, TrainConfig};
+use crate::config::{AudioFrontend, ConfigError, TrainConfig};
 use crate::data::dataset::{DataPaths, Dataset, DatasetConfig, Split};
 use crate::data::image::ImageConfig;
 use crate::data::loader::{Loader, LoaderConfig};
@@ -242,7 +242,7 @@ pub fn model_config(c: &TrainConfig, classes: usize) -> ModelConfig {
         fusion,
         widths: [w, 2 * w, 4 * w, 8 * w],
         blocks: [c.model.blocks; 4],
-        frames: c.fps,
+        frames: c.frames_per_clip(),
     }
 }
 
@@ -252,13 +252,19 @@ pub fn dataset_config(c: &TrainConfig) -> Result<DatasetConfig, TrainError> {
     let labels = LabelSet::new(names).ok_or_else(|| {
         ConfigError::Invalid(format!("dataset {} has an invalid class list", c.dataset))
     })?;
-    let spectrogram = SpectrogramConfig {
-        clip_samples: (c.audio_seconds * 22050.0).round() as usize,
-        ..SpectrogramConfig::default()
+    let spectrogram = match c.audio_frontend {
+        AudioFrontend::Cremad => SpectrogramConfig {
+            clip_samples: (c.audio_seconds * 22050.0).round() as usize,
+            ..SpectrogramConfig::default()
+        },
+        AudioFrontend::Vggsound => SpectrogramConfig::vggsound(c.audio_seconds),
     };
+    let frames = c.frames_per_clip();
     Ok(DatasetConfig {
         labels,
-        fps: c.fps,
+        fps: frames,
+        // The folder keeps naming the extraction rate when fewer or more frames are used.
+        frame_dir: (frames != c.fps).then(|| format!("Image-{:02}-FPS", c.fps)),
         spectrogram,
         image: ImageConfig::with_size(c.image_size as u32, c.image_size as u32),
         strict: c.strict,

@@ -1,7 +1,9 @@
 //! Datasets other than CREMA-D: a class list (`--classes_file`, one name a line) names the
 //! labels of the split files and the rows of the model's output. A three-class dataset
 //! trains end to end, its run folder evaluates with the same classes, and bad lists are
-//! refused before any work with the file named.
+//! refused before any work with the file named. The official VGGSound loader's settings
+//! (`--audio_frontend vggsound`, `--use_video_frames 3` from an `Image-01-FPS` folder) train
+//! end to end too, with random audio crops in training and fixed ones in evaluation.
 
 mod train_common;
 
@@ -10,10 +12,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ogm_host::cli::{Cli, Command};
-use ogm_host::config::TrainConfig;
-use ogm_host::data::{write_dataset, LabelSet, SynthConfig};
+use ogm_host::config::{AudioFrontend, TrainConfig};
+use ogm_host::data::{write_dataset, LabelSet, Pipeline, Split, SynthConfig};
 use ogm_host::train::eval::{evaluate_checkpoint, EvalRequest};
-use ogm_host::train::train;
+use ogm_host::train::{open_split, train};
 use safetensors::SafeTensors;
 use train_common::{config, opts};
 
@@ -131,9 +133,79 @@ fn classes_file_flag_sets_and_checks_the_list() {
     std::fs::write(&file, [0xff, 0xfe, 0x00]).unwrap();
     let e = to_config(&["--classes_file", f]).unwrap_err().to_string();
     assert!(e.contains(f) && e.contains("UTF-8"), "{e}");
+    // The VGGSound front end brings its 5 s crops unless a length is given.
+    let c = to_config(&["--audio_frontend", "vggsound"]).unwrap();
+    assert_eq!(
+        (c.audio_frontend, c.audio_seconds),
+        (AudioFrontend::Vggsound, 5.0)
+    );
+    let c = to_config(&["--audio_frontend", "vggsound", "--audio_seconds", "2"]).unwrap();
+    assert_eq!(c.audio_seconds, 2.0);
+    let c = to_config(&["--use_video_frames", "3"]).unwrap();
+    assert_eq!((c.fps, c.frames_per_clip()), (1, 3));
+
     let missing = tmp.path().join("nope.txt");
     let e = to_config(&["--classes_file", missing.to_str().unwrap()])
         .unwrap_err()
         .to_string();
     assert!(e.contains("nope.txt"), "{e}");
+}
+
+/// VGGSound's settings: 3 frames a clip read from `Image-01-FPS`, 16 kHz audio cropped at a
+/// random offset in training (the same clip gives different spectrograms under two seeds) and
+/// at offset 0 in evaluation (the same under any seed); the run trains and evaluates, and its
+/// config keeps both settings.
+#[test]
+fn vggsound_settings_train_with_random_crops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, runs) = (tmp.path().join("data"), tmp.path().join("runs"));
+    let synth = SynthConfig {
+        labels: LabelSet::new(names()).unwrap(),
+        train_per_class: 4,
+        test_per_class: 2,
+        audio_seconds: 0.3,
+        sample_rate: 16000,
+        width: 32,
+        height: 32,
+        frames_per_clip: 4,
+        fps: 1,
+        ..SynthConfig::default()
+    };
+    write_dataset(&synth, &root).unwrap();
+    let c = TrainConfig {
+        dataset: "Tones".into(),
+        classes: names(),
+        audio_frontend: AudioFrontend::Vggsound,
+        audio_seconds: 0.5,
+        use_video_frames: 3,
+        epochs: 1,
+        ..config(&root, &runs)
+    };
+    c.validate().unwrap();
+
+    let train_split = open_split(&c, Split::Train).unwrap();
+    let mut pipe = Pipeline::new(train_split.config()).unwrap();
+    let (a, b) = (
+        train_split.load(0, 1, &mut pipe).unwrap(),
+        train_split.load(0, 2, &mut pipe).unwrap(),
+    );
+    // 0.5 s at 16 kHz, hop 128: 63 frames of 129 bins; three frames a clip.
+    assert_eq!(a.audio.len(), 129 * 63);
+    assert_eq!(a.visual.len(), 3 * 3 * 32 * 32);
+    assert_ne!(a.audio, b.audio, "training crops at random offsets");
+    let test_split = open_split(&c, Split::Test).unwrap();
+    let (a, b) = (
+        test_split.load(0, 1, &mut pipe).unwrap(),
+        test_split.load(0, 2, &mut pipe).unwrap(),
+    );
+    assert_eq!(a.audio, b.audio, "evaluation crops at offset 0");
+
+    let s = train(&c, &opts("vgg", false, 0), Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!((s.skipped.train, s.skipped.test), (0, 0));
+    assert_eq!(s.final_eval.unwrap().samples, 6);
+    let saved = TrainConfig::from_file(&runs.join("vgg/config.toml")).unwrap();
+    assert_eq!(
+        (saved.audio_frontend, saved.use_video_frames, saved.fps),
+        (AudioFrontend::Vggsound, 3, 1)
+    );
 }
