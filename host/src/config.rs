@@ -321,7 +321,8 @@ pub fn dataset_classes(dataset: &str) -> Result<Vec<String>, ConfigError> {
 }
 
 /// Checks a class list: at least two classes, distinct, each a label a split file's
-/// `clip_id,LABEL` row can hold (not empty, no comma, no surrounding spaces).
+/// `clip_id,LABEL` row can hold (not empty, no surrounding spaces, no line break; a label
+/// with a comma is written in double quotes there).
 pub fn check_classes(names: &[String]) -> Result<(), ConfigError> {
     match classes_problem(names) {
         Some(m) => Err(ConfigError::Invalid(format!("classes: {m}"))),
@@ -334,10 +335,9 @@ fn classes_problem(names: &[String]) -> Option<String> {
         return Some(format!("at least two are needed, got {}", names.len()));
     }
     for (i, n) in names.iter().enumerate() {
-        if n.is_empty() || n.contains(',') || n.trim() != n || n.contains(['\n', '\r']) {
+        if n.is_empty() || n.trim() != n || n.contains(['\n', '\r']) {
             return Some(format!(
-                "class {} `{n}`: a label must be non-empty, without commas or surrounding \
-                 spaces (split rows are `clip_id,LABEL`)",
+                "class {} `{n}`: a label must be non-empty, without surrounding spaces",
                 i + 1
             ));
         }

@@ -550,6 +550,7 @@ impl Dataset {
 fn line_of(e: &SampleError) -> usize {
     match e {
         SampleError::Columns { line, .. }
+        | SampleError::Quote { line, .. }
         | SampleError::EmptyClip { line, .. }
         | SampleError::UnknownLabel { line, .. } => *line,
         _ => 0,

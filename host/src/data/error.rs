@@ -23,6 +23,14 @@ pub enum SampleError {
         /// How many comma-separated fields the row has.
         found: usize,
     },
+    /// A CSV row with a double-quoted field that is not closed.
+    #[error("{}:{line}: a double-quoted field is not closed", .path.display())]
+    Quote {
+        /// The split file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
     /// A CSV row whose clip id is empty.
     #[error("{}:{line}: empty clip id", .path.display())]
     EmptyClip {
@@ -108,6 +116,8 @@ pub enum SampleError {
 pub enum SkipReason {
     /// [`SampleError::Columns`].
     Columns,
+    /// [`SampleError::Quote`].
+    Quote,
     /// [`SampleError::EmptyClip`].
     EmptyClip,
     /// [`SampleError::UnknownLabel`].
@@ -135,6 +145,7 @@ impl SkipReason {
     pub fn name(self) -> &'static str {
         match self {
             SkipReason::Columns => "wrong column count",
+            SkipReason::Quote => "unclosed quote",
             SkipReason::EmptyClip => "empty clip id",
             SkipReason::UnknownLabel => "unknown label",
             SkipReason::MissingAudio => "missing WAV",
@@ -160,6 +171,7 @@ impl SampleError {
     pub fn reason(&self) -> SkipReason {
         match self {
             SampleError::Columns { .. } => SkipReason::Columns,
+            SampleError::Quote { .. } => SkipReason::Quote,
             SampleError::EmptyClip { .. } => SkipReason::EmptyClip,
             SampleError::UnknownLabel { .. } => SkipReason::UnknownLabel,
             SampleError::MissingAudio { .. } => SkipReason::MissingAudio,
@@ -177,6 +189,7 @@ impl SampleError {
     pub fn path(&self) -> &Path {
         match self {
             SampleError::Columns { path, .. }
+            | SampleError::Quote { path, .. }
             | SampleError::EmptyClip { path, .. }
             | SampleError::UnknownLabel { path, .. }
             | SampleError::MissingAudio { path }

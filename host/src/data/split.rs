@@ -82,6 +82,53 @@ pub struct ParsedSplit {
     pub bad: Vec<SampleError>,
 }
 
+/// The comma-separated fields of one row, as Python's `csv` module reads them: a field in
+/// double quotes may hold commas (`""` is one quote); unquoted fields are trimmed. `None`:
+/// a quote is not closed.
+fn csv_fields(raw: &str) -> Option<Vec<String>> {
+    let mut fields = Vec::new();
+    let mut rest = raw;
+    loop {
+        let lead = rest.trim_start();
+        if let Some(quoted) = lead.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let after = loop {
+                match chars.next()? {
+                    (i, '"') if quoted[i + 1..].starts_with('"') => {
+                        value.push('"');
+                        chars.next();
+                    }
+                    (i, '"') => break &quoted[i + 1..],
+                    (_, c) => value.push(c),
+                }
+            };
+            // Anything between the closing quote and the next comma is kept, as csv does.
+            let (tail, next) = match after.split_once(',') {
+                Some((tail, next)) => (tail, Some(next)),
+                None => (after, None),
+            };
+            value.push_str(tail.trim_end());
+            fields.push(value);
+            match next {
+                Some(next) => rest = next,
+                None => return Some(fields),
+            }
+        } else {
+            match rest.split_once(',') {
+                Some((field, next)) => {
+                    fields.push(field.trim().to_string());
+                    rest = next;
+                }
+                None => {
+                    fields.push(rest.trim().to_string());
+                    return Some(fields);
+                }
+            }
+        }
+    }
+}
+
 /// Parses split text; `path` only names the file in errors.
 pub fn parse_split(text: &str, path: &Path, labels: &LabelSet) -> ParsedSplit {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -92,7 +139,13 @@ pub fn parse_split(text: &str, path: &Path, labels: &LabelSet) -> ParsedSplit {
         if raw.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = raw.split(',').map(str::trim).collect();
+        let Some(fields) = csv_fields(raw) else {
+            bad.push(SampleError::Quote {
+                path: path.to_path_buf(),
+                line,
+            });
+            continue;
+        };
         if fields.len() != 2 {
             bad.push(SampleError::Columns {
                 path: path.to_path_buf(),
@@ -101,7 +154,7 @@ pub fn parse_split(text: &str, path: &Path, labels: &LabelSet) -> ParsedSplit {
             });
             continue;
         }
-        let (clip, label) = (fields[0], fields[1]);
+        let (clip, label) = (fields[0].as_str(), fields[1].as_str());
         if clip.is_empty() {
             bad.push(SampleError::EmptyClip {
                 path: path.to_path_buf(),
@@ -202,6 +255,35 @@ mod tests {
         assert_eq!(
             p.bad[1].to_string(),
             "s.csv:3: unknown label \"XYZ\" (known: NEU,HAP,SAD,FEA,DIS,ANG)"
+        );
+    }
+
+    /// VGGSound's labels hold commas: quoted, they read as one field, as Python's csv reads
+    /// them; an unclosed quote is a bad row naming the line.
+    #[test]
+    fn quoted_labels_may_hold_commas() {
+        assert_eq!(
+            csv_fields(r#" a , "male speech, man speaking" "#).unwrap(),
+            ["a", "male speech, man speaking"]
+        );
+        assert_eq!(
+            csv_fields(r#""say ""hi""",x"#).unwrap(),
+            [r#"say "hi""#, "x"]
+        );
+        assert_eq!(csv_fields("a,,b").unwrap(), ["a", "", "b"]);
+        assert_eq!(csv_fields(r#"a,"b"#), None);
+        let names = vec!["male speech, man speaking".to_string(), "dog".to_string()];
+        let labels = LabelSet::new(names).unwrap();
+        let text = "x1,\"male speech, man speaking\"\nx2,dog\nx3,\"dog\n";
+        let p = parse_split(text, Path::new("v.csv"), &labels);
+        let rows: Vec<_> = p.rows.iter().map(|r| (r.clip.as_str(), r.label)).collect();
+        assert_eq!(rows, [("x1", 0), ("x2", 1)]);
+        assert_eq!(
+            p.bad,
+            [SampleError::Quote {
+                path: "v.csv".into(),
+                line: 3
+            }]
         );
     }
 
