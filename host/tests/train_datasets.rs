@@ -119,10 +119,7 @@ fn classes_file_flag_sets_and_checks_the_list() {
 
     let e = to_config(&["--dataset", "Tones"]).unwrap_err().to_string();
     assert!(e.contains("Tones") && e.contains("--classes_file"), "{e}");
-    for (text, expect) in [
-        ("low\nlow\n", "listed twice"),
-        ("only\n", "at least two"),
-    ] {
+    for (text, expect) in [("low\nlow\n", "listed twice"), ("only\n", "at least two")] {
         std::fs::write(&file, text).unwrap();
         let e = to_config(&["--dataset", "Tones", "--classes_file", f])
             .unwrap_err()

@@ -287,6 +287,28 @@ mod tests {
         );
     }
 
+    /// Every row of up to five characters of `a , " é`: no panic, and rows without quotes
+    /// split exactly as before quotes were read (a plain split on commas, trimmed).
+    #[test]
+    fn every_short_row_splits_without_panic() {
+        let alphabet = ['a', ',', '"', ' ', 'é'];
+        let mut rows = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = rows
+                .iter()
+                .flat_map(|r| alphabet.iter().map(move |c| format!("{r}{c}")))
+                .collect();
+            for r in &longer {
+                let got = csv_fields(r);
+                if !r.contains('"') {
+                    let plain: Vec<String> = r.split(',').map(|f| f.trim().to_string()).collect();
+                    assert_eq!(got, Some(plain), "{r:?}");
+                }
+            }
+            rows = longer;
+        }
+    }
+
     #[test]
     fn label_set_rejects_duplicates() {
         assert!(LabelSet::new(vec!["a".into(), "a".into()]).is_none());
