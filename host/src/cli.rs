@@ -301,6 +301,40 @@ pub struct ImportArgs {
     /// The model's class names, one a line, in label-index order.
     #[arg(long)]
     pub classes_file: Option<PathBuf>,
+    /// The audio features the model was trained on (cremad or vggsound).
+    #[arg(long, value_enum, default_value = "cremad")]
+    pub audio_frontend: AudioFrontend,
+    /// Seconds of audio in the spectrogram (default: 3 for cremad, 5 for vggsound).
+    #[arg(long)]
+    pub audio_seconds: Option<f64>,
+    /// The frame folder's rate (Image-XX-FPS).
+    #[arg(long, default_value_t = 1)]
+    pub fps: usize,
+    /// Frames per clip (0: --fps; official VGGSound: 3).
+    #[arg(long, default_value_t = 0)]
+    pub use_video_frames: usize,
+}
+
+impl ImportArgs {
+    /// The settings a `.pth` file does not record, from these flags.
+    pub fn base_config(&self) -> Result<TrainConfig, ConfigError> {
+        let default_seconds = match self.audio_frontend {
+            AudioFrontend::Cremad => 3.0,
+            AudioFrontend::Vggsound => 5.0,
+        };
+        Ok(TrainConfig {
+            dataset: self.dataset.clone(),
+            classes: match &self.classes_file {
+                Some(path) => read_classes_file(path)?,
+                None => Vec::new(),
+            },
+            audio_frontend: self.audio_frontend,
+            audio_seconds: self.audio_seconds.unwrap_or(default_seconds),
+            fps: self.fps,
+            use_video_frames: self.use_video_frames,
+            ..TrainConfig::default()
+        })
+    }
 }
 
 /// `ogm synth`.

@@ -552,9 +552,9 @@ mod tests {
         c.validate().unwrap();
     }
 
-    /// A run's class list (and the other dataset settings) are written only when given, so
-    /// the config of a CREMA-D run reads as before (and a run folder from before the list existed resumes unchanged); a given
-    /// list replaces the dataset's built-in one.
+    /// A run's class list and the other dataset settings are written only when given, so
+    /// the config of a CREMA-D run reads as before (and a run folder from before they existed
+    /// resumes unchanged); a given list replaces the dataset's built-in one.
     #[test]
     fn class_lists_are_written_only_when_given() {
         let c = TrainConfig::default();

@@ -116,11 +116,7 @@ fn eval(args: &EvalArgs) -> Result<(), TrainError> {
 }
 
 fn import(args: &ImportArgs) -> Result<(), TrainError> {
-    let classes = match &args.classes_file {
-        Some(path) => ogm_host::config::read_classes_file(path)?,
-        None => Vec::new(),
-    };
-    let i = train::import::import_official(&args.pth, &args.out, &args.dataset, &classes)?;
+    let i = train::import::import_official(&args.pth, &args.out, &args.base_config()?)?;
     let c = &i.config;
     println!(
         "imported {} ({:?} fusion, width {}, {} blocks a stage, {} alpha {}{}{})\nwrote {}\n\

@@ -11,8 +11,10 @@ mod train_common;
 
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
 use ogm_core::Mode;
-use ogm_host::config::TrainConfig;
+use ogm_host::cli::{Cli, Command};
+use ogm_host::config::{AudioFrontend, TrainConfig};
 use ogm_host::config::{Device, Fusion};
 use ogm_host::engine::CpuBackend;
 use ogm_host::train::eval::{
@@ -24,7 +26,7 @@ use safetensors::SafeTensors;
 
 /// A CREMA-D model, as `ogm import --pth <pth> --out <out>` reads it.
 fn import(pth: &Path, out: &Path) -> Result<Imported, TrainError> {
-    import_official(pth, out, "CREMAD", &[])
+    import_official(pth, out, &TrainConfig::default())
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -179,30 +181,73 @@ fn class_lists_name_the_model_outputs() {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    let base = |dataset: &str, classes: &[String]| TrainConfig {
+        dataset: dataset.into(),
+        classes: classes.to_vec(),
+        ..TrainConfig::default()
+    };
     let out = tmp.path().join("named");
-    let i = import_official(&pth, &out, "MyCremad", &names).unwrap();
+    let i = import_official(&pth, &out, &base("MyCremad", &names)).unwrap();
     let saved = TrainConfig::from_file(&out.join("config.toml")).unwrap();
     assert_eq!(saved.dataset, "MyCremad");
     assert_eq!(saved.class_names().unwrap(), names);
     assert_eq!(saved, i.config);
 
     let out = tmp.path().join("three");
-    let err = import_official(&pth, &out, "MyCremad", &names[..3])
+    let err = import_official(&pth, &out, &base("MyCremad", &names[..3]))
         .unwrap_err()
         .to_string();
     assert!(err.contains("6 classes, but 3 are named"), "{err}");
     assert!(!out.exists(), "wrote {}", out.display());
 
-    let err = import_official(&pth, &out, "VGGSound", &[])
+    let err = import_official(&pth, &out, &base("VGGSound", &[]))
         .unwrap_err()
         .to_string();
     assert!(err.contains("--classes_file"), "{err}");
     let twice = vec!["a".to_string(), "a".to_string()];
-    let err = import_official(&pth, &out, "X", &twice)
+    let err = import_official(&pth, &out, &base("X", &twice))
         .unwrap_err()
         .to_string();
     assert!(err.contains("listed twice"), "{err}");
     assert!(!out.exists(), "wrote {}", out.display());
+}
+
+/// What a `.pth` does not record comes from the flags: `ogm import --audio_frontend vggsound
+/// --use_video_frames 3` writes a run folder that `ogm eval` reads with VGGSound's pipeline.
+#[test]
+fn unrecorded_settings_come_from_the_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pth = fixture("official_concat.pth");
+    let out = tmp.path().join("vgg");
+    let args = [
+        "ogm",
+        "import",
+        "--pth",
+        pth.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let parse = |extra: &[&str]| {
+        let argv: Vec<&str> = args.iter().chain(extra).copied().collect();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Import(i) => i.base_config().unwrap(),
+            _ => unreachable!("an import command"),
+        }
+    };
+    assert_eq!(parse(&[]), TrainConfig::default());
+    let base = parse(&["--audio_frontend", "vggsound", "--use_video_frames", "3"]);
+    assert_eq!(base.audio_seconds, 5.0);
+    import_official(&pth, &out, &base).unwrap();
+    let saved = TrainConfig::from_file(&out.join("config.toml")).unwrap();
+    assert_eq!(
+        (
+            saved.audio_frontend,
+            saved.audio_seconds,
+            saved.frames_per_clip()
+        ),
+        (AudioFrontend::Vggsound, 5.0, 3)
+    );
+    assert_eq!((saved.fusion_method, saved.alpha), (Fusion::Concat, 0.8));
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -7,14 +7,16 @@
 //! `nn.DataParallel` (keys prefixed `module.`); a bare state_dict is read too. The model's
 //! shape (fusion head, classes, width, blocks) is read from the tensors, the fusion method
 //! checked against the saved `fusion`, the number of classes against the class list (CREMA-D's
-//! by default; `--classes_file` for a model of another dataset), and the weights are loaded into the engine's model
-//! (every key, shape and value checked, as for `ogm eval`) before anything is written. The
-//! optimiser's momentum is not carried over: the folder is for evaluation.
+//! by default; `--classes_file` for a model of another dataset), and the weights are loaded
+//! into the engine's model (every key, shape and value checked, as for `ogm eval`) before
+//! anything is written. What the file does not record (the dataset, its classes, its input
+//! pipeline) comes from the caller. The optimiser's momentum is not carried over: the folder
+//! is for evaluation.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::config::{check_classes, dataset_classes, Fusion, ModelSize, TrainConfig};
+use crate::config::{Fusion, ModelSize, TrainConfig};
 use crate::engine::pth::{Checkpoint, TensorData, Value};
 use crate::engine::{checkpoint, AvModel, CpuBackend};
 use crate::run::fsio::write_atomic;
@@ -42,15 +44,11 @@ fn bad(path: &Path, message: impl Into<String>) -> TrainError {
 }
 
 /// Reads the official checkpoint `pth` and writes the run folder `out` (which must not hold
-/// a run already): `config.toml` and `checkpoints/<pth's stem>.safetensors`. The model's
-/// classes are `classes` (label-index order) when given, else `dataset`'s built-in list; their
-/// number must be the model's.
-pub fn import_official(
-    pth: &Path,
-    out: &Path,
-    dataset: &str,
-    classes: &[String],
-) -> Result<Imported, TrainError> {
+/// a run already): `config.toml` and `checkpoints/<pth's stem>.safetensors`. The run's
+/// settings are `base` (the dataset, its class list, its input pipeline and paths) with the
+/// model's shape and the recorded modulation and alpha; the model's number of classes must be
+/// that of `base`'s class list.
+pub fn import_official(pth: &Path, out: &Path, base: &TrainConfig) -> Result<Imported, TrainError> {
     let bytes = std::fs::read(pth).map_err(|e| TrainError::io(pth, e))?;
     let mut ck = Checkpoint::from_bytes(bytes).map_err(|m| bad(pth, m))?;
     let root = ck.root().clone();
@@ -140,12 +138,7 @@ pub fn import_official(
         "fusion_module.fc_out.weight"
     };
     let outputs = shape_of(head)?[0];
-    let names = if classes.is_empty() {
-        dataset_classes(dataset)?
-    } else {
-        check_classes(classes)?;
-        classes.to_vec()
-    };
+    let names = base.class_names()?;
     if outputs != names.len() {
         return Err(bad(
             pth,
@@ -153,8 +146,8 @@ pub fn import_official(
                 "a model of {outputs} classes, but {} are named ({}); give the model's \
                  classes with --classes_file",
                 names.len(),
-                if classes.is_empty() {
-                    format!("dataset {dataset}")
+                if base.classes.is_empty() {
+                    format!("dataset {}", base.dataset)
                 } else {
                     "--classes_file".into()
                 }
@@ -174,14 +167,12 @@ pub fn import_official(
         ));
     }
     let mut config = TrainConfig {
-        dataset: dataset.to_string(),
-        classes: classes.to_vec(),
         fusion_method: fusion,
         model: ModelSize {
             width,
             blocks: blocks.len(),
         },
-        ..TrainConfig::default()
+        ..base.clone()
     };
     if let Some(m) = meta {
         if let Some(Value::Str(s)) = m.get("modulation") {
