@@ -14,6 +14,17 @@
 //! times, so a clip shorter than 1 s gives fewer than 188 frames and the batch cannot be stacked.
 //! Here the clip is tiled as often as needed to fill the window ([`fit_clip`]); for clips of
 //! 1 s and more this is identical to tiling 3 times.
+//!
+//! The official VGGSound loader's features ([`SpectrogramConfig::vggsound`], `ogm train
+//! --audio_frontend vggsound`) differ in rate, window and cut:
+//!
+//! ```text
+//! sample = librosa.load(path, sr=16000); while len < 10 s: sample = np.tile(sample, 2)
+//! new_sample = sample[start : start + 5 s], start = random.randint(0, 5 s); clip to [-1, 1]
+//! spectrogram = np.log(np.abs(librosa.stft(new_sample, n_fft=256, hop_length=128)) + 1e-7)
+//! ```
+//!
+//! giving 129 x 626 ([`ClipWindow::Crop`], [`crop_clip`]).
 
 use std::sync::Arc;
 
@@ -86,9 +97,7 @@ impl SpectrogramConfig {
             log_eps: 1e-7,
         }
     }
-}
 
-impl SpectrogramConfig {
     /// Frequency bins: `n_fft / 2 + 1` (257 by default).
     pub fn bins(&self) -> usize {
         self.n_fft / 2 + 1
