@@ -12,6 +12,7 @@ use crate::config::{
     read_classes_file, AudioFrontend, ConfigError, ConvAlgo, Device, Fusion, OptimizerKind,
     Precision, TrainConfig,
 };
+use crate::data::{LabelSet, SynthConfig};
 use crate::train::eval::EvalRequest;
 
 /// Balanced audio-visual training with OGM-GE (CVPR 2022).
@@ -117,6 +118,23 @@ pub struct TrainArgs {
     pub visual_path: Option<PathBuf>,
     #[arg(
         long,
+        help = "Folder of the test clips' <clip>.wav files, when apart from --audio_path \
+                (official VGGSound: test-audios/test-set)"
+    )]
+    pub test_audio_path: Option<PathBuf>,
+    #[arg(
+        long,
+        help = "Folder holding the test clips' Image-XX-FPS/, when apart from --visual_path \
+                (official VGGSound: test-videos/test-set-img)"
+    )]
+    pub test_visual_path: Option<PathBuf>,
+    #[arg(
+        long,
+        help = "What follows the clip id in a frame folder's name (none; official VGGSound: .mp4)"
+    )]
+    pub frame_dir_suffix: Option<String>,
+    #[arg(
+        long,
         help = "Training split CSV, rows clip_id,LABEL (./data/CREMAD/train.csv)"
     )]
     pub train_csv: Option<PathBuf>,
@@ -198,6 +216,7 @@ impl TrainArgs {
             audio_frontend,
             audio_path,
             visual_path,
+            frame_dir_suffix,
             train_csv,
             test_csv,
             random_seed,
@@ -215,6 +234,12 @@ impl TrainArgs {
         // unless one is given.
         if self.audio_frontend == Some(AudioFrontend::Vggsound) && self.audio_seconds.is_none() {
             c.audio_seconds = 5.0;
+        }
+        if let Some(p) = &self.test_audio_path {
+            c.test_audio_path = Some(p.clone());
+        }
+        if let Some(p) = &self.test_visual_path {
+            c.test_visual_path = Some(p.clone());
         }
         if let Some(path) = &self.classes_file {
             c.classes = read_classes_file(path)?;
@@ -249,12 +274,16 @@ pub struct EvalArgs {
     /// Test split CSV (default: the run's).
     #[arg(long)]
     pub test_csv: Option<PathBuf>,
-    /// Folder of `<clip>.wav` files (default: the run's).
+    /// Folder of the test clips' `<clip>.wav` files (default: the run's).
     #[arg(long)]
     pub audio_path: Option<PathBuf>,
-    /// Folder holding `Image-XX-FPS/` (default: the run's).
+    /// Folder holding the test clips' `Image-XX-FPS/` (default: the run's).
     #[arg(long)]
     pub visual_path: Option<PathBuf>,
+    /// What follows the clip id in a frame folder's name (default: the run's; official
+    /// VGGSound: .mp4).
+    #[arg(long)]
+    pub frame_dir_suffix: Option<String>,
     /// Samples per batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
@@ -276,6 +305,7 @@ impl EvalArgs {
             test_csv: self.test_csv.clone(),
             audio_path: self.audio_path.clone(),
             visual_path: self.visual_path.clone(),
+            frame_dir_suffix: self.frame_dir_suffix.clone(),
             batch_size: self.batch_size,
             device: self.device,
         }
@@ -313,6 +343,9 @@ pub struct ImportArgs {
     /// Frames per clip (0: --fps; official VGGSound: 3).
     #[arg(long, default_value_t = 0)]
     pub use_video_frames: usize,
+    /// What follows the clip id in a frame folder's name (official VGGSound: .mp4).
+    #[arg(long, default_value = "")]
+    pub frame_dir_suffix: String,
 }
 
 impl ImportArgs {
@@ -332,7 +365,34 @@ impl ImportArgs {
             audio_seconds: self.audio_seconds.unwrap_or(default_seconds),
             fps: self.fps,
             use_video_frames: self.use_video_frames,
+            frame_dir_suffix: self.frame_dir_suffix.clone(),
             ..TrainConfig::default()
+        })
+    }
+}
+
+impl SynthArgs {
+    /// The dataset these arguments ask for; the class list is read from `--classes_file`.
+    pub fn to_config(&self) -> Result<SynthConfig, ConfigError> {
+        let labels = match &self.classes_file {
+            Some(path) => LabelSet::new(read_classes_file(path)?)
+                .expect("read_classes_file checks the names are distinct"),
+            None => LabelSet::cremad(),
+        };
+        Ok(SynthConfig {
+            labels,
+            train_per_class: self.train_per_class,
+            test_per_class: self.test_per_class,
+            audio_signal: self.audio_signal,
+            visual_signal: self.visual_signal,
+            clutter_colour: self.clutter_colour,
+            width: self.size,
+            height: self.size,
+            audio_seconds: self.audio_seconds,
+            fps: self.fps,
+            frames_per_clip: self.frames_per_clip.unwrap_or(self.fps.max(3)),
+            seed: self.seed,
+            ..SynthConfig::default()
         })
     }
 }
@@ -366,9 +426,13 @@ pub struct SynthArgs {
     /// Seconds of audio per clip.
     #[arg(long, default_value_t = 1.0)]
     pub audio_seconds: f32,
-    /// Frames per clip written.
+    /// The frame folder's rate (`Image-XX-FPS`), as `ogm train --fps` reads it.
     #[arg(long, default_value_t = 1)]
     pub fps: usize,
+    /// Frames written a clip (default: --fps, at least 3, so that training's random frame
+    /// choice has a choice and `ogm train --fps` finds enough frames).
+    #[arg(long)]
+    pub frames_per_clip: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -209,10 +209,22 @@ pub struct TrainConfig {
     /// The audio features' front end (CREMA-D's unless VGGSound's is asked for).
     #[serde(skip_serializing_if = "AudioFrontend::is_default")]
     pub audio_frontend: AudioFrontend,
-    /// Folder of `<clip>.wav` files.
+    /// Folder of `<clip>.wav` files (the test clips' too, unless `test_audio_path` is set).
     pub audio_path: PathBuf,
-    /// Folder holding `Image-XX-FPS/<clip>/*.jpg`.
+    /// Folder holding `Image-XX-FPS/<clip>/*.jpg` (the test clips' too, unless
+    /// `test_visual_path` is set).
     pub visual_path: PathBuf,
+    /// Folder of the test clips' WAVs when apart from the training ones (the official
+    /// VGGSound layout: `train-audios/train-set`, `test-audios/test-set`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_audio_path: Option<PathBuf>,
+    /// Folder holding the test clips' `Image-XX-FPS/` when apart from the training ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_visual_path: Option<PathBuf>,
+    /// What follows the clip id in a frame folder's name: empty (`<clip>/`, CREMA-D), or
+    /// `.mp4` for the official VGGSound extraction (`<ytid>_<start>.mp4/`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub frame_dir_suffix: String,
     /// Training split CSV (`clip_id,LABEL`).
     pub train_csv: PathBuf,
     /// Test split CSV.
@@ -269,6 +281,9 @@ impl Default for TrainConfig {
             audio_frontend: AudioFrontend::Cremad,
             audio_path: "./data/CREMAD/AudioWAV".into(),
             visual_path: "./data/CREMAD".into(),
+            test_audio_path: None,
+            test_visual_path: None,
+            frame_dir_suffix: String::new(),
             train_csv: "./data/CREMAD/train.csv".into(),
             test_csv: "./data/CREMAD/test.csv".into(),
             random_seed: 0,
@@ -452,6 +467,9 @@ impl TrainConfig {
         }
         if self.fps == 0 {
             return bad("--fps must be at least 1".into());
+        }
+        if let Some(m) = crate::data::dataset::suffix_problem(&self.frame_dir_suffix) {
+            return bad(format!("--frame_dir_suffix {m}"));
         }
         if self.model.width == 0 || self.model.blocks == 0 {
             return bad("model width and blocks must be at least 1".into());

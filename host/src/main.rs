@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ogm_host::cli::{Cli, Command, EvalArgs, ImportArgs, SynthArgs};
-use ogm_host::data::{write_dataset, LabelSet, SynthConfig};
+use ogm_host::data::write_dataset;
 use ogm_host::train::{self, demo, RunOptions, TrainError};
 
 fn main() -> ExitCode {
@@ -140,25 +140,7 @@ fn import(args: &ImportArgs) -> Result<(), TrainError> {
 }
 
 fn synth(args: &SynthArgs) -> Result<(), TrainError> {
-    let labels = match &args.classes_file {
-        Some(path) => LabelSet::new(ogm_host::config::read_classes_file(path)?)
-            .expect("read_classes_file checks the names are distinct"),
-        None => LabelSet::cremad(),
-    };
-    let c = SynthConfig {
-        labels,
-        train_per_class: args.train_per_class,
-        test_per_class: args.test_per_class,
-        audio_signal: args.audio_signal,
-        visual_signal: args.visual_signal,
-        clutter_colour: args.clutter_colour,
-        width: args.size,
-        height: args.size,
-        audio_seconds: args.audio_seconds,
-        fps: args.fps,
-        seed: args.seed,
-        ..SynthConfig::default()
-    };
+    let c = args.to_config()?;
     let s = write_dataset(&c, &args.out)?;
     println!(
         "wrote {} ({} train, {} test clips, {} classes, {} files, {:.1} MB)",

@@ -290,6 +290,8 @@ fn scatter(root: &Path, base: &Path) -> DataPaths {
     let paths = DataPaths {
         audio: base.join("wav_store/cremad_wavs"),
         visual: base.join("frames_store"),
+        test_audio: base.join("wav_store/cremad_wavs"),
+        test_visual: base.join("frames_store"),
         train_csv: base.join("splits_a/my_train.csv"),
         test_csv: base.join("splits_b/my_test.csv"),
     };
@@ -297,8 +299,8 @@ fn scatter(root: &Path, base: &Path) -> DataPaths {
     for (from, to) in [
         (&single.audio, &paths.audio),
         (
-            &single.frame_dir(&small_config()),
-            &paths.frame_dir(&small_config()),
+            &single.frame_dir(Split::Train, &small_config()),
+            &paths.frame_dir(Split::Train, &small_config()),
         ),
         (&single.train_csv, &paths.train_csv),
         (&single.test_csv, &paths.test_csv),

@@ -90,6 +90,7 @@ fn evaluation_without_a_gpu_stops_before_reading_data() {
         test_csv: None,
         audio_path: None,
         visual_path: None,
+        frame_dir_suffix: None,
         batch_size: 4,
         device: Device::Cuda,
     };

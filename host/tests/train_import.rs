@@ -109,6 +109,7 @@ fn imported_run_folder_evaluates_as_the_state_dict() {
         test_csv: Some(data.join("test.csv")),
         audio_path: Some(data.join("AudioWAV")),
         visual_path: Some(data.clone()),
+        frame_dir_suffix: None,
         batch_size: 5,
         device: Device::Cpu,
     };
@@ -213,7 +214,7 @@ fn class_lists_name_the_model_outputs() {
 }
 
 /// What a `.pth` does not record comes from the flags: `ogm import --audio_frontend vggsound
-/// --use_video_frames 3` writes a run folder that `ogm eval` reads with VGGSound's pipeline.
+/// --use_video_frames 3 --frame_dir_suffix .mp4` writes a run folder that `ogm eval` reads with VGGSound's pipeline.
 #[test]
 fn unrecorded_settings_come_from_the_flags() {
     let tmp = tempfile::tempdir().unwrap();
@@ -235,7 +236,14 @@ fn unrecorded_settings_come_from_the_flags() {
         }
     };
     assert_eq!(parse(&[]), TrainConfig::default());
-    let base = parse(&["--audio_frontend", "vggsound", "--use_video_frames", "3"]);
+    let base = parse(&[
+        "--audio_frontend",
+        "vggsound",
+        "--use_video_frames",
+        "3",
+        "--frame_dir_suffix",
+        ".mp4",
+    ]);
     assert_eq!(base.audio_seconds, 5.0);
     import_official(&pth, &out, &base).unwrap();
     let saved = TrainConfig::from_file(&out.join("config.toml")).unwrap();
@@ -243,9 +251,10 @@ fn unrecorded_settings_come_from_the_flags() {
         (
             saved.audio_frontend,
             saved.audio_seconds,
-            saved.frames_per_clip()
+            saved.frames_per_clip(),
+            saved.frame_dir_suffix.as_str()
         ),
-        (AudioFrontend::Vggsound, 5.0, 3)
+        (AudioFrontend::Vggsound, 5.0, 3, ".mp4")
     );
     assert_eq!((saved.fusion_method, saved.alpha), (Fusion::Concat, 0.8));
 }

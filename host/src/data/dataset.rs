@@ -8,6 +8,12 @@
 //! <visual>/Image-XX-FPS/<clip>/*.jpg     XX = frames per clip, two digits (--visual_path, --fps)
 //! ```
 //!
+//! The test clips' media may live in folders of their own (`--test_audio_path`,
+//! `--test_visual_path`), as in the official VGGSound layout (`train-audios/train-set`,
+//! `test-audios/test-set`, ...), and a clip's frame folder may carry a suffix after the clip
+//! id ([`DatasetConfig::frame_dir_suffix`]: the official VGGSound extraction names it
+//! `<ytid>_<start>.mp4`).
+//!
 //! [`DataPaths::under`] gives the single-folder layout of the official repository
 //! (`<root>/train.csv`, `<root>/test.csv`, `<root>/AudioWAV`, `<root>/Image-XX-FPS`).
 //!
@@ -63,13 +69,17 @@ impl Split {
 
 /// Where a dataset's files are: the official script's `--audio_path` and `--visual_path`, and
 /// the two split files it hard-codes (`./data/CREMAD/train.csv`, `test.csv`), which here are
-/// flags as well.
+/// flags as well; the test clips' media folders are the training ones unless given apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPaths {
-    /// Folder of `<clip>.wav` files.
+    /// Folder of the training clips' `<clip>.wav` files.
     pub audio: PathBuf,
-    /// Folder holding the frame folder `Image-XX-FPS/<clip>/*.jpg`.
+    /// Folder holding the training clips' frame folder `Image-XX-FPS/<clip>/*.jpg`.
     pub visual: PathBuf,
+    /// Folder of the test clips' WAVs (`audio` in the single-folder layout).
+    pub test_audio: PathBuf,
+    /// Folder holding the test clips' `Image-XX-FPS/` (`visual` in the single-folder layout).
+    pub test_visual: PathBuf,
     /// Training split file.
     pub train_csv: PathBuf,
     /// Test split file.
@@ -83,6 +93,8 @@ impl DataPaths {
         DataPaths {
             audio: root.join("AudioWAV"),
             visual: root.to_path_buf(),
+            test_audio: root.join("AudioWAV"),
+            test_visual: root.to_path_buf(),
             train_csv: root.join(Split::Train.file_name()),
             test_csv: root.join(Split::Test.file_name()),
         }
@@ -96,9 +108,30 @@ impl DataPaths {
         }
     }
 
-    /// The frame folder for `config`: `<visual>/Image-XX-FPS`.
-    pub fn frame_dir(&self, config: &DatasetConfig) -> PathBuf {
-        self.visual.join(config.frame_dir_name())
+    /// The folder of `split`'s `<clip>.wav` files.
+    pub fn audio_dir(&self, split: Split) -> &Path {
+        match split {
+            Split::Train => &self.audio,
+            Split::Test => &self.test_audio,
+        }
+    }
+
+    /// The folder holding `split`'s frame folder.
+    pub fn visual_dir(&self, split: Split) -> &Path {
+        match split {
+            Split::Train => &self.visual,
+            Split::Test => &self.test_visual,
+        }
+    }
+
+    /// The frame folder of `split` for `config`: `<visual>/Image-XX-FPS`.
+    pub fn frame_dir(&self, split: Split, config: &DatasetConfig) -> PathBuf {
+        self.visual_dir(split).join(config.frame_dir_name())
+    }
+
+    /// Whether the test clips' media are in folders of their own.
+    pub fn test_media_apart(&self) -> bool {
+        self.test_audio != self.audio || self.test_visual != self.visual
     }
 }
 
@@ -120,6 +153,9 @@ pub struct DatasetConfig {
     pub fps: usize,
     /// The frame directory's name, when it is not `Image-XX-FPS`.
     pub frame_dir: Option<String>,
+    /// What follows the clip id in the name of a clip's frame folder: empty for CREMA-D
+    /// (`<clip>/`), `.mp4` for the official VGGSound extraction (`<ytid>_<start>.mp4/`).
+    pub frame_dir_suffix: String,
     /// Audio features.
     pub spectrogram: SpectrogramConfig,
     /// Image transforms.
@@ -138,6 +174,7 @@ impl Default for DatasetConfig {
             labels: LabelSet::cremad(),
             fps: 1,
             frame_dir: None,
+            frame_dir_suffix: String::new(),
             spectrogram: SpectrogramConfig::default(),
             image: ImageConfig::default(),
             train_pick: FramePick::Random,
@@ -160,9 +197,25 @@ impl DatasetConfig {
         if self.fps == 0 {
             return Err(DataError::Config("fps must be at least 1".into()));
         }
+        if let Some(m) = suffix_problem(&self.frame_dir_suffix) {
+            return Err(DataError::Config(format!("frame_dir_suffix: {m}")));
+        }
         self.spectrogram.validate()?;
         self.image.validate()
     }
+}
+
+/// Why `suffix` cannot end a frame folder's name, if it cannot: the name must stay one
+/// folder inside the frame folder (no path separator, no NUL; clip ids are never empty, so
+/// no suffix makes `.` or `..`).
+pub fn suffix_problem(suffix: &str) -> Option<String> {
+    if suffix.contains(['/', '\\', '\0']) {
+        return Some(format!(
+            "`{}` holds a path separator or NUL; it is the end of a folder name, such as .mp4",
+            suffix.escape_debug()
+        ));
+    }
+    None
 }
 
 /// Bad samples that were skipped, with the reason and file of each.
@@ -330,16 +383,26 @@ impl Dataset {
         config.validate()?;
         let csv = paths.csv(split).to_path_buf();
         let parsed = read_split(&csv, &config.labels)?;
-        let frame_root = paths.frame_dir(&config);
+        let frame_root = paths.frame_dir(split, &config);
+        let audio_dir = paths.audio_dir(split);
         // A wrong folder would otherwise show up as every clip skipped, one message each.
-        for (what, dir) in [
-            ("audio folder (<clip>.wav files)", &paths.audio),
-            ("frame folder (<clip>/*.jpg directories)", &frame_root),
-        ] {
+        let test_apart = split == Split::Test && paths.test_media_apart();
+        let folders: [(&'static str, &Path); 2] = if test_apart {
+            [
+                ("test audio folder (<clip>.wav files)", audio_dir),
+                ("test frame folder (<clip>/*.jpg directories)", &frame_root),
+            ]
+        } else {
+            [
+                ("audio folder (<clip>.wav files)", audio_dir),
+                ("frame folder (<clip>/*.jpg directories)", &frame_root),
+            ]
+        };
+        for (what, dir) in folders {
             if !dir.is_dir() {
                 return Err(DataError::MissingFolder {
                     what,
-                    path: dir.clone(),
+                    path: dir.to_path_buf(),
                 });
             }
         }
@@ -359,7 +422,8 @@ impl Dataset {
             while let Some(e) = bad_rows.next_if(|e| line_of(e) < row.line) {
                 record(e)?;
             }
-            match check_clip(&paths.audio, &frame_root, &row.clip, config.fps) {
+            let frames = frame_root.join(format!("{}{}", row.clip, config.frame_dir_suffix));
+            match check_clip(audio_dir, frames, &row.clip, config.fps) {
                 Ok((audio, frames)) => clips.push(Clip {
                     id: row.clip,
                     label: row.label,
@@ -557,11 +621,11 @@ fn line_of(e: &SampleError) -> usize {
     }
 }
 
-/// Checks one clip's files without decoding: its WAV exists and its frame directory holds at
-/// least `fps` `.jpg` files. Returns the WAV path and the sorted frame paths.
+/// Checks one clip's files without decoding: its WAV exists and its frame directory `dir`
+/// holds at least `fps` `.jpg` files. Returns the WAV path and the sorted frame paths.
 fn check_clip(
     audio_dir: &Path,
-    frame_root: &Path,
+    dir: PathBuf,
     clip: &str,
     fps: usize,
 ) -> Result<(PathBuf, Vec<PathBuf>), SampleError> {
@@ -569,7 +633,6 @@ fn check_clip(
     if !audio.is_file() {
         return Err(SampleError::MissingAudio { path: audio });
     }
-    let dir = frame_root.join(clip);
     if !dir.is_dir() {
         return Err(SampleError::MissingFrames { path: dir });
     }

@@ -22,10 +22,13 @@ pub struct EvalRequest {
     pub checkpoint: PathBuf,
     /// Test split CSV instead of the run's.
     pub test_csv: Option<PathBuf>,
-    /// Folder of `<clip>.wav` files instead of the run's.
+    /// Folder of the test clips' `<clip>.wav` files instead of the run's.
     pub audio_path: Option<PathBuf>,
-    /// Folder holding `Image-XX-FPS/` instead of the run's.
+    /// Folder holding the test clips' `Image-XX-FPS/` instead of the run's.
     pub visual_path: Option<PathBuf>,
+    /// The frame folders' name suffix instead of the run's (`.mp4` for the official
+    /// VGGSound extraction; empty for none).
+    pub frame_dir_suffix: Option<String>,
     /// Samples per batch.
     pub batch_size: usize,
     /// The engine that runs the model.
@@ -64,11 +67,18 @@ pub fn request_config(req: &EvalRequest) -> Result<TrainConfig, TrainError> {
     if let Some(p) = &req.test_csv {
         config.test_csv = p.clone();
     }
+    // The request's folders hold the clips evaluated, the test split's, whether the run kept
+    // its test media apart or not.
     if let Some(p) = &req.audio_path {
         config.audio_path = p.clone();
+        config.test_audio_path = None;
     }
     if let Some(p) = &req.visual_path {
         config.visual_path = p.clone();
+        config.test_visual_path = None;
+    }
+    if let Some(s) = &req.frame_dir_suffix {
+        config.frame_dir_suffix = s.clone();
     }
     config.device = req.device;
     Ok(config)

@@ -265,6 +265,7 @@ pub fn dataset_config(c: &TrainConfig) -> Result<DatasetConfig, TrainError> {
         fps: frames,
         // The folder keeps naming the extraction rate when fewer or more frames are used.
         frame_dir: (frames != c.fps).then(|| format!("Image-{:02}-FPS", c.fps)),
+        frame_dir_suffix: c.frame_dir_suffix.clone(),
         spectrogram,
         image: ImageConfig::with_size(c.image_size as u32, c.image_size as u32),
         strict: c.strict,
@@ -273,11 +274,15 @@ pub fn dataset_config(c: &TrainConfig) -> Result<DatasetConfig, TrainError> {
 }
 
 /// Where the data is: the four path flags, each independent (`--audio_path`, `--visual_path`,
-/// `--train_csv`, `--test_csv`); the defaults are the official `./data/CREMAD` layout.
+/// `--train_csv`, `--test_csv`), and the test clips' media folders where they are apart
+/// (`--test_audio_path`, `--test_visual_path`); the defaults are the official
+/// `./data/CREMAD` layout.
 pub fn data_paths(c: &TrainConfig) -> DataPaths {
     DataPaths {
         audio: c.audio_path.clone(),
         visual: c.visual_path.clone(),
+        test_audio: c.test_audio_path.clone().unwrap_or(c.audio_path.clone()),
+        test_visual: c.test_visual_path.clone().unwrap_or(c.visual_path.clone()),
         train_csv: c.train_csv.clone(),
         test_csv: c.test_csv.clone(),
     }

@@ -342,6 +342,7 @@ fn the_training_loop_on_the_gpu_backend_resumes_exactly_and_logs_as_the_cpu() {
             test_csv: None,
             audio_path: None,
             visual_path: None,
+            frame_dir_suffix: None,
             batch_size: c.batch_size,
             device,
         };
