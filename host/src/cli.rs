@@ -183,6 +183,12 @@ pub struct TrainArgs {
     pub loader_workers: Option<usize>,
     #[arg(long, help = "Also checkpoint every N steps (0: at epoch ends only)")]
     pub checkpoint_every_steps: Option<u64>,
+    #[arg(
+        long,
+        help = "Start from this model file's weights (a run's checkpoint or one ogm import \
+                wrote; same model shape), not a seeded initialisation; a fresh optimiser"
+    )]
+    pub init_weights: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -234,6 +240,9 @@ impl TrainArgs {
         // unless one is given.
         if self.audio_frontend == Some(AudioFrontend::Vggsound) && self.audio_seconds.is_none() {
             c.audio_seconds = 5.0;
+        }
+        if let Some(p) = &self.init_weights {
+            c.init_weights = Some(p.clone());
         }
         if let Some(p) = &self.test_audio_path {
             c.test_audio_path = Some(p.clone());

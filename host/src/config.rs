@@ -258,6 +258,11 @@ pub struct TrainConfig {
     pub loader_workers: usize,
     /// Checkpoint every this many steps as well as at each epoch end (0: epochs only).
     pub checkpoint_every_steps: u64,
+    /// A model file (`.safetensors`: a run's checkpoint, or one `ogm import` wrote) whose
+    /// weights and batch-norm statistics replace the seeded initialisation of a new run; the
+    /// optimiser starts afresh. Unused when resuming (the run's checkpoint holds the weights).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_weights: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -299,6 +304,7 @@ impl Default for TrainConfig {
             audio_seconds: 3.0,
             loader_workers: 0,
             checkpoint_every_steps: 0,
+            init_weights: None,
         }
     }
 }

@@ -387,17 +387,34 @@ pub fn train_on<B: StepBackend>(
         }
     }
 
+    // The starting weights of a new run; a resumed one has its own in its checkpoint.
+    let init_weights = config.init_weights.as_deref().filter(|_| !has_checkpoint);
+    if let Some(path) = init_weights {
+        if !path.is_file() {
+            return Err(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                message: "--init_weights: no such file".into(),
+            });
+        }
+    }
+
     // Data first: a bad split or (with --strict) a bad sample stops before any training.
     let mut train_ds = open_split(config, Split::Train)?;
     let mut test_ds = open_split(config, Split::Test)?;
     // Before any media is decoded or the run folder is written: an absurd size setting gets
     // an error that names it, not an allocation failure that aborts the process.
     footprint::check_memory(config, config.batch_size.min(train_ds.len()))?;
+    // The model before the media are decoded, so that starting weights of another shape
+    // stop the run at once, with nothing written.
+    let classes = train_ds.num_classes();
+    let mut model = AvModel::new(backend, model_config(config, classes), config.random_seed)?;
+    if let Some(path) = init_weights {
+        crate::engine::checkpoint::load(&mut model, path)?;
+    }
     let loader_threads = config.loader_threads();
     let verify_threads = loader_threads;
     train_ds.verify(verify_threads)?;
     test_ds.verify(verify_threads)?;
-    let classes = train_ds.num_classes();
     let mut skipped = SkippedCounts {
         train: train_ds.skipped().len(),
         test: test_ds.skipped().len(),
@@ -431,7 +448,6 @@ pub fn train_on<B: StepBackend>(
         &toml::to_string(config).map_err(|e| ConfigError::Invalid(e.to_string()))?,
     )?;
 
-    let mut model = AvModel::new(backend, model_config(config, classes), config.random_seed)?;
     let mut opt = Optimizer::new(config);
     let lr_sched = StepLr {
         base_lr: config.learning_rate,
