@@ -2,7 +2,7 @@
 //! `ogm import` wrote) instead of the seeded initialisation. The file is loaded with every key,
 //! shape and value checked, before any media is decoded, so a model of another shape stops the
 //! run with the file named and nothing written; a resumed run takes its weights from its own
-//! checkpoint and does not need the file any more.
+//! checkpoint and needs neither the file nor the flag.
 
 mod train_common;
 
@@ -63,7 +63,7 @@ fn a_run_starts_from_the_given_weights() {
     let saved = TrainConfig::from_file(&runs.join("from/config.toml")).unwrap();
     assert_eq!(saved.init_weights.as_deref(), Some(source_file.as_path()));
 
-    // Resuming takes the run's own checkpoint: the starting file may be gone.
+    // Resuming takes the run's own checkpoint: the starting file may be gone ...
     let longer = TrainConfig {
         init_weights: Some(source_file.clone()),
         ..base.clone()
@@ -79,12 +79,15 @@ fn a_run_starts_from_the_given_weights() {
     );
     let moved = tmp.path().join("moved.safetensors");
     std::fs::rename(&source_file, &moved).unwrap();
+    // ... and the flag may be left out: the saved config keeps the file the run started from.
     train(
-        &longer,
+        &base,
         &opts("resumed", true, 0),
         Arc::new(AtomicBool::new(false)),
     )
     .unwrap();
+    let saved = TrainConfig::from_file(&runs.join("resumed/config.toml")).unwrap();
+    assert_eq!(saved.init_weights.as_deref(), Some(source_file.as_path()));
 
     // A missing file, or a model of another shape (three classes, not six; another
     // fusion head), stops a new run before anything is written.

@@ -30,6 +30,18 @@ fn resumed_run_equals_uninterrupted_run() {
     other.alpha = 0.1;
     let e = train(&other, &opts("split", true, 0), stop.clone()).unwrap_err();
     assert!(e.to_string().contains("alpha"), "{e}");
+    // So is a setting the saved config does not write because it was left at its default
+    // (optional ones: a frame folder suffix; a class list, here CREMA-D's in another order).
+    let mut other = c.clone();
+    other.frame_dir_suffix = ".mp4".into();
+    let e = train(&other, &opts("split", true, 0), stop.clone()).unwrap_err();
+    assert!(e.to_string().contains("frame_dir_suffix"), "{e}");
+    let mut other = c.clone();
+    other.classes = ["ANG", "DIS", "FEA", "SAD", "HAP", "NEU"]
+        .map(String::from)
+        .to_vec();
+    let e = train(&other, &opts("split", true, 0), stop.clone()).unwrap_err();
+    assert!(e.to_string().contains("classes"), "{e}");
     // The data-loading threads and the checkpoint interval may change: they change nothing
     // that is computed (a batch is the same whatever the number of workers).
     let resume_with = ogm_host::config::TrainConfig {

@@ -297,19 +297,28 @@ fn write_text(path: &Path, text: &str) -> Result<(), TrainError> {
     write_atomic(path, text.as_bytes()).map_err(|e| TrainError::io(path, e))
 }
 
-/// Settings a resumed run may change: the number of epochs (to train longer), and those that
+/// Settings a resumed run may change: the number of epochs (to train longer), those that
 /// do not change what is computed: the data-loading threads (a batch is the same whatever
-/// their number) and how often checkpoints are written.
-const RESUMABLE_CHANGES: [&str; 3] = ["epochs", "loader_workers", "checkpoint_every_steps"];
+/// their number) and how often checkpoints are written, and the starting weights, which the
+/// run's checkpoint has replaced (the saved config keeps the ones the run started from).
+const RESUMABLE_CHANGES: [&str; 4] = [
+    "epochs",
+    "loader_workers",
+    "checkpoint_every_steps",
+    "init_weights",
+];
 
+/// The settings of `a` and `b` that differ and may not, by name. Both ways: a setting only
+/// one of them writes (an optional one, such as `classes` or `frame_dir_suffix`) differs.
 fn config_differences(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
     let (ta, tb) = (toml::Value::try_from(a).ok(), toml::Value::try_from(b).ok());
     let (Some(toml::Value::Table(ta)), Some(toml::Value::Table(tb))) = (ta, tb) else {
         return vec!["(unreadable)".into()];
     };
-    ta.iter()
-        .filter(|(k, v)| !RESUMABLE_CHANGES.contains(&k.as_str()) && tb.get(k.as_str()) != Some(*v))
-        .map(|(k, _)| k.clone())
+    let keys: std::collections::BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !RESUMABLE_CHANGES.contains(&k.as_str()) && ta.get(*k) != tb.get(*k))
+        .cloned()
         .collect()
 }
 
@@ -377,7 +386,8 @@ pub fn train_on<B: StepBackend>(
     if has_checkpoint && !opts.resume {
         return Err(TrainError::RunExists { path: run_dir });
     }
-    if opts.resume && config_path.exists() {
+    let resumed_config;
+    let config = if opts.resume && config_path.exists() {
         let saved = TrainConfig::from_file(&config_path)?;
         let diff = config_differences(&saved, config);
         if !diff.is_empty() {
@@ -385,7 +395,15 @@ pub fn train_on<B: StepBackend>(
                 keys: diff.join(", "),
             });
         }
-    }
+        // The run started from the saved weights, whatever this call names.
+        resumed_config = TrainConfig {
+            init_weights: saved.init_weights,
+            ..config.clone()
+        };
+        &resumed_config
+    } else {
+        config
+    };
 
     // The starting weights of a new run; a resumed one has its own in its checkpoint.
     let init_weights = config.init_weights.as_deref().filter(|_| !has_checkpoint);
