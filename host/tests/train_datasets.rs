@@ -155,17 +155,12 @@ fn classes_file_flag_sets_and_checks_the_list() {
     assert!(e.contains("nope.txt"), "{e}");
 }
 
-/// VGGSound's settings: 3 frames a clip read from `Image-01-FPS`, 16 kHz audio cropped at a
-/// random offset in training (the same clip gives different spectrograms under two seeds) and
-/// at offset 0 in evaluation (the same under any seed); the run trains and evaluates, and its
-/// config keeps both settings.
-#[test]
-fn vggsound_settings_train_with_random_crops() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (root, runs) = (tmp.path().join("data"), tmp.path().join("runs"));
+/// Writes a three-class dataset with four frames a clip at 16 kHz under `root` and returns
+/// a one-epoch configuration with VGGSound's settings (its front end, three frames a clip).
+fn vggsound_like(root: &Path, runs: &Path, train_per_class: usize) -> TrainConfig {
     let synth = SynthConfig {
         labels: LabelSet::new(names()).unwrap(),
-        train_per_class: 4,
+        train_per_class,
         test_per_class: 2,
         audio_seconds: 0.3,
         sample_rate: 16000,
@@ -175,16 +170,27 @@ fn vggsound_settings_train_with_random_crops() {
         fps: 1,
         ..SynthConfig::default()
     };
-    write_dataset(&synth, &root).unwrap();
-    let c = TrainConfig {
+    write_dataset(&synth, root).unwrap();
+    TrainConfig {
         dataset: "Tones".into(),
         classes: names(),
         audio_frontend: AudioFrontend::Vggsound,
         audio_seconds: 0.5,
         use_video_frames: 3,
         epochs: 1,
-        ..config(&root, &runs)
-    };
+        ..config(root, runs)
+    }
+}
+
+/// VGGSound's settings: 3 frames a clip read from `Image-01-FPS`, 16 kHz audio cropped at a
+/// random offset in training (the same clip gives different spectrograms under two seeds) and
+/// at offset 0 in evaluation (the same under any seed); the run trains and evaluates, and its
+/// config keeps both settings.
+#[test]
+fn vggsound_settings_train_with_random_crops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, runs) = (tmp.path().join("data"), tmp.path().join("runs"));
+    let c = vggsound_like(&root, &runs, 4);
     c.validate().unwrap();
 
     let train_split = open_split(&c, Split::Train).unwrap();
@@ -249,27 +255,7 @@ fn the_official_vggsound_layout_is_read_in_place() {
         tmp.path().join("runs"),
         tmp.path().join("VGGsound"),
     );
-    let synth = SynthConfig {
-        labels: LabelSet::new(names()).unwrap(),
-        train_per_class: 3,
-        test_per_class: 2,
-        audio_seconds: 0.3,
-        sample_rate: 16000,
-        width: 32,
-        height: 32,
-        frames_per_clip: 4,
-        ..SynthConfig::default()
-    };
-    write_dataset(&synth, &root).unwrap();
-    let single = TrainConfig {
-        dataset: "Tones".into(),
-        classes: names(),
-        audio_frontend: AudioFrontend::Vggsound,
-        audio_seconds: 0.5,
-        use_video_frames: 3,
-        epochs: 1,
-        ..config(&root, &runs)
-    };
+    let single = vggsound_like(&root, &runs, 3);
     let load_all = |c: &TrainConfig, split: Split| {
         let ds = open_split(c, split).unwrap();
         assert!(ds.skipped().is_empty(), "{}", ds.skipped());
