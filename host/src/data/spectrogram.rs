@@ -142,17 +142,9 @@ impl SpectrogramConfig {
 
 /// Tiles `samples` until it holds `len` samples, truncates to `len` and clips to [-1, 1]
 /// (`np.tile(samples, 3)[:len]` for clips of at least `len / 3` samples). Empty input gives
-/// silence.
+/// silence. The VGGSound crop from offset 0: the tiled waveform is the same periodic one.
 pub fn fit_clip(samples: &[f32], len: usize) -> Vec<f32> {
-    if samples.is_empty() {
-        return vec![0.0; len];
-    }
-    samples
-        .iter()
-        .cycle()
-        .take(len)
-        .map(|&v| v.clamp(-1.0, 1.0))
-        .collect()
+    crop_clip(samples, 0, len)
 }
 
 /// The official VGGSound crop: `x` doubled until it holds at least `min_len` samples, then
