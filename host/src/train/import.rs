@@ -21,7 +21,7 @@ use crate::engine::pth::{Checkpoint, TensorData, Value};
 use crate::engine::{checkpoint, AvModel, CpuBackend};
 use crate::run::fsio::write_atomic;
 
-use super::{model_config, TrainError};
+use super::{model_config, write_config, TrainError};
 
 /// What [`import_official`] wrote.
 #[derive(Debug, Clone)]
@@ -224,10 +224,7 @@ pub fn import_official(pth: &Path, out: &Path, base: &TrainConfig) -> Result<Imp
         .unwrap_or_else(|| "imported".into());
     let ckpt = ckpt_dir.join(format!("{stem}.safetensors"));
     write_atomic(&ckpt, &bytes).map_err(|e| TrainError::io(&ckpt, e))?;
-    let toml =
-        toml::to_string(&config).map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
-    let cfg_path = out.join("config.toml");
-    write_atomic(&cfg_path, toml.as_bytes()).map_err(|e| TrainError::io(&cfg_path, e))?;
+    write_config(&out.join("config.toml"), &config)?;
     let num = |k: &str| meta.and_then(|m| m.get(k)).cloned();
     Ok(Imported {
         config,

@@ -297,6 +297,12 @@ fn write_text(path: &Path, text: &str) -> Result<(), TrainError> {
     write_atomic(path, text.as_bytes()).map_err(|e| TrainError::io(path, e))
 }
 
+/// Writes a run folder's `config.toml` (atomically), which `--resume` and `ogm eval` read.
+fn write_config(path: &Path, config: &TrainConfig) -> Result<(), TrainError> {
+    let text = toml::to_string(config).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    write_text(path, &text)
+}
+
 /// Settings a resumed run may change: the number of epochs (to train longer), those that
 /// do not change what is computed: the data-loading threads (a batch is the same whatever
 /// their number) and how often checkpoints are written, and the starting weights, which the
@@ -461,10 +467,7 @@ pub fn train_on<B: StepBackend>(
     )?;
 
     std::fs::create_dir_all(&ckpt_dir).map_err(|e| TrainError::io(&ckpt_dir, e))?;
-    write_text(
-        &config_path,
-        &toml::to_string(config).map_err(|e| ConfigError::Invalid(e.to_string()))?,
-    )?;
+    write_config(&config_path, config)?;
 
     let mut opt = Optimizer::new(config);
     let lr_sched = StepLr {
