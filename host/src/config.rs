@@ -69,6 +69,14 @@ impl AudioFrontend {
     fn is_default(&self) -> bool {
         *self == AudioFrontend::default()
     }
+
+    /// The rate its clips are resampled to (22050 Hz, 16 kHz).
+    pub fn sample_rate(self) -> u32 {
+        match self {
+            AudioFrontend::Cremad => crate::data::SpectrogramConfig::default().sample_rate,
+            AudioFrontend::Vggsound => crate::data::SpectrogramConfig::vggsound(1.0).sample_rate,
+        }
+    }
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -492,6 +500,14 @@ impl TrainConfig {
                 self.audio_seconds
             ));
         }
+        // The clip is `round(seconds * rate)` samples: it must hold one.
+        let rate = self.audio_frontend.sample_rate();
+        if (self.audio_seconds * rate as f64).round() < 1.0 {
+            return bad(format!(
+                "audio_seconds {} is less than one sample at the audio front end's {rate} Hz",
+                self.audio_seconds
+            ));
+        }
         if self.loader_workers > MAX_LOADER_WORKERS {
             return bad(format!(
                 "loader_workers must be at most {MAX_LOADER_WORKERS} (0: chosen by device), got {}",
@@ -633,6 +649,32 @@ mod tests {
         c.modulation = Mode::Normal;
         c.modulate_all_encoder_weights = true;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn clips_shorter_than_a_sample_are_refused() {
+        // Found by the `config` fuzz target: a tiny positive audio_seconds passed validation
+        // and rounded to a clip of no samples, which only the data pipeline then refused.
+        for (frontend, rate) in [
+            (AudioFrontend::Cremad, 22050.0),
+            (AudioFrontend::Vggsound, 16000.0),
+        ] {
+            let mut c = TrainConfig {
+                audio_frontend: frontend,
+                audio_seconds: 0.49 / rate,
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("audio_seconds") && e.contains(&format!("{rate} Hz")),
+                "{e}"
+            );
+            c.audio_seconds = 0.5 / rate;
+            c.validate().unwrap();
+            let data = crate::train::dataset_config(&c).unwrap();
+            assert_eq!(data.spectrogram.clip_samples, 1);
+            data.validate().unwrap();
+        }
     }
 
     #[test]

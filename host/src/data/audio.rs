@@ -25,6 +25,11 @@ pub struct Waveform {
     pub sample_rate: u32,
 }
 
+/// The sample rates a WAV file may declare: 1 kHz to 768 kHz, beyond every rate audio is
+/// recorded at. A header outside it is corrupt, and would make [`resample`]'s FFT blocks as
+/// long as the rate (a 33 MHz header took minutes and gigabytes for one sample).
+pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=768_000;
+
 /// Decodes a WAV file and averages its channels.
 pub fn decode_wav(path: &Path) -> Result<Waveform, SampleError> {
     let corrupt = |e: hound::Error| match e {
@@ -41,12 +46,15 @@ pub fn decode_wav(path: &Path) -> Result<Waveform, SampleError> {
     let reader = hound::WavReader::open(path).map_err(corrupt)?;
     let spec = reader.spec();
     let channels = spec.channels as usize;
-    if channels == 0 || spec.sample_rate == 0 {
+    if channels == 0 || !SAMPLE_RATES.contains(&spec.sample_rate) {
         return Err(SampleError::CorruptAudio {
             path: path.to_path_buf(),
             detail: format!(
-                "header declares {} channels at {} Hz",
-                spec.channels, spec.sample_rate
+                "header declares {} channels at {} Hz (read: at least one channel, {} to {} Hz)",
+                spec.channels,
+                spec.sample_rate,
+                SAMPLE_RATES.start(),
+                SAMPLE_RATES.end()
             ),
         });
     }
@@ -103,7 +111,9 @@ pub fn to_mono(interleaved: &[f32], channels: usize) -> Vec<f32> {
 /// the resampler's delay removed (librosa's length rule). Equal rates return the input.
 ///
 /// # Panics
-/// If a rate is zero (decoded files are checked before they get here).
+/// If a rate is zero (decoded files are checked before they get here), and inside rubato if
+/// a sum overflows to a NaN ([`load_audio`] refuses samples beyond
+/// [`MAX_RESAMPLED_MAGNITUDE`] before they get here).
 pub fn resample(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
     assert!(from > 0 && to > 0, "sample rates must be positive");
     if from == to || samples.is_empty() {
@@ -144,10 +154,43 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// The largest sample magnitude that is resampled: far beyond any audio (float PCM is about
+/// [-1, 1]), far enough below `f32::MAX` that the resampler's FFT sums cannot overflow.
+/// rubato panics on the NaN an overflow makes, so larger samples are refused before it runs.
+pub const MAX_RESAMPLED_MAGNITUDE: f32 = 1e20;
+
 /// `librosa.load(path, sr=rate)`: decode, mix down to mono, resample.
+///
+/// A float WAV may hold samples far beyond [-1, 1], infinities included; the pipeline clips
+/// them to [-1, 1] after this step, as the official code does. At the pipeline's own rate
+/// they pass through to that clip. Resampling sums them, and sums that overflow come out
+/// infinite or NaN, which no clip repairs (the official pipeline trains on the NaN): a clip
+/// to be resampled with a sample beyond [`MAX_RESAMPLED_MAGNITUDE`], or whose resampled
+/// values are not all finite, is refused, naming the file.
 pub fn load_audio(path: &Path, rate: u32) -> Result<Vec<f32>, SampleError> {
     let wave = decode_wav(path)?;
-    Ok(resample(&wave.samples, wave.sample_rate, rate))
+    if wave.sample_rate == rate {
+        return Ok(wave.samples);
+    }
+    let overflow = |detail: String| SampleError::CorruptAudio {
+        path: path.to_path_buf(),
+        detail: format!(
+            "resampling {} Hz to {rate} Hz: {detail} (float audio is expected in about [-1, 1])",
+            wave.sample_rate
+        ),
+    };
+    let too_large = |v: &f32| v.is_nan() || v.abs() > MAX_RESAMPLED_MAGNITUDE;
+    if let Some(i) = wave.samples.iter().position(too_large) {
+        return Err(overflow(format!(
+            "sample {i} is {:e}, beyond {MAX_RESAMPLED_MAGNITUDE:e}",
+            wave.samples[i]
+        )));
+    }
+    let out = resample(&wave.samples, wave.sample_rate, rate);
+    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+        return Err(overflow(format!("resampled sample {i} overflows")));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -158,6 +201,86 @@ mod tests {
     fn mono_is_channel_mean() {
         assert_eq!(to_mono(&[1.0, 0.0, 0.5, -0.5, 0.25], 2), vec![0.5, 0.0]);
         assert_eq!(to_mono(&[0.1, 0.2], 1), vec![0.1, 0.2]);
+    }
+
+    /// A one-sample 16-bit WAV declaring `rate`.
+    fn wav_at(dir: &Path, rate: u32) -> std::path::PathBuf {
+        let path = dir.join(format!("{rate}.wav"));
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        w.write_sample(1000i16).unwrap();
+        w.finalize().unwrap();
+        path
+    }
+
+    #[test]
+    fn absurd_sample_rates_are_corrupt_headers() {
+        // Found by the `wav` fuzz target: a header of 33545215 Hz made one sample's resampling
+        // take minutes; 1 Hz would make FFT blocks of 22 million samples.
+        let dir = tempfile::tempdir().unwrap();
+        for rate in [1, 999, 768_001, 33_545_215, 1_000_000_000] {
+            let path = wav_at(dir.path(), rate);
+            match decode_wav(&path) {
+                Err(SampleError::CorruptAudio { path: p, detail }) => {
+                    assert_eq!(p, path);
+                    assert!(detail.contains(&format!("at {rate} Hz")), "{detail}");
+                }
+                other => panic!("{rate} Hz: {other:?}"),
+            }
+        }
+        for rate in [1000, 8000, 768_000] {
+            let wave = decode_wav(&wav_at(dir.path(), rate)).unwrap();
+            assert_eq!((wave.sample_rate, wave.samples.len()), (rate, 1));
+            assert_eq!(
+                load_audio(&wav_at(dir.path(), rate), 22050).unwrap().len(),
+                { 22050u32.div_ceil(rate) as usize }
+            );
+        }
+    }
+
+    #[test]
+    fn overflowing_float_samples_are_refused_when_resampled() {
+        // Found by the `wav` fuzz target: a 22051 Hz float WAV holding -2^127 resampled to
+        // NaN, which went on into a NaN spectrogram.
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, rate: u32, v: &[f32]| {
+            let path = dir.path().join(name);
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: rate,
+                bits_per_sample: 32,
+                sample_format: hound::SampleFormat::Float,
+            };
+            let mut w = hound::WavWriter::create(&path, spec).unwrap();
+            v.iter().for_each(|&x| w.write_sample(x).unwrap());
+            w.finalize().unwrap();
+            path
+        };
+        for big in [f32::from_bits(0xff00_0000), f32::MAX, f32::INFINITY] {
+            let path = write("big.wav", 22051, &[big, -1.0, 0.0, -1.0]);
+            match load_audio(&path, 22050) {
+                Err(SampleError::CorruptAudio { detail, .. }) => {
+                    assert!(
+                        detail.contains("22051 Hz to 22050 Hz: sample 0 is"),
+                        "{detail}"
+                    )
+                }
+                other => panic!("{big}: {other:?}"),
+            }
+            // At the pipeline's rate nothing is summed: the value goes on to the clip.
+            let same = load_audio(&write("same.wav", 22050, &[big, 0.5]), 22050).unwrap();
+            assert_eq!(same, vec![big, 0.5]);
+        }
+        // Loud float audio is resampled and kept, as librosa keeps it, up to the bound.
+        for loud in [3.0, MAX_RESAMPLED_MAGNITUDE] {
+            let got = load_audio(&write("loud.wav", 16000, &[loud; 400]), 22050).unwrap();
+            assert!(got.iter().all(|v| v.is_finite()) && got.iter().any(|&v| v > loud / 2.0));
+        }
     }
 
     #[test]
