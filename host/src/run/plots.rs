@@ -41,6 +41,34 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
+/// Points with a coordinate beyond this magnitude are left out, as non-finite ones are: the
+/// axis arithmetic (span, padding) must stay finite and non-degenerate, or plotters loops
+/// forever laying out the ticks (a point at `f64::MAX` did).
+const MAX_PLOTTED: f64 = 1e300;
+
+fn plotted((x, y): (f64, f64)) -> bool {
+    x.abs() <= MAX_PLOTTED && y.abs() <= MAX_PLOTTED
+}
+
+/// The y range for data in `[lo, hi]` (both within [`MAX_PLOTTED`]): padded by 5% of the
+/// span on each side, and by at least a millionth of the values' magnitude (at least 1e-6
+/// near zero), so that a flat series at any magnitude gets a range its floats tell apart.
+fn y_range(lo: f64, hi: f64) -> (f64, f64) {
+    let pad = ((hi - lo) * 0.05).max(1e-6 * lo.abs().max(hi.abs()).max(1.0));
+    (lo - pad, hi + pad)
+}
+
+/// The x range for data in `[lo, hi]` (both within [`MAX_PLOTTED`]): the data's, or when it
+/// is a single x, from it to one further (a millionth of its magnitude further, far from zero).
+fn x_range(lo: f64, hi: f64) -> (f64, f64) {
+    let width = (lo.abs() * 1e-6).max(1.0);
+    if hi - lo < 1e-12 * width {
+        (lo, lo + width)
+    } else {
+        (lo, hi)
+    }
+}
+
 /// Draws `series` as lines in a 900x540 PNG at `path`.
 pub fn line_chart(
     path: &Path,
@@ -57,7 +85,7 @@ pub fn line_chart(
     let points = series
         .iter()
         .flat_map(|(_, p)| p.iter())
-        .filter(|(x, y)| x.is_finite() && y.is_finite());
+        .filter(|&&p| plotted(p));
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points {
         x0 = x0.min(x);
@@ -68,11 +96,8 @@ pub fn line_chart(
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
-    if x1 - x0 < 1e-12 {
-        x1 = x0 + 1.0;
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
-    let (y0, y1) = (y0 - pad, y1 + pad);
+    let (x0, x1) = x_range(x0, x1);
+    let (y0, y1) = y_range(y0, y1);
 
     let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -92,11 +117,7 @@ pub fn line_chart(
         .map_err(|e| err(&e))?;
     for (i, (name, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let pts: Vec<(f64, f64)> = pts
-            .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
+        let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|&p| plotted(p)).collect();
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(|e| err(&e))?
@@ -190,4 +211,49 @@ pub fn draw_run(dir: &Path, records: &[Record]) -> Result<Vec<std::path::PathBuf
         written.push(p);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extreme_and_flat_series_are_drawn() {
+        // Points at +-f64::MAX made the axis span infinite and plotters never returned; flat
+        // series far from zero had a range their floats could not tell apart.
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [&[(f64, f64)]; 10] = [
+            &[(0.0, MAX_PLOTTED), (1.0, -MAX_PLOTTED)],
+            &[(0.0, f64::MAX), (1.0, -f64::MAX), (2.0, 0.5)],
+            &[(-f64::MAX, 1.0), (f64::MAX, 2.0), (3.0, 1.5)],
+            &[(0.0, 1e308), (1.0, 1e-308)],
+            &[(0.0, 1e30), (1.0, 1e30)],
+            &[(1e20, 1.0), (1e20, 2.0)],
+            &[(5.0, 1.0)],
+            &[(0.0, f64::NAN), (f64::INFINITY, 1.0)],
+            &[],
+            &[(0.0, 0.1), (1.0, 0.2), (2.0, 0.4)],
+        ];
+        for (i, pts) in cases.into_iter().enumerate() {
+            let path = dir.path().join(format!("{i}.png"));
+            line_chart(&path, "t", "x", "y", &[("s".into(), pts.to_vec())]).unwrap();
+            assert!(std::fs::metadata(&path).unwrap().len() > 0, "case {i}");
+        }
+    }
+
+    #[test]
+    fn axis_ranges_pad_the_span_or_widen_a_flat_one() {
+        // As before for everyday values: 5% padding, 1e-6 for a flat series, a single x to x+1.
+        assert_eq!(y_range(0.0, 10.0), (-0.5, 10.5));
+        assert_eq!(y_range(0.5, 0.5), (0.5 - 1e-6, 0.5 + 1e-6));
+        assert_eq!(x_range(0.0, 10.0), (0.0, 10.0));
+        assert_eq!(x_range(5.0, 5.0), (5.0, 6.0));
+        // Far from zero the range stays one that the floats tell apart.
+        let (lo, hi) = y_range(1e30, 1e30);
+        assert!(lo < 1e30 && hi > 1e30);
+        let (lo, hi) = x_range(1e20, 1e20);
+        assert!(lo == 1e20 && hi > 1e20);
+        let (lo, hi) = y_range(-MAX_PLOTTED, MAX_PLOTTED);
+        assert!(lo.is_finite() && hi.is_finite());
+    }
 }
