@@ -66,3 +66,84 @@ fn resumed_run_equals_uninterrupted_run() {
         assert!(t.samples_per_s(c.batch_size) > 0.0, "{t:?}");
     }
 }
+
+#[test]
+fn a_resume_on_changed_data_is_refused_before_any_file_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, runs) = (tmp.path().join("data"), tmp.path().join("runs"));
+    dataset(&root);
+    let c = config(&root, &runs);
+    let stop = Arc::new(AtomicBool::new(false));
+    // 30 training clips in batches of 8: 4 steps per epoch; stopped at step 6 (epoch 1
+    // batch 2). Step 4 wrote epoch 0's metrics, which a resume keeps.
+    let e = train(&c, &opts("run", false, 6), stop.clone()).unwrap_err();
+    assert!(matches!(e, TrainError::Interrupted { step: 6 }), "{e}");
+    let run = runs.join("run");
+    let files = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = walk(dir);
+        v.sort();
+        v
+    };
+    let before = files(&run);
+
+    // The split file edited in place (the config is the same): 20 clips, 3 batches an epoch,
+    // where step 6 is no position of epoch 1.
+    let csv = root.join("train.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let kept: String = text.lines().take(20).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&csv, kept).unwrap();
+    let e = train(&c, &opts("run", true, 0), stop.clone()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("last.json") && msg.contains("3 batches an epoch"),
+        "{msg}"
+    );
+    assert!(msg.contains("20 usable training clips"), "{msg}");
+    assert!(
+        files(&run) == before,
+        "a refused resume changed the run folder"
+    );
+    std::fs::write(&csv, &text).unwrap();
+
+    // A sidecar whose step was edited is refused too, with no overflow on the way.
+    let sidecar = run.join("checkpoints/last.json");
+    let json = std::fs::read_to_string(&sidecar).unwrap();
+    std::fs::write(
+        &sidecar,
+        json.replace("\"step\": 6,", &format!("\"step\": {},", u64::MAX)),
+    )
+    .unwrap();
+    assert_ne!(
+        std::fs::read_to_string(&sidecar).unwrap(),
+        json,
+        "the edit took"
+    );
+    let e = train(&c, &opts("run", true, 0), stop.clone()).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!("at step {}", u64::MAX)),
+        "{e}"
+    );
+    std::fs::write(&sidecar, &json).unwrap();
+
+    // With the data and the file as they were, the run resumes to the end.
+    let done = train(&c, &opts("run", true, 0), stop).unwrap();
+    assert_eq!(done.steps, 8);
+}
+
+/// Every file under `dir` with its bytes, paths relative to `dir`.
+fn walk(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            for (name, bytes) in walk(&p) {
+                let sub = p.file_name().unwrap().to_string_lossy();
+                out.push((format!("{sub}/{name}"), bytes));
+            }
+        } else {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            out.push((name, std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}

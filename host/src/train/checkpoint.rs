@@ -60,6 +60,19 @@ pub struct Sidecar {
     pub rng: RngState,
 }
 
+impl Sidecar {
+    /// Whether its position (epoch, batch, step) is one a run of `batches_per_epoch` batches
+    /// an epoch reaches: `step = epoch * batches_per_epoch + batch_in_epoch`, the batch within
+    /// the epoch. It is not when the training data or the file changed since the checkpoint.
+    pub fn fits(&self, batches_per_epoch: u64) -> bool {
+        self.batch_in_epoch <= batches_per_epoch
+            && (self.epoch as u64)
+                .checked_mul(batches_per_epoch)
+                .and_then(|s| s.checked_add(self.batch_in_epoch))
+                == Some(self.step)
+    }
+}
+
 /// What determines all remaining randomness of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RngState {

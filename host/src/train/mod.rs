@@ -479,6 +479,26 @@ pub fn train_on<B: StepBackend>(
 
     let metrics_path = run_dir.join("metrics.jsonl");
     let resumed = checkpoint::load_last(&ckpt_dir, &mut model, &mut opt)?;
+    let steps_per_epoch = train_loader.batches_per_epoch() as u64;
+    // Before the metrics are cut back to the checkpoint: a resume that cannot continue the
+    // run exactly must leave every file as it was.
+    if let Some(s) = resumed.as_ref().filter(|s| !s.fits(steps_per_epoch)) {
+        return Err(TrainError::Checkpoint {
+            path: ckpt_dir.join("last.json"),
+            message: format!(
+                "epoch {} batch {} at step {} is not a position of this run's {} batches an \
+                 epoch ({} usable training clips in batches of {}): the training data changed \
+                 since the checkpoint (resume with the same split file and media), or the \
+                 file did",
+                s.epoch,
+                s.batch_in_epoch,
+                s.step,
+                steps_per_epoch,
+                train_ds.len(),
+                config.batch_size
+            ),
+        });
+    }
     let (mut epoch, mut skip_batches, mut step, wall_before, mut best) = match &resumed {
         Some(s) => {
             metrics::truncate_after(&metrics_path, s.step)
@@ -496,7 +516,6 @@ pub fn train_on<B: StepBackend>(
     let mut metrics_out =
         MetricsWriter::open(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
 
-    let steps_per_epoch = train_loader.batches_per_epoch() as u64;
     let total_steps = steps_per_epoch * config.epochs as u64;
     let mut progress = Progress::new(total_steps, step, opts.quiet);
     if let Some(s) = &resumed {
