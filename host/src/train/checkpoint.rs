@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{checkpoint as model_ckpt, AvModel, Backend};
-use crate::run::fsio::write_atomic;
 
 use super::optimizer::{Optimizer, OptimizerState};
-use super::TrainError;
+use super::{write_file, TrainError};
 
 /// The sidecar's format tag.
 pub const FORMAT: &str = "ogm-checkpoint/1";
@@ -103,9 +102,9 @@ pub fn save_last<B: Backend<Elem = f32>>(
     let model_file = format!("step-{:08}.safetensors", sidecar.step);
     let optimizer_file = format!("step-{:08}.optim.safetensors", sidecar.step);
     let bytes = model_ckpt::to_bytes(model)?;
-    write_atomic(&dir.join(&model_file), &bytes).map_err(|e| TrainError::io(dir, e))?;
+    write_file(&dir.join(&model_file), &bytes)?;
     let (scalars, opt_bytes) = opt.export(model.backend())?;
-    write_atomic(&dir.join(&optimizer_file), &opt_bytes).map_err(|e| TrainError::io(dir, e))?;
+    write_file(&dir.join(&optimizer_file), &opt_bytes)?;
     sidecar.model_file = model_file.clone();
     sidecar.optimizer_file = optimizer_file.clone();
     sidecar.optimizer = scalars;
@@ -113,7 +112,7 @@ pub fn save_last<B: Backend<Elem = f32>>(
         path: dir.join("last.json"),
         message: e.to_string(),
     })?;
-    write_atomic(&dir.join("last.json"), &json).map_err(|e| TrainError::io(dir, e))?;
+    write_file(&dir.join("last.json"), &json)?;
     // The new set is in place: older step files are no longer referenced.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -134,12 +133,12 @@ pub fn save_best<B: Backend<Elem = f32>>(
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let bytes = model_ckpt::to_bytes(model)?;
-    write_atomic(&dir.join("best.safetensors"), &bytes).map_err(|e| TrainError::io(dir, e))?;
+    write_file(&dir.join("best.safetensors"), &bytes)?;
     let json = serde_json::to_vec_pretty(best).map_err(|e| TrainError::Checkpoint {
         path: dir.join("best.json"),
         message: e.to_string(),
     })?;
-    write_atomic(&dir.join("best.json"), &json).map_err(|e| TrainError::io(dir, e))
+    write_file(&dir.join("best.json"), &json)
 }
 
 /// Reads `dir/last.json`; `Ok(None)` when there is no checkpoint yet.

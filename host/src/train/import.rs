@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use crate::config::{Fusion, ModelSize, TrainConfig};
 use crate::engine::pth::{Checkpoint, TensorData, Value};
 use crate::engine::{checkpoint, AvModel, CpuBackend};
-use crate::run::fsio::write_atomic;
 
 use super::{model_config, write_config, TrainError};
 
@@ -223,7 +222,7 @@ pub fn import_official(pth: &Path, out: &Path, base: &TrainConfig) -> Result<Imp
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "imported".into());
     let ckpt = ckpt_dir.join(format!("{stem}.safetensors"));
-    write_atomic(&ckpt, &bytes).map_err(|e| TrainError::io(&ckpt, e))?;
+    super::write_file(&ckpt, &bytes)?;
     write_config(&out.join("config.toml"), &config)?;
     let num = |k: &str| meta.and_then(|m| m.get(k)).cloned();
     Ok(Imported {

@@ -293,14 +293,15 @@ pub fn open_split(c: &TrainConfig, split: Split) -> Result<Dataset, TrainError> 
     Ok(Dataset::open(&data_paths(c), split, dataset_config(c)?)?)
 }
 
-fn write_text(path: &Path, text: &str) -> Result<(), TrainError> {
-    write_atomic(path, text.as_bytes()).map_err(|e| TrainError::io(path, e))
+/// Writes a file of the run folder atomically ([`write_atomic`]), the error naming the file.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    write_atomic(path, bytes).map_err(|e| TrainError::io(path, e))
 }
 
 /// Writes a run folder's `config.toml` (atomically), which `--resume` and `ogm eval` read.
 fn write_config(path: &Path, config: &TrainConfig) -> Result<(), TrainError> {
     let text = toml::to_string(config).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    write_text(path, &text)
+    write_file(path, text.as_bytes())
 }
 
 /// Settings a resumed run may change: the number of epochs (to train longer), those that
@@ -702,6 +703,6 @@ pub fn train_on<B: StepBackend>(
     let json =
         serde_json::to_vec_pretty(&summary).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let summary_path = run_dir.join("summary.json");
-    write_atomic(&summary_path, &json).map_err(|e| TrainError::io(&summary_path, e))?;
+    write_file(&summary_path, &json)?;
     Ok(summary)
 }

@@ -41,6 +41,7 @@ pub fn config(root: &Path, runs: &Path) -> TrainConfig {
     }
 }
 
+#[allow(dead_code)] // not every test binary that includes this module runs the trainer in-process
 pub fn opts(name: &str, resume: bool, stop_after: u64) -> RunOptions {
     RunOptions {
         run_name: Some(name.into()),
