@@ -203,19 +203,35 @@ mod tests {
         assert_eq!(to_mono(&[0.1, 0.2], 1), vec![0.1, 0.2]);
     }
 
-    /// A one-sample 16-bit WAV declaring `rate`.
-    fn wav_at(dir: &Path, rate: u32) -> std::path::PathBuf {
-        let path = dir.join(format!("{rate}.wav"));
+    /// A mono WAV at `path` declaring `rate`: 32-bit float samples `v`, or with `pcm16` the
+    /// samples scaled to 16-bit integers.
+    fn wav(path: std::path::PathBuf, rate: u32, pcm16: bool, v: &[f32]) -> std::path::PathBuf {
+        let (bits_per_sample, sample_format) = if pcm16 {
+            (16, hound::SampleFormat::Int)
+        } else {
+            (32, hound::SampleFormat::Float)
+        };
         let spec = hound::WavSpec {
             channels: 1,
             sample_rate: rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
+            bits_per_sample,
+            sample_format,
         };
         let mut w = hound::WavWriter::create(&path, spec).unwrap();
-        w.write_sample(1000i16).unwrap();
+        for &x in v {
+            if pcm16 {
+                w.write_sample((x * 32768.0) as i16).unwrap();
+            } else {
+                w.write_sample(x).unwrap();
+            }
+        }
         w.finalize().unwrap();
         path
+    }
+
+    /// A one-sample 16-bit WAV declaring `rate`.
+    fn wav_at(dir: &Path, rate: u32) -> std::path::PathBuf {
+        wav(dir.join(format!("{rate}.wav")), rate, true, &[0.03])
     }
 
     #[test]
@@ -248,19 +264,7 @@ mod tests {
         // Found by the `wav` fuzz target: a 22051 Hz float WAV holding -2^127 resampled to
         // NaN, which went on into a NaN spectrogram.
         let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, rate: u32, v: &[f32]| {
-            let path = dir.path().join(name);
-            let spec = hound::WavSpec {
-                channels: 1,
-                sample_rate: rate,
-                bits_per_sample: 32,
-                sample_format: hound::SampleFormat::Float,
-            };
-            let mut w = hound::WavWriter::create(&path, spec).unwrap();
-            v.iter().for_each(|&x| w.write_sample(x).unwrap());
-            w.finalize().unwrap();
-            path
-        };
+        let write = |name: &str, rate: u32, v: &[f32]| wav(dir.path().join(name), rate, false, v);
         for big in [f32::from_bits(0xff00_0000), f32::MAX, f32::INFINITY] {
             let path = write("big.wav", 22051, &[big, -1.0, 0.0, -1.0]);
             match load_audio(&path, 22050) {
