@@ -113,10 +113,9 @@ impl MetricsWriter {
 }
 
 /// Reads every record; a torn last line (a crash mid-write) is ignored, any other bad line is
-/// an error naming its number.
+/// an error naming its number (callers name the file).
 pub fn read_records(path: &Path) -> io::Result<Vec<Record>> {
-    let f = File::open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let f = File::open(path)?;
     let lines: Vec<String> = BufReader::new(f).lines().collect::<io::Result<_>>()?;
     let mut out = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
@@ -129,7 +128,7 @@ pub fn read_records(path: &Path) -> io::Result<Vec<Record>> {
             Err(e) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{} line {}: {e}", path.display(), i + 1),
+                    format!("line {}: {e}", i + 1),
                 ))
             }
         }
@@ -194,6 +193,11 @@ mod tests {
         truncate_after(&p, 3).unwrap();
         let r = read_records(&p).unwrap();
         assert_eq!(r, vec![step(1), step(2), step(3)]);
+        // A bad line before the last is an error naming the line.
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{{oops\n{text}")).unwrap();
+        let e = read_records(&p).unwrap_err();
+        assert!(e.to_string().starts_with("line 1: "), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

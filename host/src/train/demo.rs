@@ -137,8 +137,8 @@ pub fn run(args: &DemoArgs, stop: Arc<AtomicBool>) -> Result<Vec<DemoRow>, Train
             },
             stop.clone(),
         )?;
-        let records = read_records(&run_dir.join("metrics.jsonl"))
-            .map_err(|e| TrainError::io(&run_dir, e))?;
+        let metrics = run_dir.join("metrics.jsonl");
+        let records = read_records(&metrics).map_err(|e| TrainError::io(&metrics, e))?;
         rows.push(DemoRow {
             mode,
             summary,
@@ -184,8 +184,8 @@ fn compare_plots(out: &Path, rows: &[DemoRow]) -> Result<(), TrainError> {
     let mut acc_v: Vec<Series> = vec![];
     let mut ratio: Vec<Series> = vec![];
     for r in rows {
-        let records = read_records(&r.run_dir.join("metrics.jsonl"))
-            .map_err(|e| TrainError::io(&r.run_dir, e))?;
+        let metrics = r.run_dir.join("metrics.jsonl");
+        let records = read_records(&metrics).map_err(|e| TrainError::io(&metrics, e))?;
         let mut av = vec![];
         let mut rv = vec![];
         for rec in &records {
