@@ -9,11 +9,10 @@
 #![no_main]
 
 use std::io::Cursor;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use ogm_core_fuzz::scratch;
 use ogm_host::data::image::{decode_image, ImageTransform};
 use ogm_host::data::ImageConfig;
 use rand::SeedableRng;
@@ -54,12 +53,6 @@ fn png(width: u16, height: u16, pixels: &[u8]) -> Vec<u8> {
     out.into_inner()
 }
 
-/// The decoder reads files: one scratch file per fuzzing process.
-fn scratch() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| std::env::temp_dir().join(format!("ogm-fuzz-{}.jpg", std::process::id())))
-}
-
 fuzz_target!(|input: Input| {
     let bytes = match input.source {
         Source::Raw(b) => b,
@@ -69,8 +62,9 @@ fuzz_target!(|input: Input| {
             pixels,
         } => png(width, height, &pixels),
     };
-    std::fs::write(scratch(), &bytes).expect("scratch file");
-    let Ok(img) = decode_image(scratch()) else {
+    let path = scratch("frame.jpg");
+    std::fs::write(&path, &bytes).expect("scratch file");
+    let Ok(img) = decode_image(&path) else {
         return;
     };
     assert_eq!(img.data.len(), img.width as usize * img.height as usize * 3);

@@ -8,12 +8,9 @@
 //! an error naming its line; the three plots are written.
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use ogm_core_fuzz::F64;
+use ogm_core_fuzz::{scratch, F64};
 use ogm_host::run::metrics::{read_records, EpochRecord, Record, StepRecord};
 use ogm_host::run::plots::draw_run;
 
@@ -87,14 +84,6 @@ fn record(line: &Line) -> Option<(Record, bool)> {
     Some((r, exact))
 }
 
-/// One scratch folder per fuzzing process.
-fn scratch() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        std::env::temp_dir().join(format!("ogm-fuzz-metrics-{}", std::process::id()))
-    })
-}
-
 fuzz_target!(|lines: Vec<Line>| {
     let lines = &lines[..lines.len().min(64)];
     let mut text = String::new();
@@ -106,8 +95,9 @@ fuzz_target!(|lines: Vec<Line>| {
         }
         text.push('\n');
     }
-    std::fs::create_dir_all(scratch()).expect("scratch folder");
-    let path = scratch().join("metrics.jsonl");
+    let dir = scratch("metrics");
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let path = dir.join("metrics.jsonl");
     std::fs::write(&path, &text).expect("scratch file");
     let read = read_records(&path);
     let all_exact = lines.iter().all(|l| match (l, record(l)) {
@@ -127,6 +117,6 @@ fuzz_target!(|lines: Vec<Line>| {
     let Ok(records) = read else {
         return;
     };
-    let files = draw_run(&scratch().join("plots"), &records).expect("the plots are drawn");
+    let files = draw_run(&dir.join("plots"), &records).expect("the plots are drawn");
     assert_eq!(files.len(), 3);
 });

@@ -65,36 +65,29 @@ fn official(bare: bool) -> &'static Entries {
     })[bare as usize]
 }
 
+/// A zip of `entries`, each stored uncompressed as `torch.save` writes them; a repeated name
+/// (a fuzzed storage key twice) is a duplicate entry, which the writer refuses: kept once.
 fn rezip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let stored =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, bytes) in entries {
-        zip.start_file(name.as_str(), stored)
-            .expect("distinct names");
-        zip.write_all(bytes).expect("in-memory write");
+        if zip.start_file(name.as_str(), stored).is_ok() {
+            zip.write_all(bytes).expect("in-memory write");
+        }
     }
     zip.finish().expect("in-memory zip").into_inner()
 }
 
 fn container(pickle: &[u8], byteorder: Option<&str>, storages: &[(u8, Vec<u8>)]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let stored =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    let mut put = |name: &str, bytes: &[u8]| {
-        // A repeated storage key is a duplicate entry, which the writer refuses: skip it.
-        if zip.start_file(name, stored).is_ok() {
-            zip.write_all(bytes).expect("in-memory write");
-        }
-    };
-    put("archive/data.pkl", pickle);
+    let mut entries = vec![("archive/data.pkl".to_string(), pickle.to_vec())];
     if let Some(order) = byteorder {
-        put("archive/byteorder", order.as_bytes());
+        entries.push(("archive/byteorder".into(), order.as_bytes().to_vec()));
     }
     for (key, bytes) in storages {
-        put(&format!("archive/data/{key}"), bytes);
+        entries.push((format!("archive/data/{key}"), bytes.clone()));
     }
-    zip.finish().expect("in-memory zip").into_inner()
+    rezip(&entries)
 }
 
 /// Every tensor under `v` (the reader bounds the nesting, so recursion is bounded too).

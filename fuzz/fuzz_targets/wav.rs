@@ -8,12 +8,9 @@
 //! (a non-finite feature would stop training on a whole batch with no file named).
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use ogm_core_fuzz::F32;
+use ogm_core_fuzz::{scratch, F32};
 use ogm_host::data::audio::{decode_wav, load_audio};
 use ogm_host::data::spectrogram::Stft;
 use ogm_host::data::SpectrogramConfig;
@@ -87,12 +84,6 @@ fn wav(format: Format, channels: u8, rate: Rate, samples: Samples) -> Vec<u8> {
     out
 }
 
-/// The decoders read files: one scratch file per fuzzing process.
-fn scratch() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| std::env::temp_dir().join(format!("ogm-fuzz-{}.wav", std::process::id())))
-}
-
 fuzz_target!(|input: Input| {
     let bytes = match input {
         Input::Raw(b) => b,
@@ -103,8 +94,9 @@ fuzz_target!(|input: Input| {
             samples,
         } => wav(format, channels, rate, samples),
     };
-    std::fs::write(scratch(), &bytes).expect("scratch file");
-    let Ok(wave) = decode_wav(scratch()) else {
+    let path = scratch("clip.wav");
+    std::fs::write(&path, &bytes).expect("scratch file");
+    let Ok(wave) = decode_wav(&path) else {
         return;
     };
     assert!(wave.sample_rate > 0 && !wave.samples.is_empty());
@@ -117,7 +109,7 @@ fuzz_target!(|input: Input| {
     for config in [cremad, SpectrogramConfig::vggsound(0.05)] {
         // What a sample's loading does: `load_audio` (decode, mix down, resample), then the
         // features.
-        let Ok(samples) = load_audio(scratch(), config.sample_rate) else {
+        let Ok(samples) = load_audio(&path, config.sample_rate) else {
             continue;
         };
         let want = (wave.samples.len() as u64 * config.sample_rate as u64)

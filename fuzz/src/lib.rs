@@ -78,6 +78,12 @@ impl F32 {
     }
 }
 
+/// A scratch path of this fuzzing process, `<temp>/ogm-fuzz-<pid>-<name>`, for the host
+/// targets whose code under test reads files.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ogm-fuzz-{}-{name}", std::process::id()))
+}
+
 /// The values of `xs`.
 pub fn f32s(xs: &[F32]) -> Vec<f32> {
     xs.iter().map(|x| x.get()).collect()
