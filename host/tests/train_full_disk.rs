@@ -1,6 +1,6 @@
 //! A full disk: `ogm train` writing its run folder to a small tmpfs runs out of space at a
-//! different point for each size (a step file, the optimiser file, the best model, the plots,
-//! the summary). At every point the process stops with an error that names the file and no
+//! different point for each size (at least three different files: step model and optimiser
+//! files, the best model). At every point the process stops with an error that names the file and no
 //! panic, leaves no temporary file, and `--resume` on a disk with room ends with exactly the
 //! weights of an uninterrupted run.
 //!
@@ -12,10 +12,10 @@
 mod train_common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use train_common::{config, dataset};
+use train_common::{config, dataset, files_under};
 
 /// Whether a private tmpfs can be mounted here; the reason when not.
 fn can_mount(dir: &Path) -> Result<(), String> {
@@ -58,21 +58,6 @@ fn models(ckpt: &Path) -> (Vec<u8>, Vec<u8>) {
         std::fs::read(dir.join(s.model_file)).unwrap(),
         std::fs::read(dir.join("best.safetensors")).unwrap(),
     )
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

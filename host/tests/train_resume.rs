@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ogm_host::train::{train, TrainError};
-use train_common::{config, dataset, final_model, opts};
+use train_common::{config, dataset, files_under, final_model, opts};
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
@@ -79,8 +79,15 @@ fn a_resume_on_changed_data_is_refused_before_any_file_changes() {
     let e = train(&c, &opts("run", false, 6), stop.clone()).unwrap_err();
     assert!(matches!(e, TrainError::Interrupted { step: 6 }), "{e}");
     let run = runs.join("run");
-    let files = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
-        let mut v: Vec<_> = walk(dir);
+    // Every file of the run folder with its bytes, in path order.
+    let files = |dir: &std::path::Path| -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut v: Vec<_> = files_under(dir)
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
         v.sort();
         v
     };
@@ -128,22 +135,4 @@ fn a_resume_on_changed_data_is_refused_before_any_file_changes() {
     // With the data and the file as they were, the run resumes to the end.
     let done = train(&c, &opts("run", true, 0), stop).unwrap();
     assert_eq!(done.steps, 8);
-}
-
-/// Every file under `dir` with its bytes, paths relative to `dir`.
-fn walk(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            for (name, bytes) in walk(&p) {
-                let sub = p.file_name().unwrap().to_string_lossy();
-                out.push((format!("{sub}/{name}"), bytes));
-            }
-        } else {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            out.push((name, std::fs::read(&p).unwrap()));
-        }
-    }
-    out
 }

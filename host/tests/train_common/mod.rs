@@ -1,6 +1,6 @@
 //! Shared setup of the trainer tests: a tiny synthetic dataset and a small, fast configuration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ogm_core::Mode;
 use ogm_host::config::{ModelSize, TrainConfig};
@@ -59,4 +59,21 @@ pub fn final_model(runs: &Path, name: &str) -> Vec<u8> {
         .unwrap()
         .expect("a checkpoint");
     std::fs::read(dir.join(s.model_file)).unwrap()
+}
+
+/// Every file under `dir`, in any order (none when `dir` does not exist).
+#[allow(dead_code)] // not every test binary that includes this module walks run folders
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
