@@ -1,11 +1,15 @@
 //! PNG plots of a run, drawn with plotters and an embedded DejaVu Sans font (so that a fresh
-//! machine without system fonts still gets labelled plots).
+//! machine without system fonts still gets labelled plots). Each plot is drawn in memory,
+//! encoded by `image` and written atomically, so a full disk or a kill while plotting leaves
+//! the previous plot, never a torn PNG.
 
 use std::path::Path;
 use std::sync::Once;
 
+use image::ImageEncoder;
 use plotters::prelude::*;
 
+use super::fsio::write_atomic;
 use super::metrics::Record;
 
 /// A named line: `(x, y)` points.
@@ -69,7 +73,10 @@ fn x_range(lo: f64, hi: f64) -> (f64, f64) {
     }
 }
 
-/// Draws `series` as lines in a 900x540 PNG at `path`.
+/// The plots' size in pixels.
+const SIZE: (u32, u32) = (900, 540);
+
+/// Draws `series` as lines in a 900x540 PNG at `path` (written atomically).
 pub fn line_chart(
     path: &Path,
     title: &str,
@@ -99,28 +106,43 @@ pub fn line_chart(
     let (x0, x1) = x_range(x0, x1);
     let (y0, y1) = y_range(y0, y1);
 
-    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut rgb = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+    draw(&mut rgb, title, x_label, y_label, series, (x0..x1, y0..y1)).map_err(|e| err(&e))?;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, SIZE.0, SIZE.1, image::ExtendedColorType::Rgb8)
+        .map_err(|e| err(&e))?;
+    write_atomic(path, &png).map_err(|e| err(&e))
+}
+
+/// Draws the chart into `rgb`, an RGB buffer of [`SIZE`].
+fn draw(
+    rgb: &mut [u8],
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    (xs, ys): (std::ops::Range<f64>, std::ops::Range<f64>),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = BitMapBackend::with_buffer(rgb, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| err(&e))?;
+        .build_cartesian_2d(xs, ys)?;
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
         .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(|e| err(&e))?;
+        .draw()?;
     for (i, (name, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|&p| plotted(p)).collect();
         chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(|e| err(&e))?
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
             .label(name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
@@ -131,9 +153,8 @@ pub fn line_chart(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
+        .draw()?;
+    root.present()?;
     Ok(())
 }
 
@@ -239,6 +260,32 @@ mod tests {
             line_chart(&path, "t", "x", "y", &[("s".into(), pts.to_vec())]).unwrap();
             assert!(std::fs::metadata(&path).unwrap().len() > 0, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_failed_plot_write_keeps_the_previous_plot() {
+        // The name is this test's own: OGM_FAIL_WRITE is read by every atomic write of the
+        // process, and no other test writes a file of that name.
+        let name = "plots-atomic-check.png";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let first: Series = ("s".into(), vec![(0.0, 1.0), (1.0, 2.0)]);
+        line_chart(&path, "t", "x", "y", &[first]).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let png = image::load_from_memory(&before).unwrap();
+        assert_eq!((png.width(), png.height()), SIZE);
+        std::env::set_var("OGM_FAIL_WRITE", name);
+        let second: Series = ("s".into(), vec![(0.0, 5.0), (1.0, -3.0)]);
+        let e = line_chart(&path, "t", "x", "y", &[second]).unwrap_err();
+        std::env::remove_var("OGM_FAIL_WRITE");
+        assert!(e.to_string().contains(name), "{e}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the old plot is kept whole"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left: {left:?}");
     }
 
     #[test]
