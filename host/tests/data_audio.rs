@@ -18,7 +18,15 @@ fn spectrogram_matches_librosa_at_22050() {
     let mut stft = Stft::new(SpectrogramConfig::default()).unwrap();
     let got = stft.features(&wav);
     let (d, i) = max_abs_diff(&got, &want);
-    eprintln!("max |log diff| vs librosa at 22050 Hz: {d:.2e}");
+    let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    eprintln!(
+        "max |log diff| vs librosa at 22050 Hz: {d:.2e}; equal: {same} of {}",
+        got.len()
+    );
+    // librosa's f32 roundings (complex64, |.| and log in f32) are reproduced: most values are
+    // its bits (53%; 35% with the magnitude and log taken in f64). The rest differ by one ulp
+    // of numpy's SIMD log and the FFTs' rounding.
+    assert!(2 * same > got.len(), "{same} of {} equal", got.len());
     assert!(
         d < 1e-5,
         "max |log diff| {d} at bin {} frame {}",

@@ -228,8 +228,15 @@ impl Stft {
             self.fft
                 .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.scratch)
                 .expect("buffers come from the plan");
+            // librosa's roundings: the spectrum to complex64, np.abs in f32 (the f64 root of
+            // the f32 parts' squares, rounded once: no overflow or cancellation at these
+            // magnitudes), eps added in f32, np.log in f32. This is also 3x cheaper than
+            // f64's hypot and ln, which were a third of a clip's audio time.
+            let eps = self.config.log_eps;
             for (f, c) in self.spectrum.iter().enumerate() {
-                out[f * frames + t] = (c.re.hypot(c.im) + self.config.log_eps as f64).ln() as f32;
+                let (re, im) = (c.re as f32 as f64, c.im as f32 as f64);
+                let mag = (re * re + im * im).sqrt() as f32;
+                out[f * frames + t] = (mag + eps).ln();
             }
         }
         out
