@@ -3,15 +3,17 @@
 //! log spectrograms, on arbitrary bytes and on well-formed files with fuzzed header fields
 //! (format, channels, rate, bits) and fuzzed samples (any float bits: NaN, infinities).
 //!
-//! Asserts: no panic, no hang, no allocation beyond libFuzzer's limit; a clip is refused
-//! with an error or gives a spectrogram of the configured shape whose every value is finite
-//! (a non-finite feature would stop training on a whole batch with no file named).
+//! Asserts: no panic, no hang, no allocation beyond libFuzzer's limit; `decode_wav` gives the
+//! samples of hound's own iterator (mixed down), bit for bit, wherever that reads the file
+//! (and refuses the file where it does not), whichever of its paths decodes the data; a clip
+//! is refused with an error or gives a spectrogram of the configured shape whose every value
+//! is finite (a non-finite feature would stop training on a whole batch with no file named).
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use ogm_core_fuzz::{scratch, F32};
-use ogm_host::data::audio::{decode_wav, load_audio};
+use ogm_host::data::audio::{decode_wav, load_audio, to_mono, SAMPLE_RATES};
 use ogm_host::data::spectrogram::Stft;
 use ogm_host::data::SpectrogramConfig;
 
@@ -84,6 +86,35 @@ fn wav(format: Format, channels: u8, rate: Rate, samples: Samples) -> Vec<u8> {
     out
 }
 
+/// The rate and mixed-down samples as hound's sample iterator reads them (the host's
+/// decoding before its one-pass path, and still its path for other encodings), or `None`
+/// where hound refuses the file.
+fn reference(bytes: &[u8]) -> Option<(u32, Vec<f32>)> {
+    let reader = hound::WavReader::new(bytes).ok()?;
+    let spec = reader.spec();
+    let interleaved: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader
+            .into_samples::<f32>()
+            .collect::<Result<_, _>>()
+            .ok()?,
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+            reader
+                .into_samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()
+                .ok()?
+        }
+    };
+    if spec.channels == 0 {
+        return None;
+    }
+    Some((
+        spec.sample_rate,
+        to_mono(&interleaved, spec.channels as usize),
+    ))
+}
+
 fuzz_target!(|input: Input| {
     let bytes = match input {
         Input::Raw(b) => b,
@@ -96,7 +127,30 @@ fuzz_target!(|input: Input| {
     };
     let path = scratch("clip.wav");
     std::fs::write(&path, &bytes).expect("scratch file");
-    let Ok(wave) = decode_wav(&path) else {
+    let decoded = decode_wav(&path);
+    match (reference(&bytes), &decoded) {
+        (Some((rate, want)), Ok(wave)) => {
+            assert_eq!(wave.sample_rate, rate);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&wave.samples),
+                bits(&want),
+                "samples differ from hound's"
+            );
+        }
+        (None, Err(_)) => {}
+        (Some((rate, want)), Err(e)) => {
+            // Refusals of files hound reads: a rate outside the accepted range, no samples,
+            // a NaN sample.
+            assert!(
+                !SAMPLE_RATES.contains(&rate) || want.is_empty() || want.iter().any(|v| v.is_nan()),
+                "refused a file hound reads ({rate} Hz, {} samples): {e}",
+                want.len()
+            );
+        }
+        (None, Ok(_)) => panic!("decoded a file hound's iterator refuses"),
+    }
+    let Ok(wave) = decoded else {
         return;
     };
     assert!(wave.sample_rate > 0 && !wave.samples.is_empty());
