@@ -1,7 +1,8 @@
 //! The audio half of a sample (`ogm_host::data::audio` and `spectrogram`): a WAV file decoded,
-//! mixed down, resampled (`load_audio`) to the pipeline's rate and turned into the CREMA-D and the VGGSound
-//! log spectrograms, on arbitrary bytes and on well-formed files with fuzzed header fields
-//! (format, channels, rate, bits) and fuzzed samples (any float bits: NaN, infinities).
+//! mixed down, resampled (`load_audio`) to the pipeline's rate and turned into the CREMA-D and
+//! the VGGSound log spectrograms, on arbitrary bytes and on well-formed files with fuzzed
+//! header fields (format, channels, rate, bits) and fuzzed samples (any float bits: NaN,
+//! infinities).
 //!
 //! Asserts: no panic, no hang, no allocation beyond libFuzzer's limit; `decode_wav` gives the
 //! samples of hound's own iterator (mixed down), bit for bit, wherever that reads the file

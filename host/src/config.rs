@@ -548,8 +548,8 @@ impl TrainConfig {
     /// The data-loading threads to run: `loader_workers`, or when it is 0, by device. On the
     /// CPU 2: the model's own threads need the cores, and a step takes far longer than
     /// loading its batch. On a GPU one per core but one (for the thread that queues the
-    /// steps), at most [`AUTO_GPU_LOADER_WORKERS`]: a batch of 64 CREMA-D-shaped clips takes about
-    /// 0.3 s of one core to decode and transform (`scripts/bench-data.sh`), while the
+    /// steps), at most [`AUTO_GPU_LOADER_WORKERS`]: a batch of 64 CREMA-D-shaped clips takes
+    /// about 0.3 s of one core to decode and transform (`scripts/bench-data.sh`), while the
     /// device takes a few tens of milliseconds to train on it, so two workers would leave it
     /// idle most of the time.
     pub fn loader_threads(&self) -> usize {

@@ -6,9 +6,10 @@
 //! `ceil(n * to / from)` samples. Here `hound` reads the header and decodes (8/16/24/32-bit
 //! integer and 32-bit float PCM, any rate and channel count, WAVE_FORMAT_EXTENSIBLE included;
 //! the data of the two common encodings, 16-bit integer and 32-bit float, is converted in one
-//! pass over the file's bytes) and `rubato`'s synchronous FFT resampler converts the rate. The resamplers differ, so non-22050 Hz input agrees with
-//! librosa closely but not bit for bit (see the fixture test `data_audio`); 22050 Hz input is
-//! passed through untouched, exactly as librosa does.
+//! pass over the file's bytes) and `rubato`'s synchronous FFT resampler converts the rate.
+//! The resamplers differ, so non-22050 Hz input agrees with librosa closely but not bit for
+//! bit (see the fixture test `data_audio`); 22050 Hz input is passed through untouched,
+//! exactly as librosa does.
 
 use std::path::Path;
 
@@ -95,8 +96,9 @@ pub fn decode_wav(path: &Path) -> Result<Waveform, SampleError> {
 }
 
 /// The samples of the two PCM encodings that hold nearly every WAV (16-bit integer, 32-bit
-/// float), converted from the data chunk's bytes in one pass: `data` starts at `start` (where
-/// hound's header reader stopped, just after the chunk's length) and holds `values` samples.
+/// float), converted from the data chunk's bytes in one pass: the chunk starts at byte `start`
+/// of `bytes` (where hound's header reader stopped, just after the chunk's length) and holds
+/// `values` samples.
 /// hound's sample iterator costs about 15 ns a sample, a fifth of a clip's audio time.
 /// `None` for every other encoding; `Some(Err)` for a data chunk cut short by the file's end,
 /// which hound's iterator also refuses.
