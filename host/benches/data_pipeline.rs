@@ -13,6 +13,8 @@
 //! and of each stage (WAV decoding, resampling, spectrogram, JPEG decoding, transform; audio
 //! and visual are the sums of their stages' medians).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,17 +28,7 @@ use ogm_host::data::{
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn number(name: &str, default: usize) -> usize {
-    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use common::{arg, number};
 
 /// CREMA-D's media: 16 kHz 16-bit mono WAVs (the corpus's clips last 1 to 5 s, 2.5 s on
 /// average) and frames of the 480x360 videos at one frame a second.

@@ -5,20 +5,15 @@
 //! thread count and prints the ratio. Arguments: `--steps N` (timed steps, default 5),
 //! `--batch B` (default 16). Threads: `RAYON_NUM_THREADS` (default: all cores).
 
+mod common;
+
 use std::time::Instant;
 
 use ogm_host::engine::{
     softmax_cross_entropy, AvModel, CpuBackend, FusionKind, Input, Mode, ModelConfig, Sgd,
 };
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::number;
 
 /// Peak resident memory of this process, from the kernel's high-water mark.
 fn peak_rss_mib() -> f64 {
@@ -32,8 +27,8 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() {
-    let steps = arg("--steps", 5);
-    let batch = arg("--batch", 16);
+    let steps = number("--steps", 5);
+    let batch = number("--batch", 16);
     let (ah, aw, vh, vw) = (257, 188, 224, 224);
     let cfg = ModelConfig::paper(6, FusionKind::Concat);
     let mut model = AvModel::new(CpuBackend::<f32>::new(), cfg, 0).expect("model");

@@ -1,8 +1,8 @@
 //! A full disk: `ogm train` writing its run folder to a small tmpfs runs out of space at a
 //! different point for each size (at least three different files: step model and optimiser
-//! files, the best model). At every point the process stops with an error that names the file and no
-//! panic, leaves no temporary file, and `--resume` on a disk with room ends with exactly the
-//! weights of an uninterrupted run.
+//! files, the best model). At every point the process stops with an error that names the
+//! file and no panic, leaves no temporary file, and `--resume` on a disk with room ends with
+//! exactly the weights of an uninterrupted run.
 //!
 //! The small disk is a tmpfs mounted in a private user and mount namespace (`unshare -rm`),
 //! so no privilege is needed where unprivileged user namespaces are allowed, and nothing is
